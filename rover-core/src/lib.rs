@@ -1,0 +1,3 @@
+//! rover-core: typed async eBPF profiling sessions (on-CPU and off-CPU) and
+//! the aggregated profiles they produce.
+#![warn(missing_docs)]

@@ -1,0 +1,3 @@
+//! The unpublished root package of the rover workspace. It has no API of its
+//! own: it hosts the top-level `examples/` and `benches/`, which use the
+//! published crates (`rover-core`, `rover-symbolize`) as a user would.
