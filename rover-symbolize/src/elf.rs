@@ -19,6 +19,8 @@ const STT_NOTYPE: u8 = 0;
 const STT_FUNC: u8 = 2;
 const STT_FILE: u8 = 4;
 const STT_GNU_IFUNC: u8 = 10;
+/// `sh_flags` bit marking a section of code.
+const SHF_EXECINSTR: u64 = 4;
 
 /// Identity of a file on disk: device, inode, modification time and size.
 /// Two paths with the same identity are the same file (hard links, bind
@@ -189,7 +191,13 @@ impl ElfFile {
                 else {
                     continue;
                 };
-                if section.kind() != SectionKind::Text {
+                // A debug-only file keeps its `.text` header (as NOBITS),
+                // flags included: test the flag, not the contents.
+                let executable = matches!(
+                    section.flags(),
+                    object::SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0
+                );
+                if !executable {
                     continue;
                 }
                 let Ok(name) = sym.name_bytes() else { continue };
