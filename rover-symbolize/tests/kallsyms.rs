@@ -287,3 +287,96 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_live_text_symbol_is_found_at_its_address() {
+    let Some((text, kernel)) = live() else {
+        return;
+    };
+    let mut names_at: std::collections::HashMap<u64, Vec<&str>> = Default::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if matches!(kind, "t" | "T" | "w" | "W") {
+            names_at
+                .entry(u64::from_str_radix(addr, 16).unwrap())
+                .or_default()
+                .push(name);
+        }
+    }
+    assert_eq!(names_at.len(), kernel.len());
+    for (&addr, names) in &names_at {
+        match kernel.find(addr) {
+            Ok(sym) => {
+                assert_eq!(sym.start, addr);
+                assert!(
+                    names.contains(&sym.name),
+                    "{addr:#x}: {} not in {names:?}",
+                    sym.name
+                );
+            }
+            Err(Reason::NoSymbols) => {
+                assert!(
+                    names.contains(&"_etext") || names.contains(&"_einittext"),
+                    "{names:?}"
+                );
+            }
+            Err(e) => panic!("{addr:#x}: {e}"),
+        }
+    }
+}
+
+/// Kills and reaps a child when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn live_bpf_program_symbol() {
+    // A loaded BPF program appears in kallsyms as `bpf_prog_TAG_NAME [bpf]`.
+    let bpftrace = std::process::Command::new("bpftrace")
+        .args(["-e", "profile:hz:99 { @samples = count(); }"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(bpftrace) = bpftrace else {
+        eprintln!("skipping [bpf] symbol check: bpftrace is not installed");
+        return;
+    };
+    let mut bpftrace = Reaped(bpftrace);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let (addr, name) = loop {
+        let found = real_text().lines().find_map(|line| {
+            let head = line.strip_suffix("\t[bpf]")?;
+            let mut f = head.split(' ');
+            let (addr, _kind, name) = (f.next()?, f.next()?, f.next()?);
+            Some((u64::from_str_radix(addr, 16).ok()?, name.to_owned()))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        if let Some(status) = bpftrace.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut bpftrace.0.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            panic!("bpftrace exited with {status}: {stderr}");
+        }
+        assert!(Instant::now() < deadline, "no [bpf] symbol appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let Some((_, kernel)) = live() else {
+        return;
+    };
+    let sym = kernel.find(addr + 8).unwrap();
+    assert_eq!(sym.module, Some("bpf"));
+    assert!(sym.name.starts_with("bpf_prog_"), "{}", sym.name);
+    assert_eq!((sym.name, sym.start), (name.as_str(), addr));
+    eprintln!("bpf symbol {:#x} -> {} [bpf]", addr + 8, sym.name);
+}

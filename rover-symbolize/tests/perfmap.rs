@@ -179,6 +179,69 @@ fn cache_is_send_and_sync() {
     check::<PerfMap>();
 }
 
+/// Kills and reaps a child when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn containerised_process_perf_map_is_found_through_its_root() {
+    // A shell as pid 1 of its own pid namespace, with a private /tmp, writes
+    // /tmp/perf-1.map as a containerised JIT would.
+    let script = "mount -t tmpfs rover-test /tmp && \
+                  echo '1000 20 JS:containerised' > /tmp/perf-$$.map && \
+                  echo ready && exec sleep 30";
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("skipping container check: unshare(1) is not installed");
+        return;
+    };
+    let mut child = Reaped(child);
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    if ready.trim() != "ready" {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        panic!("the namespaced shell failed: {stderr}");
+    }
+    let children = format!("/proc/{0}/task/{0}/children", child.0.id());
+    let inner: u32 = fs::read_to_string(children)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let path = perf_map_path(inner).unwrap();
+    assert_eq!(
+        path,
+        PathBuf::from(format!("/proc/{inner}/root/tmp/perf-1.map"))
+    );
+    let map = PerfMapCache::new()
+        .get(inner)
+        .expect("perf map inside the namespace");
+    assert_eq!(map.find(0x1010), sym("JS:containerised", 0x1000, 0x20));
+    // The host's /tmp never had it under either pid.
+    assert!(!PathBuf::from(format!("/tmp/perf-{inner}.map")).exists());
+    let host = fs::read_to_string("/tmp/perf-1.map").unwrap_or_default();
+    assert!(!host.contains("JS:containerised"));
+    let _ = Command::new("kill").arg(inner.to_string()).status();
+}
+
 #[test]
 fn node_jit_perf_map_names_a_hot_function() {
     let script = "function roverBusyLoop(n) { let s = 0; for (let i = 0; i < n; i++) { s += i % 7; } return s; }\n\
