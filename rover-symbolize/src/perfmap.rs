@@ -321,6 +321,16 @@ impl PerfMapCache {
         self.lock().remove(&pid);
     }
 
+    /// Drops the perf maps of processes that no longer exist, so a
+    /// long-running profiler's cache stays bounded by the live processes.
+    /// Returns how many were dropped.
+    pub fn forget_exited(&self) -> usize {
+        let mut maps = self.lock();
+        let before = maps.len();
+        maps.retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+        before - maps.len()
+    }
+
     /// Number of processes whose perf map is cached.
     pub fn len(&self) -> usize {
         self.lock().len()

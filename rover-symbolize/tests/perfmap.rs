@@ -149,6 +149,7 @@ fn cache_reloads_when_the_file_changes() {
     assert_eq!(third.find(0x1000).unwrap().name, "uno");
     assert!(Arc::ptr_eq(&third, &cache.get(pid).unwrap()));
 
+    assert_eq!(cache.forget_exited(), 0, "this process is alive");
     cache.forget(pid);
     assert!(cache.is_empty());
     assert_eq!(cache.get(pid).unwrap().find(0x2000).unwrap().name, "dos");
@@ -291,6 +292,10 @@ fn node_jit_perf_map_names_a_hot_function() {
     };
     let status = child.wait_with_output().unwrap();
     assert!(status.status.success(), "{status:?}");
+    // Reaped: its map leaves the cache with it.
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.forget_exited(), 1);
+    assert!(cache.is_empty());
     let (start, name, line_name, len) = live.expect("roverBusyLoop in node's perf map");
     eprintln!("node perf map: {len} symbols; {start:#x} -> {name}");
     assert!(name.contains("roverBusyLoop"), "{name} ({line_name})");
