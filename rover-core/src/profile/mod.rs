@@ -5,13 +5,18 @@
 //!
 //! Stacks are leaf first. See `docs/profile-model.md` for the whole guide.
 
+mod diff;
+mod filter;
 mod frame;
 mod import;
 mod intern;
 mod merge;
 mod model;
+mod top;
 mod value;
 
+pub use diff::{FunctionDelta, ProfileDiff, StackDelta};
 pub use frame::{Frame, FrameId, FrameKind, FrameOrigin};
 pub use model::{Entry, JitFrames, Profile, Sample, StackId, Thread, ThreadId};
+pub use top::{FunctionStat, TopOrder};
 pub use value::{Metric, OffCpuState, OffCpuValue, ProfileKind, SampleValue, Value};
