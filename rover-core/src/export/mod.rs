@@ -2,6 +2,10 @@
 //! usual tools read: folded stacks, SVG flame graphs (plain and
 //! differential, through `inferno`) and pprof.
 
+mod error;
+mod flamegraph;
 mod folded;
 
+pub use error::ExportError;
+pub use flamegraph::{FlameGraphOptions, write_differential_flamegraph, write_flamegraph};
 pub use folded::{FoldedOptions, FoldedPrefix, folded_lines, write_folded};
