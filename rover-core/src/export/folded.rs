@@ -66,8 +66,12 @@ impl FoldedOptions {
 /// frames read `[module+0xOFFSET]` or `[unknown]`. `;` in names becomes `:`
 /// and line breaks become spaces, so every line parses.
 pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
-    let mut sums: HashMap<(String, StackId), u64> = HashMap::new();
-    let mut prefixes: HashMap<(u32, u32, u32), String> = HashMap::new();
+    // Lines are keyed by (prefix index, stack): threads sharing a prefix
+    // share lines, and each prefix string is built once.
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut prefix_ids: HashMap<String, u32> = HashMap::new();
+    let mut prefix_of: HashMap<(u8, u32, u32), u32> = HashMap::new();
+    let mut sums: HashMap<(u32, StackId), u64> = HashMap::new();
     for entry in profile.entries() {
         let value = entry.value.get(options.metric);
         if value == 0 {
@@ -81,23 +85,25 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             FoldedPrefix::Process | FoldedPrefix::ProcessPid => (1, thread.pid, entry.thread.0),
             FoldedPrefix::None => (2, 0, 0),
         };
-        let prefix = prefixes
-            .entry(key)
-            .or_insert_with(|| {
-                let mut s = String::new();
-                match options.prefix {
-                    FoldedPrefix::Comm => sanitize_into(&mut s, thread.comm),
-                    FoldedPrefix::Process => sanitize_into(&mut s, thread.process_name),
-                    FoldedPrefix::ProcessPid => {
-                        sanitize_into(&mut s, thread.process_name);
-                        s.push('-');
-                        s.push_str(&thread.pid.to_string());
-                    }
-                    FoldedPrefix::None => {}
+        let prefix = *prefix_of.entry(key).or_insert_with(|| {
+            let mut s = String::new();
+            match options.prefix {
+                FoldedPrefix::Comm => sanitize_into(&mut s, thread.comm),
+                FoldedPrefix::Process => sanitize_into(&mut s, thread.process_name),
+                FoldedPrefix::ProcessPid => {
+                    sanitize_into(&mut s, thread.process_name);
+                    s.push('-');
+                    s.push_str(&thread.pid.to_string());
                 }
-                s
+                FoldedPrefix::None => {}
+            }
+            // Threads with equal prefixes (same comm) share one index.
+            let next = prefixes.len() as u32;
+            *prefix_ids.entry(s).or_insert_with_key(|s| {
+                prefixes.push(s.clone());
+                next
             })
-            .clone();
+        });
         let sum = sums.entry((prefix, entry.stack)).or_insert(0);
         *sum = sum.saturating_add(value);
     }
@@ -108,7 +114,7 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
                 Metric::OffCpuNanos => raw.saturating_add(500) / 1000,
                 Metric::OnCpuSamples | Metric::OffCpuSwitches => raw,
             };
-            (value > 0).then(|| render_line(profile, &prefix, stack, value))
+            (value > 0).then(|| render_line(profile, &prefixes[prefix as usize], stack, value))
         })
         .collect();
     lines.sort_unstable();
