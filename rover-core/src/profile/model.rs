@@ -341,6 +341,20 @@ impl Profile {
         })
     }
 
+    /// Every process of the profile as `(pid, process name)`, sorted by pid
+    /// (a pid seen under two names, e.g. after `exec`, appears twice).
+    pub fn processes(&self) -> Vec<(u32, &str)> {
+        let mut out: Vec<(u32, &str)> = self
+            .threads
+            .items()
+            .iter()
+            .map(|t| (t.pid, self.strings.get(t.process)))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Ids of every interned thread.
     pub fn thread_ids(&self) -> impl ExactSizeIterator<Item = ThreadId> {
         (0..self.threads.len() as u32).map(ThreadId)
