@@ -26,7 +26,10 @@ mod dwarf;
 mod elf;
 mod error;
 mod frame;
+pub mod kallsyms;
+pub mod maps;
 mod module;
+pub mod perfmap;
 mod symbolizer;
 mod symtab;
 
