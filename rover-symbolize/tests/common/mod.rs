@@ -17,6 +17,7 @@ pub const C_SOURCE: &str = r#"
 #include <string.h>
 #include <unistd.h>
 #include <signal.h>
+#include <sys/mman.h>
 
 struct point { long x, y; };
 
@@ -71,7 +72,8 @@ int main(int argc, char **argv) {
     if (n <= 0) fail("n");
     printf("%ld\n", work(n));
     if (argc > 2 && strcmp(argv[2], "stop") == 0) {
-        printf("ready\n");
+        void *jit = mmap(0, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        printf("jit %p\nready\n", jit);
         fflush(stdout);
         for (;;) pause();
     }
