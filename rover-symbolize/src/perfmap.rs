@@ -16,7 +16,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -67,64 +67,49 @@ pub struct PerfMapSymbol<'a> {
     pub size: u64,
 }
 
-/// A parsed line before the table is built, borrowing from the text.
-struct Raw<'t> {
+/// A range of addresses claimed by a symbol, before overlaps are resolved;
+/// of overlapping claims the later one wins. Borrows the name.
+struct Claim<'t> {
+    lo: u64,
+    hi: u64,
     start: u64,
-    end: u64,
+    size: u64,
     name: &'t str,
+    /// Claims of one symbol share a key (a symbol already split into
+    /// several segments comes back as several claims).
+    key: u32,
 }
 
 impl PerfMap {
     /// Parses the text of a perf-map file; never fails.
     pub fn parse(text: &str) -> Self {
-        let mut raw = Vec::new();
-        let mut skipped = 0;
-        for line in text.lines() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match parse_line(line) {
-                Some(r) if r.end > r.start => raw.push(r),
-                Some(_) => {}
-                None => skipped += 1,
-            }
-        }
-        let segments = resolve_overlaps(&raw);
+        let (claims, skipped) = parse_lines(text, 0);
+        let keys = claims.len();
+        build(&claims, keys, skipped)
+    }
 
-        // Keep only entries that won some range, in one name arena.
-        let mut remap = vec![u32::MAX; raw.len()];
-        let mut entries = Vec::new();
-        let mut names = String::new();
-        let mut kept = Vec::with_capacity(segments.len());
-        for mut seg in segments {
-            let index = seg.entry as usize;
-            if remap[index] == u32::MAX {
-                let r = &raw[index];
-                let (Ok(name_start), Ok(name_len), Ok(new_index)) = (
-                    u32::try_from(names.len()),
-                    u32::try_from(r.name.len()),
-                    u32::try_from(entries.len()),
-                ) else {
-                    break;
-                };
-                names.push_str(r.name);
-                entries.push(Entry {
-                    start: r.start,
-                    size: r.end - r.start,
-                    name_start,
-                    name_len,
-                });
-                remap[index] = new_index;
-            }
-            seg.entry = remap[index];
-            kept.push(seg);
-        }
-        PerfMap {
-            segments: kept,
-            entries,
-            names,
-            skipped,
-        }
+    /// This map with `appended` lines added after its own, as when a JIT
+    /// appended to its file: the new lines win where they overlap old ones.
+    /// Gives the same symbols as parsing the whole text again, without
+    /// re-reading the old text.
+    pub fn extended(&self, appended: &str) -> Self {
+        let old = self.segments.iter().filter_map(|seg| {
+            let entry = self.entries.get(seg.entry as usize)?;
+            Some(Claim {
+                lo: seg.start,
+                hi: seg.end,
+                start: entry.start,
+                size: entry.size,
+                name: self.entry_name(entry)?,
+                key: seg.entry,
+            })
+        });
+        let mut claims: Vec<Claim<'_>> = old.collect();
+        let first_new_key = self.entries.len();
+        let (new, skipped) = parse_lines(appended, first_new_key);
+        let keys = first_new_key + new.len();
+        claims.extend(new);
+        build(&claims, keys, self.skipped + skipped)
     }
 
     /// Reads and parses a perf-map file. Bytes that are not UTF-8 are
@@ -145,14 +130,16 @@ impl PerfMap {
             return None;
         }
         let entry = self.entries.get(seg.entry as usize)?;
-        let name_start = entry.name_start as usize;
         Some(PerfMapSymbol {
-            name: self
-                .names
-                .get(name_start..name_start + entry.name_len as usize)?,
+            name: self.entry_name(entry)?,
             start: entry.start,
             size: entry.size,
         })
+    }
+
+    fn entry_name(&self, entry: &Entry) -> Option<&str> {
+        let start = entry.name_start as usize;
+        self.names.get(start..start + entry.name_len as usize)
     }
 
     /// Number of symbols that cover some address (overridden ones are not
@@ -172,13 +159,90 @@ impl PerfMap {
     }
 }
 
-fn parse_line(line: &str) -> Option<Raw<'_>> {
+/// Parses lines into claims keyed from `first_key`; returns them and the
+/// number of malformed lines.
+fn parse_lines(text: &str, first_key: usize) -> (Vec<Claim<'_>>, usize) {
+    let mut claims = Vec::new();
+    let mut skipped = 0;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Some((start, size, name)) if size > 0 => {
+                let Ok(key) = u32::try_from(first_key + claims.len()) else {
+                    break;
+                };
+                claims.push(Claim {
+                    lo: start,
+                    hi: start + size,
+                    start,
+                    size,
+                    name,
+                    key,
+                });
+            }
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    (claims, skipped)
+}
+
+/// `START SIZE NAME`; `None` when malformed or past the end of the address
+/// space.
+fn parse_line(line: &str) -> Option<(u64, u64, &str)> {
     let (start, rest) = line.split_once(' ')?;
     let (size, name) = rest.split_once(' ')?;
     let start = parse_hex(start)?;
-    let end = start.checked_add(parse_hex(size)?)?;
+    let size = parse_hex(size)?;
+    start.checked_add(size)?;
     let name = name.trim_end();
-    (!name.is_empty()).then_some(Raw { start, end, name })
+    (!name.is_empty()).then_some((start, size, name))
+}
+
+/// Resolves overlaps and keeps, in one name arena, only the symbols that
+/// won some range. `keys` bounds the claims' keys.
+fn build(claims: &[Claim<'_>], keys: usize, skipped: usize) -> PerfMap {
+    let segments = resolve_overlaps(claims);
+    let mut remap = vec![u32::MAX; keys];
+    let mut entries = Vec::new();
+    let mut names = String::new();
+    let mut kept: Vec<Segment> = Vec::with_capacity(segments.len());
+    for mut seg in segments {
+        let claim = &claims[seg.entry as usize];
+        let Some(slot) = remap.get_mut(claim.key as usize) else {
+            continue;
+        };
+        if *slot == u32::MAX {
+            let (Ok(name_start), Ok(name_len), Ok(index)) = (
+                u32::try_from(names.len()),
+                u32::try_from(claim.name.len()),
+                u32::try_from(entries.len()),
+            ) else {
+                break;
+            };
+            names.push_str(claim.name);
+            entries.push(Entry {
+                start: claim.start,
+                size: claim.size,
+                name_start,
+                name_len,
+            });
+            *slot = index;
+        }
+        seg.entry = *slot;
+        match kept.last_mut() {
+            Some(last) if last.end == seg.start && last.entry == seg.entry => last.end = seg.end,
+            _ => kept.push(seg),
+        }
+    }
+    PerfMap {
+        segments: kept,
+        entries,
+        names,
+        skipped,
+    }
 }
 
 fn parse_hex(s: &str) -> Option<u64> {
@@ -194,42 +258,42 @@ fn parse_hex(s: &str) -> Option<u64> {
 }
 
 /// Splits the address space into non-overlapping segments, each attributed
-/// to the last line (highest index in `raw`) that covers it, adjacent
-/// segments of one line merged. Sorted by start.
-fn resolve_overlaps(raw: &[Raw<'_>]) -> Vec<Segment> {
+/// to the last claim (highest index in `raw`) that covers it, adjacent
+/// segments of one claim merged. Sorted by start.
+fn resolve_overlaps(raw: &[Claim<'_>]) -> Vec<Segment> {
     let mut order: Vec<u32> = (0..raw.len() as u32).collect();
-    order.sort_by_key(|&i| raw[i as usize].start);
+    order.sort_by_key(|&i| raw[i as usize].lo);
 
     let disjoint = order
         .windows(2)
-        .all(|w| raw[w[0] as usize].end <= raw[w[1] as usize].start);
+        .all(|w| raw[w[0] as usize].hi <= raw[w[1] as usize].lo);
     if disjoint {
         return order
             .into_iter()
             .map(|i| Segment {
-                start: raw[i as usize].start,
-                end: raw[i as usize].end,
+                start: raw[i as usize].lo,
+                end: raw[i as usize].hi,
                 entry: i,
             })
             .collect();
     }
 
-    let mut bounds: Vec<u64> = raw.iter().flat_map(|r| [r.start, r.end]).collect();
+    let mut bounds: Vec<u64> = raw.iter().flat_map(|r| [r.lo, r.hi]).collect();
     bounds.sort_unstable();
     bounds.dedup();
 
-    // Max-heap of the lines covering the current bound, by file order;
-    // lines that ended are dropped lazily when they reach the top.
+    // Max-heap of the claims covering the current bound, by order; claims
+    // that ended are dropped lazily when they reach the top.
     let mut active: BinaryHeap<(u32, u64)> = BinaryHeap::new();
     let mut next = order.iter().peekable();
     let mut segments: Vec<Segment> = Vec::new();
     for pair in bounds.windows(2) {
         let (lo, hi) = (pair[0], pair[1]);
         while let Some(&&i) = next.peek() {
-            if raw[i as usize].start > lo {
+            if raw[i as usize].lo > lo {
                 break;
             }
-            active.push((i, raw[i as usize].end));
+            active.push((i, raw[i as usize].hi));
             next.next();
         }
         while active.peek().is_some_and(|&(_, end)| end <= lo) {
@@ -284,14 +348,75 @@ impl FileIdentity {
     }
 }
 
-#[derive(Debug)]
+/// How many bytes before the end of what was parsed are kept to recognise
+/// an append (they are unchanged) from a rewrite.
+const TAIL_CHECK: usize = 64;
+
+#[derive(Debug, Clone)]
 struct Cached {
     identity: FileIdentity,
     map: Arc<PerfMap>,
+    /// Bytes of the file parsed: complete lines only.
+    parsed: u64,
+    /// The last bytes (up to [`TAIL_CHECK`]) of those.
+    tail: Vec<u8>,
+}
+
+impl Cached {
+    /// Reads and parses the whole file.
+    fn read(file: &mut File, identity: FileIdentity) -> Option<Cached> {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        let complete = &bytes[..complete_lines(&bytes)];
+        Some(Cached {
+            identity,
+            map: Arc::new(PerfMap::parse(&String::from_utf8_lossy(complete))),
+            parsed: complete.len() as u64,
+            tail: complete[complete.len().saturating_sub(TAIL_CHECK)..].to_vec(),
+        })
+    }
+
+    /// Parses only what was appended since, if the file grew without its
+    /// parsed part changing (a JIT appends as it compiles); `None` when it
+    /// was rewritten.
+    fn appended(&self, file: &mut File, identity: FileIdentity) -> Option<Cached> {
+        let same_file = identity.dev == self.identity.dev && identity.inode == self.identity.inode;
+        if !same_file || identity.size < self.parsed {
+            return None;
+        }
+        file.seek(SeekFrom::Start(self.parsed - self.tail.len() as u64))
+            .ok()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        let new = bytes.strip_prefix(self.tail.as_slice())?;
+        let new = &new[..complete_lines(new)];
+        if new.is_empty() {
+            return Some(Cached {
+                identity,
+                ..self.clone()
+            });
+        }
+        let parsed_end = &bytes[..self.tail.len() + new.len()];
+        Some(Cached {
+            identity,
+            map: Arc::new(self.map.extended(&String::from_utf8_lossy(new))),
+            parsed: self.parsed + new.len() as u64,
+            tail: parsed_end[parsed_end.len().saturating_sub(TAIL_CHECK)..].to_vec(),
+        })
+    }
+}
+
+/// The length of the complete lines at the start of `bytes`: a JIT may be
+/// in the middle of writing the last one.
+fn complete_lines(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
 /// The parsed perf maps of many processes, each reloaded when its file
 /// changes (device, inode, size or modification time). `Send + Sync`.
+///
+/// Only complete lines are read, since a JIT may be writing the last one.
+/// When a file only grew, just the appended lines are parsed and merged in.
 #[derive(Debug, Default)]
 pub struct PerfMapCache {
     maps: Mutex<HashMap<u32, Cached>>,
@@ -344,22 +469,19 @@ impl PerfMapCache {
     fn load(&self, pid: u32, path: &Path) -> Option<Arc<PerfMap>> {
         let mut file = File::open(path).ok()?;
         let identity = FileIdentity::of(&file.metadata().ok()?);
-        if let Some(cached) = self.lock().get(&pid)
-            && cached.identity == identity
-        {
-            return Some(Arc::clone(&cached.map));
-        }
+        let previous = match self.lock().get(&pid) {
+            Some(cached) if cached.identity == identity => return Some(Arc::clone(&cached.map)),
+            other => other.cloned(),
+        };
         // Parse without holding the lock: other processes' lookups go on.
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).ok()?;
-        let map = Arc::new(PerfMap::parse(&String::from_utf8_lossy(&bytes)));
-        self.lock().insert(
-            pid,
-            Cached {
-                identity,
-                map: Arc::clone(&map),
-            },
-        );
+        let updated = previous
+            .and_then(|p| p.appended(&mut file, identity))
+            .or_else(|| {
+                file.seek(SeekFrom::Start(0)).ok()?;
+                Cached::read(&mut file, identity)
+            })?;
+        let map = Arc::clone(&updated.map);
+        self.lock().insert(pid, updated);
         Some(map)
     }
 

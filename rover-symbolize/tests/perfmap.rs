@@ -149,10 +149,43 @@ fn cache_reloads_when_the_file_changes() {
     assert_eq!(third.find(0x1000).unwrap().name, "uno");
     assert!(Arc::ptr_eq(&third, &cache.get(pid).unwrap()));
 
+    // Rewritten in place, longer: not an append, read again whole.
+    fs::write(&own.0, "1000 10 eins\n2000 10 zwei\n").unwrap();
+    let fourth = cache.get(pid).unwrap();
+    assert_eq!(fourth.find(0x1000).unwrap().name, "eins");
+    assert_eq!(fourth.find(0x2000).unwrap().name, "zwei");
+
+    // Appended by a JIT mid-line: the partial line waits for its newline.
+    let append = |text: &str| {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().append(true).open(&own.0).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append("3000 10 thr");
+    let partial = cache.get(pid).unwrap();
+    assert_eq!(partial.find(0x3000), None);
+    assert!(
+        Arc::ptr_eq(&partial, &fourth),
+        "taken as an append with nothing complete to add, not re-read"
+    );
+    assert_eq!(partial.find(0x2000).unwrap().name, "zwei");
+    append("ee\n4000 10 four\n1000 8 re-emitted\n");
+    let grown = cache.get(pid).unwrap();
+    assert_eq!(grown.find(0x3000), sym("three", 0x3000, 0x10));
+    assert_eq!(grown.find(0x4000).unwrap().name, "four");
+    assert_eq!(grown.find(0x1007), sym("re-emitted", 0x1000, 8));
+    assert_eq!(grown.find(0x1008), sym("eins", 0x1000, 0x10));
+    // The same answers as reading the whole file.
+    let whole = PerfMap::load(&own.0).unwrap();
+    for addr in 0xf00..0x4100 {
+        assert_eq!(grown.find(addr), whole.find(addr), "{addr:#x}");
+    }
+    assert_eq!(grown.len(), whole.len());
+
     assert_eq!(cache.forget_exited(), 0, "this process is alive");
     cache.forget(pid);
     assert!(cache.is_empty());
-    assert_eq!(cache.get(pid).unwrap().find(0x2000).unwrap().name, "dos");
+    assert_eq!(cache.get(pid).unwrap().find(0x2000).unwrap().name, "zwei");
 
     fs::remove_file(&own.0).unwrap();
     assert!(cache.get(pid).is_none(), "file gone");
@@ -324,6 +357,26 @@ proptest! {
         let map = PerfMap::parse(&lines.join("\n"));
         if let Some(sym) = map.find(probe) {
             prop_assert!(sym.start <= probe && probe - sym.start < sym.size);
+        }
+    }
+
+    /// Appending lines to a map gives what parsing all the text gives.
+    #[test]
+    fn extending_equals_parsing_everything(
+        first in proptest::collection::vec((0u64..0x400, 0u64..0x80), 0..30),
+        second in proptest::collection::vec((0u64..0x400, 0u64..0x80), 0..30),
+        garbage in "[ -~]{0,8}",
+    ) {
+        let text = |lines: &[(u64, u64)], tag: &str| -> String {
+            lines.iter().enumerate().map(|(i, (start, size))| format!("{start:x} {size:x} {tag}{i}\n")).collect()
+        };
+        let (a, b) = (text(&first, "a"), format!("{}{garbage}\n", text(&second, "b")));
+        let whole = PerfMap::parse(&format!("{a}{b}"));
+        let extended = PerfMap::parse(&a).extended(&b);
+        prop_assert_eq!(whole.len(), extended.len());
+        prop_assert_eq!(whole.skipped_lines(), extended.skipped_lines());
+        for addr in 0..0x500u64 {
+            prop_assert_eq!(whole.find(addr), extended.find(addr), "addr {:#x}", addr);
         }
     }
 
