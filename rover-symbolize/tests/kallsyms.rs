@@ -396,3 +396,110 @@ fn live_bpf_program_symbol() {
     );
     eprintln!("bpf symbol {:#x} -> {} [bpf]", addr + 1, sym.name);
 }
+
+/// Runs `perf record -g` (software cpu-clock) on a command and returns
+/// `perf script -F ip,sym` lines, or `None` when perf is not installed.
+fn perf_samples(dir: &std::path::Path, command: &[&str]) -> Option<String> {
+    let data = dir.join("perf.data");
+    let data = data.to_str().unwrap();
+    let record = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-g",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "4999",
+            "-o",
+            data,
+            "--",
+        ])
+        .args(command)
+        .output();
+    let record = match record {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("perf record: {e}"),
+    };
+    assert!(
+        record.status.success(),
+        "perf record: {}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    let script = std::process::Command::new("perf")
+        .args(["script", "-i", data, "-F", "ip,sym"])
+        .output()
+        .unwrap();
+    assert!(
+        script.status.success(),
+        "perf script: {}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    Some(String::from_utf8(script.stdout).unwrap())
+}
+
+#[test]
+fn agrees_with_perf_on_sampled_kernel_addresses() {
+    let dir = std::env::temp_dir().join(format!("rover-kallsyms-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Kernel-heavy work: many read/write system calls and page faults.
+    let dd = [
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=4k",
+        "count=300000",
+    ];
+    let Some(samples) = perf_samples(&dir, &dd) else {
+        eprintln!("skipping the comparison with perf: perf is not installed");
+        return;
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    let Some((text, kernel)) = live() else {
+        return;
+    };
+    let mut aliases: std::collections::HashMap<u64, Vec<&str>> = Default::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(addr), Some(_), Some(name)) = (f.next(), f.next(), f.next()) {
+            aliases
+                .entry(u64::from_str_radix(addr, 16).unwrap())
+                .or_default()
+                .push(name);
+        }
+    }
+
+    let (mut compared, mut agreed, mut perf_unknown) = (0, 0, 0);
+    for line in samples.lines() {
+        let Some((ip, sym)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let Ok(ip) = u64::from_str_radix(ip, 16) else {
+            continue;
+        };
+        if ip < 0xffff_8000_0000_0000 {
+            continue;
+        }
+        if sym == "[unknown]" {
+            perf_unknown += 1;
+            continue;
+        }
+        compared += 1;
+        match kernel.find(ip) {
+            Ok(found) if aliases[&found.start].contains(&sym) => agreed += 1,
+            other => {
+                if compared - agreed <= 10 {
+                    eprintln!("{ip:#x}: perf says {sym}, rover says {other:?}");
+                }
+            }
+        }
+    }
+    let rate = agreed as f64 / compared.max(1) as f64;
+    eprintln!(
+        "kernel addresses agreeing with perf: {agreed}/{compared} ({:.2}%), perf unknown: {perf_unknown}",
+        rate * 100.0
+    );
+    assert!(compared >= 100, "too few kernel samples: {compared}");
+    assert!(rate >= 0.99, "{rate}");
+}

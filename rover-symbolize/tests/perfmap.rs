@@ -410,3 +410,88 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn agrees_with_perf_on_sampled_jit_addresses() {
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("skipping the comparison with perf: node is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rover-perfmap-perf-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("perf.data");
+    let data = data.to_str().unwrap();
+    let script = "function roverBusyLoop(n) { let s = 0; for (let i = 0; i < n; i++) { s += i % 7; } return s; }\n\
+                  const end = Date.now() + 1500; let t = 0;\n\
+                  while (Date.now() < end) { t += roverBusyLoop(100000); }";
+    let record = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-g",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "1999",
+            "-o",
+            data,
+            "--",
+        ])
+        .args(["node", "--perf-basic-prof", "-e", script])
+        .current_dir(&dir)
+        .output();
+    let record = match record {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("skipping the comparison with perf: perf is not installed");
+            return;
+        }
+        Err(e) => panic!("perf record: {e}"),
+    };
+    let stderr = String::from_utf8_lossy(&record.stderr);
+    assert!(record.status.success(), "perf record: {stderr}");
+    let samples = Command::new("perf")
+        .args(["script", "-i", data, "-F", "pid,ip,sym,dso"])
+        .output()
+        .unwrap();
+    assert!(samples.status.success());
+    let samples = String::from_utf8(samples.stdout).unwrap();
+
+    // Sample header lines carry the pid; callchain lines follow.
+    let pid: u32 = samples
+        .lines()
+        .find_map(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("a sample");
+    let file = OwnPerfMap(PathBuf::from(format!("/tmp/perf-{pid}.map")));
+    let map = PerfMap::load(&file.0).unwrap();
+
+    // perf names from the perf map only addresses outside file mappings
+    // (V8's builtins inside the node binary get its ELF symbols): compare
+    // the samples it attributed to the map.
+    let map_dso = format!(" ({})", file.0.display());
+    let (mut compared, mut agreed, mut named_busy) = (0, 0, 0);
+    for line in samples.lines() {
+        let Some(line) = line.trim().strip_suffix(&map_dso) else {
+            continue;
+        };
+        let (ip, sym) = line.split_once(' ').unwrap();
+        let ip = u64::from_str_radix(ip, 16).unwrap();
+        compared += 1;
+        let found = map.find(ip);
+        if found.is_some_and(|f| f.name == sym) {
+            agreed += 1;
+            named_busy += usize::from(sym.contains("roverBusyLoop"));
+        } else if compared - agreed <= 10 {
+            eprintln!("{ip:#x}: perf says {sym:?}, rover says {found:?}");
+        }
+    }
+    let rate = agreed as f64 / compared.max(1) as f64;
+    eprintln!(
+        "JIT addresses agreeing with perf: {agreed}/{compared} ({:.2}%), {named_busy} in roverBusyLoop",
+        rate * 100.0
+    );
+    assert!(named_busy > 0);
+    assert!(compared >= 100, "too few JIT samples: {compared}");
+    assert!(rate >= 0.99, "{rate}");
+    fs::remove_dir_all(&dir).unwrap();
+}
