@@ -88,11 +88,81 @@ impl PerfMap {
         build(&claims, keys, skipped)
     }
 
-    /// This map with `appended` lines added after its own, as when a JIT
-    /// appended to its file: the new lines win where they overlap old ones.
-    /// Gives the same symbols as parsing the whole text again, without
-    /// re-reading the old text.
-    pub fn extended(&self, appended: &str) -> Self {
+    /// Adds lines appended to the file this map was parsed from, as a JIT
+    /// appends while it compiles: the new lines win where they overlap old
+    /// ones. Gives the same symbols as parsing the whole text again; when the
+    /// new lines overlap nothing (the usual case) it costs little more than
+    /// parsing them.
+    pub fn extend(&mut self, appended: &str) {
+        let (new, skipped) = parse_lines(appended, self.entries.len());
+        self.skipped += skipped;
+        if new.is_empty() {
+            return;
+        }
+        if !self.insert_disjoint(&new) {
+            *self = self.rebuilt_with(new);
+        }
+    }
+
+    /// Adds claims that overlap neither each other nor this map's
+    /// segments; `false` (and nothing changed) when some do.
+    fn insert_disjoint(&mut self, new: &[Claim<'_>]) -> bool {
+        let mut order: Vec<&Claim<'_>> = new.iter().collect();
+        order.sort_by_key(|c| c.lo);
+        let disjoint = order.windows(2).all(|w| w[0].hi <= w[1].lo)
+            && order.iter().all(|c| {
+                let before = self.segments.partition_point(|s| s.start < c.hi);
+                before == 0 || self.segments[before - 1].end <= c.lo
+            });
+        if !disjoint {
+            return false;
+        }
+        self.names.reserve(new.iter().map(|c| c.name.len()).sum());
+        for claim in new {
+            let (Ok(name_start), Ok(name_len), Ok(entry)) = (
+                u32::try_from(self.names.len()),
+                u32::try_from(claim.name.len()),
+                u32::try_from(self.entries.len()),
+            ) else {
+                break;
+            };
+            self.names.push_str(claim.name);
+            self.entries.push(Entry {
+                start: claim.start,
+                size: claim.size,
+                name_start,
+                name_len,
+            });
+            self.segments.push(Segment {
+                start: claim.lo,
+                end: claim.hi,
+                entry,
+            });
+        }
+        // Two sorted runs: the stable sort merges them in linear time.
+        self.segments.sort_by_key(|s| s.start);
+        true
+    }
+
+    /// A copy with room for `lines` more symbols and `name_bytes` more name
+    /// bytes, so that extending it copies the old tables only once.
+    fn clone_with_room(&self, lines: usize, name_bytes: usize) -> PerfMap {
+        let mut names = String::with_capacity(self.names.len() + name_bytes);
+        names.push_str(&self.names);
+        let mut entries = Vec::with_capacity(self.entries.len() + lines);
+        entries.extend_from_slice(&self.entries);
+        let mut segments = Vec::with_capacity(self.segments.len() + lines);
+        segments.extend_from_slice(&self.segments);
+        PerfMap {
+            segments,
+            entries,
+            names,
+            skipped: self.skipped,
+        }
+    }
+
+    /// A new map of this one's segments overlaid with `new` claims.
+    fn rebuilt_with(&self, new: Vec<Claim<'_>>) -> PerfMap {
         let old = self.segments.iter().filter_map(|seg| {
             let entry = self.entries.get(seg.entry as usize)?;
             Some(Claim {
@@ -104,12 +174,11 @@ impl PerfMap {
                 key: seg.entry,
             })
         });
-        let mut claims: Vec<Claim<'_>> = old.collect();
-        let first_new_key = self.entries.len();
-        let (new, skipped) = parse_lines(appended, first_new_key);
-        let keys = first_new_key + new.len();
+        let mut claims: Vec<Claim<'_>> = Vec::with_capacity(self.segments.len() + new.len());
+        claims.extend(old);
+        let keys = self.entries.len() + new.len();
         claims.extend(new);
-        build(&claims, keys, self.skipped + skipped)
+        build(&claims, keys, self.skipped)
     }
 
     /// Reads and parses a perf-map file. Bytes that are not UTF-8 are
@@ -162,7 +231,8 @@ impl PerfMap {
 /// Parses lines into claims keyed from `first_key`; returns them and the
 /// number of malformed lines.
 fn parse_lines(text: &str, first_key: usize) -> (Vec<Claim<'_>>, usize) {
-    let mut claims = Vec::new();
+    // Lines are rarely shorter than 32 bytes: this rarely reallocates.
+    let mut claims = Vec::with_capacity(text.len() / 32);
     let mut skipped = 0;
     for line in text.lines() {
         if line.trim().is_empty() {
@@ -206,8 +276,8 @@ fn parse_line(line: &str) -> Option<(u64, u64, &str)> {
 fn build(claims: &[Claim<'_>], keys: usize, skipped: usize) -> PerfMap {
     let segments = resolve_overlaps(claims);
     let mut remap = vec![u32::MAX; keys];
-    let mut entries = Vec::new();
-    let mut names = String::new();
+    let mut entries = Vec::with_capacity(segments.len());
+    let mut names = String::with_capacity(claims.iter().map(|c| c.name.len()).sum());
     let mut kept: Vec<Segment> = Vec::with_capacity(segments.len());
     for mut seg in segments {
         let claim = &claims[seg.entry as usize];
@@ -237,6 +307,7 @@ fn build(claims: &[Claim<'_>], keys: usize, skipped: usize) -> PerfMap {
             _ => kept.push(seg),
         }
     }
+    names.shrink_to_fit();
     PerfMap {
         segments: kept,
         entries,
@@ -399,7 +470,12 @@ impl Cached {
         let parsed_end = &bytes[..self.tail.len() + new.len()];
         Some(Cached {
             identity,
-            map: Arc::new(self.map.extended(&String::from_utf8_lossy(new))),
+            map: {
+                let lines = new.iter().filter(|&&b| b == b'\n').count();
+                let mut map = self.map.clone_with_room(lines, new.len());
+                map.extend(&String::from_utf8_lossy(new));
+                Arc::new(map)
+            },
             parsed: self.parsed + new.len() as u64,
             tail: parsed_end[parsed_end.len().saturating_sub(TAIL_CHECK)..].to_vec(),
         })

@@ -372,10 +372,31 @@ proptest! {
         };
         let (a, b) = (text(&first, "a"), format!("{}{garbage}\n", text(&second, "b")));
         let whole = PerfMap::parse(&format!("{a}{b}"));
-        let extended = PerfMap::parse(&a).extended(&b);
+        let mut extended = PerfMap::parse(&a);
+        extended.extend(&b);
         prop_assert_eq!(whole.len(), extended.len());
         prop_assert_eq!(whole.skipped_lines(), extended.skipped_lines());
         for addr in 0..0x500u64 {
+            prop_assert_eq!(whole.find(addr), extended.find(addr), "addr {:#x}", addr);
+        }
+    }
+
+    /// Appending lines that overlap nothing (the quick path) also gives what
+    /// parsing all the text gives.
+    #[test]
+    fn extending_with_disjoint_lines_equals_parsing_everything(
+        ranges in proptest::collection::btree_map(0u64..64, (1u64..0x100, any::<bool>()), 0..40),
+    ) {
+        let (mut a, mut b) = (String::new(), String::new());
+        for (slot, (size, second)) in &ranges {
+            let line = format!("{:x} {size:x} fn{slot}\n", slot * 0x100);
+            if *second { b.push_str(&line) } else { a.push_str(&line) }
+        }
+        let whole = PerfMap::parse(&format!("{a}{b}"));
+        let mut extended = PerfMap::parse(&a);
+        extended.extend(&b);
+        prop_assert_eq!(whole.len(), extended.len());
+        for addr in 0..0x4100u64 {
             prop_assert_eq!(whole.find(addr), extended.find(addr), "addr {:#x}", addr);
         }
     }
