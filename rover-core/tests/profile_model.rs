@@ -225,3 +225,9 @@ fn hundred_thousand_samples_over_two_thousand_stacks_stay_small() {
     // per frame would need tens of megabytes.
     assert!(bytes < 4 << 20, "profile uses {bytes} bytes");
 }
+
+#[test]
+fn profiles_cross_threads_and_streams() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Profile>();
+}

@@ -64,7 +64,8 @@ impl FoldedOptions {
 /// Frames are written root first. Kernel frames get the suffix `_[k]`, JIT
 /// frames `_[j]`, inlined frames `_[i]` (inlined wins over kernel); unknown
 /// frames read `[module+0xOFFSET]` or `[unknown]`. `;` in names becomes `:`
-/// and line breaks become spaces, so every line parses.
+/// and line breaks become spaces, and an empty name or prefix reads
+/// `[unknown]`, so every line parses with one field per frame.
 pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
     // Lines are keyed by (prefix index, stack): threads sharing a prefix
     // share lines, and each prefix string is built once.
@@ -96,6 +97,10 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
                     s.push_str(&thread.pid.to_string());
                 }
                 FoldedPrefix::None => {}
+            }
+            // An empty name would silently drop the first field.
+            if s.is_empty() && options.prefix != FoldedPrefix::None {
+                s.push_str("[unknown]");
             }
             // Threads with equal prefixes (same comm) share one index.
             let next = prefixes.len() as u32;
