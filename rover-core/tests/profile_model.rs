@@ -231,3 +231,31 @@ fn profiles_cross_threads_and_streams() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<Profile>();
 }
+
+#[test]
+fn ids_from_another_profile_read_as_absent_not_a_panic() {
+    let mut big = Profile::new();
+    on_cpu(&mut big, 10, "app", &[], &user(&["a", "b", "c"]), 1);
+    let small = Profile::new();
+    let e = big.entries().next().unwrap();
+    assert!(small.thread(e.thread).is_none());
+    assert!(small.stack(e.stack).is_empty());
+    assert!(small.frame(big.stack(e.stack)[2]).is_none());
+    // Folded export and top-N over an empty profile are empty, not errors.
+    assert!(
+        rover_core::export::folded_lines(&small, &rover_core::export::FoldedOptions::on_cpu())
+            .is_empty()
+    );
+    assert!(
+        small
+            .top_functions(
+                Metric::OnCpuSamples,
+                rover_core::profile::TopOrder::Total,
+                5
+            )
+            .is_empty()
+    );
+    let mut pprof = Vec::new();
+    rover_core::export::write_pprof(&small, &mut pprof).unwrap();
+    assert!(!pprof.is_empty());
+}
