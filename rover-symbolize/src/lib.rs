@@ -9,6 +9,9 @@
 
 mod error;
 mod frame;
+pub mod kallsyms;
+pub mod maps;
+pub mod perfmap;
 
 pub use error::Error;
 pub use frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
