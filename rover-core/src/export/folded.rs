@@ -127,6 +127,14 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
 }
 
 /// Writes [`folded_lines`] to `out`, one per line.
+///
+/// ```no_run
+/// # fn demo(profile: &rover_core::profile::Profile) -> std::io::Result<()> {
+/// use rover_core::export::{write_folded, FoldedOptions};
+/// let file = std::io::BufWriter::new(std::fs::File::create("offcpu.folded")?);
+/// write_folded(profile, &FoldedOptions::off_cpu_time(), file)?;
+/// # Ok(()) }
+/// ```
 pub fn write_folded(
     profile: &Profile,
     options: &FoldedOptions,
