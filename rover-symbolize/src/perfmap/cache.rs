@@ -134,6 +134,10 @@ impl PerfMapCache {
     /// The perf map of `pid`, parsed anew if its file changed since the last
     /// call. `None` when the process or its perf map does not exist (or
     /// cannot be read); the cached copy, if any, is then dropped.
+    ///
+    /// Each call checks the file (reads `/proc/PID/status`, opens and
+    /// stats the map: tens of microseconds), so call it once per batch of
+    /// addresses, not per address.
     pub fn get(&self, pid: u32) -> Option<Arc<PerfMap>> {
         let loaded = perf_map_path(pid)
             .ok()
