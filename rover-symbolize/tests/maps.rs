@@ -21,6 +21,14 @@ fn impossible_pid() -> u32 {
     max + 1
 }
 
+/// Whether this process runs as root (effective uid 0): creating
+/// namespaces and loading BPF programs need it.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    uid.split_whitespace().nth(1) == Some("0")
+}
+
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(Child);
 
@@ -383,6 +391,10 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         std::process::id()
     );
 
+    if !is_root() {
+        eprintln!("skipping pid-namespace check: creating a pid namespace needs root");
+        return;
+    }
     let unshare = Command::new("unshare")
         .args(["--pid", "--fork", "sleep", "30"])
         .stdout(Stdio::null())
@@ -392,7 +404,7 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         eprintln!("skipping pid-namespace check: unshare(1) is not installed");
         return;
     };
-    let unshare = Reaped(unshare);
+    let mut unshare = Reaped(unshare);
     let children = format!("/proc/{0}/task/{0}/children", unshare.0.id());
     let deadline = Instant::now() + Duration::from_secs(10);
     let inner = loop {
@@ -400,10 +412,13 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         if let Some(pid) = text.split_whitespace().next() {
             break pid.parse::<u32>().unwrap();
         }
-        if Instant::now() > deadline {
-            eprintln!("skipping pid-namespace check: unshare --pid started no child");
-            return;
+        if let Some(status) = unshare.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut unshare.0.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            panic!("unshare --pid exited with {status}: {stderr}");
         }
+        assert!(Instant::now() < deadline, "unshare --pid started no child");
         std::thread::sleep(Duration::from_millis(10));
     };
     let ns_pid = namespace_pid(inner);

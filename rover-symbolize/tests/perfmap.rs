@@ -213,6 +213,14 @@ fn cache_is_send_and_sync() {
     check::<PerfMap>();
 }
 
+/// Whether this process runs as root (effective uid 0): creating
+/// namespaces and loading BPF programs need it.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    uid.split_whitespace().nth(1) == Some("0")
+}
+
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(std::process::Child);
 
@@ -230,6 +238,10 @@ fn containerised_process_perf_map_is_found_through_its_root() {
     let script = "mount -t tmpfs rover-test /tmp && \
                   echo '1000 20 JS:containerised' > /tmp/perf-$$.map && \
                   echo ready && exec sleep 30";
+    if !is_root() {
+        eprintln!("skipping container check: creating pid and mount namespaces needs root");
+        return;
+    }
     let child = Command::new("unshare")
         .args(["--pid", "--fork", "--mount", "sh", "-c", script])
         .stdout(Stdio::piped())
