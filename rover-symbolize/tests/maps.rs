@@ -123,6 +123,32 @@ fn child_maps_show_its_executable() {
     assert_eq!(fs::read(&root).unwrap(), fs::read(&exe).unwrap());
 }
 
+#[test]
+fn every_line_of_every_live_process_parses() {
+    let (mut processes, mut lines) = (0, 0);
+    for dir in fs::read_dir("/proc").unwrap() {
+        let Ok(pid) = dir.unwrap().file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // Processes exit meanwhile: skip those that are gone.
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let maps = ProcessMaps::parse(pid, &text);
+        let want = text.lines().filter(|l| !l.is_empty()).count();
+        assert_eq!(maps.entries().len(), want, "pid {pid}:\n{text}");
+        for entry in maps.entries() {
+            assert!(entry.start < entry.end);
+            assert_eq!(maps.find(entry.start), Some(entry));
+            assert_eq!(maps.find(entry.end - 1), Some(entry));
+        }
+        processes += 1;
+        lines += want;
+    }
+    eprintln!("parsed {lines} maps lines of {processes} processes");
+    assert!(processes > 1);
+}
+
 const SAMPLE: &str = "\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon
 00651000-00652000 r--p 00051000 08:02 173521      /usr/bin/dbus-daemon
