@@ -28,8 +28,9 @@ struct {
 } offcpu_start SEC(".maps");
 
 /* Stacks must be taken here, in the task's own context: the user stack of a
- * task that is not `current` cannot be read. */
-static __always_inline void switch_out(void *ctx, __u32 state)
+ * task that is not `current` cannot be read. `kernel_skip` drops the frames
+ * of the tracing machinery so the kernel stack starts at __schedule. */
+static __always_inline void switch_out(void *ctx, __u32 state, __u64 kernel_skip)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rover_offcpu_start start;
@@ -44,11 +45,11 @@ static __always_inline void switch_out(void *ctx, __u32 state)
 	if (rover_active_buffer()) {
 		start.stack_buffer = 1;
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks1, BPF_F_USER_STACK);
-		start.kernel_stack_id = rover_stack_id(ctx, &offcpu_stacks1, 0);
+		start.kernel_stack_id = rover_stack_id(ctx, &offcpu_stacks1, kernel_skip);
 	} else {
 		start.stack_buffer = 0;
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks0, BPF_F_USER_STACK);
-		start.kernel_stack_id = rover_stack_id(ctx, &offcpu_stacks0, 0);
+		start.kernel_stack_id = rover_stack_id(ctx, &offcpu_stacks0, kernel_skip);
 	}
 	if (bpf_map_update_elem(&offcpu_start, &tid, &start, BPF_ANY))
 		rover_error(ROVER_ERR_START_MAP_FULL);
@@ -105,7 +106,8 @@ static __always_inline __u32 state_of_task(bool preempt, struct task_struct *pre
 }
 
 /* An exiting task's last switch-out (state 0 here) is never followed by a
- * switch-in, so it is not recorded. */
+ * switch-in, so it is not recorded. The stack as taken here starts with this
+ * program and bpf_trace_run4, the raw tracepoint's dispatcher: skip both. */
 SEC("tp_btf/sched_switch")
 int rover_offcpu_btf(__u64 *ctx)
 {
@@ -115,7 +117,7 @@ int rover_offcpu_btf(__u64 *ctx)
 	__u32 state = state_of_task(preempt, prev);
 
 	if (state)
-		switch_out(ctx, state);
+		switch_out(ctx, state, 2);
 	switch_in(BPF_CORE_READ(next, pid), next->comm);
 	return 0;
 }
@@ -140,7 +142,7 @@ int rover_offcpu_tp(struct trace_event_raw_sched_switch *ctx)
 	__u32 state = state_of_report(ctx->prev_state);
 
 	if (state)
-		switch_out(ctx, state);
+		switch_out(ctx, state, 0);
 	switch_in(ctx->next_pid, ctx->next_comm);
 	return 0;
 }
