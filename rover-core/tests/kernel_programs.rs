@@ -193,8 +193,12 @@ fn run_blocking(config: OffCpuConfig) -> (Vec<OffCpuEntry>, Vec<OffCpuEntry>, Of
                     panic!("no kernel stack for the block: {entry:?}");
                 };
                 let names = kernel_names(&window.stacks[kernel]);
+                // The classic tracepoint unwinds in context, from __schedule
+                // up; the BTF hook unwinds the saved task at switch-in, where
+                // the kernel leaves out scheduler (__sched) functions.
                 assert!(
-                    names[0] == "__schedule" && names.iter().any(|n| n.contains("nanosleep")),
+                    names.iter().any(|n| n.contains("nanosleep"))
+                        && (hook == OffCpuHook::BtfTracepoint || names[0] == "__schedule"),
                     "kernel stack of the block: {names:?}"
                 );
                 *kernel_leaves.entry(names[0].clone()).or_insert(0) += entry.switches;
