@@ -194,11 +194,20 @@ fn run_blocking(config: OffCpuConfig) -> (Vec<OffCpuEntry>, Vec<OffCpuEntry>, Of
                 };
                 let names = kernel_names(&window.stacks[kernel]);
                 // The classic tracepoint unwinds in context, from __schedule
-                // up; the BTF hook unwinds the saved task at switch-in, where
-                // the kernel leaves out scheduler (__sched) functions.
+                // up (through __traceiter_sched_switch when several probes
+                // share the tracepoint, as when another tracer runs); the BTF
+                // hook unwinds the saved task at switch-in, where the kernel
+                // leaves out scheduler (__sched) functions.
+                let from_schedule = match names.first().map(String::as_str) {
+                    Some("__schedule") => true,
+                    Some("__traceiter_sched_switch") => {
+                        names.get(1).map(String::as_str) == Some("__schedule")
+                    }
+                    _ => false,
+                };
                 assert!(
                     names.iter().any(|n| n.contains("nanosleep"))
-                        && (hook == OffCpuHook::BtfTracepoint || names[0] == "__schedule"),
+                        && (hook == OffCpuHook::BtfTracepoint || from_schedule),
                     "kernel stack of the block: {names:?}"
                 );
                 *kernel_leaves.entry(names[0].clone()).or_insert(0) += entry.switches;
