@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
@@ -12,8 +12,9 @@ use object::{Object, ObjectSection};
 use crate::demangle::{demangle, is_mangled};
 use crate::elf::ElfFile;
 use crate::frame::Location;
+use crate::names::FunctionIndex;
 
-type Slice = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
+pub(crate) type Slice = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
 /// One frame found in DWARF, innermost first in a lookup's output.
 #[derive(Debug, Clone)]
@@ -31,8 +32,6 @@ pub(crate) struct DwarfFrame {
 /// How much of the DWARF a lookup needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Detail {
-    /// Outer function name only.
-    Names,
     /// Outer function name and the line-table location.
     Lines,
     /// Every frame, inlined ones included.
@@ -80,6 +79,9 @@ struct State {
 /// The DWARF of one file, ready for lookups.
 pub(crate) struct Dwarf {
     state: Mutex<State>,
+    sections: Arc<gimli::Dwarf<Slice>>,
+    /// Built on the first `Detail::Names` lookup.
+    functions: OnceLock<FunctionIndex>,
     demangle: bool,
     owned_bytes: usize,
     // Owners of the bytes `state` borrows; fields drop in declaration order,
@@ -120,8 +122,8 @@ impl Dwarf {
             let data: &'static [u8] = unsafe { &*data };
             Ok(gimli::EndianSlice::new(data, endian))
         };
-        let dwarf = gimli::Dwarf::load(&mut section).ok()?;
-        let ctx = addr2line::Context::from_dwarf(dwarf).ok()?;
+        let dwarf = Arc::new(gimli::Dwarf::load(&mut section).ok()?);
+        let ctx = addr2line::Context::from_arc_dwarf(Arc::clone(&dwarf)).ok()?;
         let owned_bytes = owned.iter().map(|b| b.len()).sum();
         Some(Dwarf {
             state: Mutex::new(State {
@@ -130,6 +132,8 @@ impl Dwarf {
                 files: AddrMap::default(),
                 starts: AddrMap::default(),
             }),
+            sections: dwarf,
+            functions: OnceLock::new(),
             demangle,
             owned_bytes,
             _owned: owned,
@@ -137,9 +141,28 @@ impl Dwarf {
         })
     }
 
-    /// Bytes this DWARF owns beyond the mapped file (decompressed sections).
+    /// Bytes this DWARF owns beyond the mapped file (decompressed sections,
+    /// the function index).
     pub(crate) fn owned_bytes(&self) -> usize {
-        self.owned_bytes
+        self.owned_bytes + self.functions.get().map_or(0, FunctionIndex::heap_bytes)
+    }
+
+    /// The innermost DWARF function at `addr`, without line tables.
+    pub(crate) fn function_name(&self, addr: u64, out: &mut Vec<DwarfFrame>) -> bool {
+        let index = self
+            .functions
+            .get_or_init(|| FunctionIndex::build(&self.sections, self.demangle));
+        match index.find(addr) {
+            Some((name, linkage)) => {
+                out.push(DwarfFrame {
+                    name: Some(Arc::clone(name)),
+                    linkage: *linkage,
+                    location: None,
+                });
+                true
+            }
+            None => false,
+        }
     }
 
     /// Locks the context for a run of lookups (one lock per batch).
@@ -213,11 +236,7 @@ impl Lookup<'_> {
                     })
                     .clone()
             });
-            let wants_location = match detail {
-                Detail::Names => false,
-                Detail::Lines => first,
-                Detail::Inlined => true,
-            };
+            let wants_location = detail == Detail::Inlined || first;
             let location = if wants_location {
                 frame.location.as_ref().and_then(|loc| {
                     let file = loc.file?;
@@ -258,7 +277,7 @@ impl Lookup<'_> {
 }
 
 /// Languages whose DWARF names are plain names beside a mangled linkage name.
-fn has_mangling(lang: gimli::DwLang) -> bool {
+pub(crate) fn has_mangling(lang: gimli::DwLang) -> bool {
     matches!(
         lang,
         gimli::DW_LANG_C_plus_plus
