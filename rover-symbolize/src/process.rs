@@ -17,6 +17,9 @@ use crate::module::{LoadedFile, unknown};
 use crate::perfmap::{PerfMap, PerfMapCache, perf_map_path};
 use crate::symbolizer::{Symbolizer, unmapped};
 
+/// A perf map and the module name its symbols carry.
+type NamedPerfMap = (Arc<PerfMap>, Arc<str>);
+
 /// Process maps by pid, the modules opened for their mappings, and their
 /// perf maps.
 #[derive(Default)]
@@ -27,7 +30,7 @@ pub(crate) struct ProcessCache {
     opened: Mutex<HashMap<(u32, u64, u64), Arc<LoadedFile>>>,
     /// The last perf map seen per pid and its module name, for the same
     /// reason.
-    last_perf_maps: Mutex<HashMap<u32, (Arc<PerfMap>, Arc<str>)>>,
+    last_perf_maps: Mutex<HashMap<u32, NamedPerfMap>>,
     pub(crate) perf_maps: PerfMapCache,
 }
 
@@ -59,7 +62,7 @@ impl ProcessCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn last_perf_maps(&self) -> MutexGuard<'_, HashMap<u32, (Arc<PerfMap>, Arc<str>)>> {
+    fn last_perf_maps(&self) -> MutexGuard<'_, HashMap<u32, NamedPerfMap>> {
         self.last_perf_maps
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -67,7 +70,7 @@ impl ProcessCache {
 
     /// The perf map of `pid`: reloaded if its file changed, else the last one
     /// seen (the process may have exited).
-    fn perf_map(&self, pid: u32) -> Option<(Arc<PerfMap>, Arc<str>)> {
+    fn perf_map(&self, pid: u32) -> Option<NamedPerfMap> {
         let fresh = self.perf_maps.get(pid).zip(perf_map_path(pid).ok());
         match fresh {
             Some((map, path)) => {
