@@ -2,4 +2,6 @@
 //! the aggregated profiles they produce.
 #![warn(missing_docs)]
 
+pub mod export;
 pub mod loader;
+pub mod profile;
