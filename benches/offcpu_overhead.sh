@@ -51,7 +51,7 @@ with_tracer() {
   shift 2
   "$@" >"$log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do
     eval "$ready" && break
     sleep 0.1
   done
