@@ -45,10 +45,21 @@ prog_loaded() {
   bpftool prog show name "$1" >/dev/null 2>&1 && [ -n "$(bpftool prog show name "$1")" ]
 }
 
-# Starts a tracer, waits until `$2` succeeds, runs the workload, stops it.
+# Mean run time of the loaded programs named $1, in ns (kernel.bpf_stats_enabled).
+ns_per_run() {
+  bpftool prog show name "$1" -j 2>/dev/null | python3 -c '
+import json, sys
+progs = json.load(sys.stdin)
+progs = progs if isinstance(progs, list) else [progs]
+runs = sum(p.get("run_cnt", 0) for p in progs)
+print(sum(p.get("run_time_ns", 0) for p in progs) // runs if runs else "-")'
+}
+
+# Starts a tracer whose program is named $2, waits until `$3` succeeds, runs
+# the workload, records the program's mean run time, stops the tracer.
 with_tracer() {
-  local log=$logs/$1.log ready=$2
-  shift 2
+  local log=$logs/$1.log prog=$2 ready=$3 name=$1
+  shift 3
   "$@" >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do
@@ -58,23 +69,32 @@ with_tracer() {
   eval "$ready" || { echo "offcpu_overhead: $1 did not attach:" >&2; cat "$log" >&2; exit 1; }
   sleep 0.5
   pipe_seconds
+  echo -n "$(ns_per_run "$prog") " >>"$logs/$name.ns"
   kill -TERM "$pid"
   wait "$pid" || true
 }
 
+# Per-program run time statistics cost a little on every run; they are on
+# for all three setups alike, and restored afterwards.
+stats=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -qw kernel.bpf_stats_enabled=1
+trap 'sysctl -qw kernel.bpf_stats_enabled="$stats"; rm -rf "$logs"' EXIT
+
 declare -A times=([baseline]="" [rover]="" [offcputime]="")
 for rep in $(seq "$reps"); do
   times[baseline]+="$(pipe_seconds) "
-  times[rover]+="$(with_tracer rover "grep -q attached $logs/rover.log" "$rover" 3600 --min-us "$min_us") "
-  times[offcputime]+="$(with_tracer offcputime "prog_loaded sched_switch" "$offcputime" -m "$min_us") "
+  times[rover]+="$(with_tracer rover rover_offcpu_btf "grep -q attached $logs/rover.log" "$rover" 3600 --min-us "$min_us") "
+  times[offcputime]+="$(with_tracer offcputime sched_switch "prog_loaded sched_switch" "$offcputime" -m "$min_us") "
   echo "round $rep of $reps done" >&2
 done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 base=$(echo "${times[baseline]}" | median)
 echo "perf bench sched pipe -l $loops${cpu:+ on CPU $cpu}, $reps rounds, minimum block ${min_us} us"
-printf '%-12s %-10s %-8s %s\n' tool median ratio "all runs (s)"
+printf '%-12s %-10s %-8s %-12s %s\n' tool median ratio "ns/run" "all runs (s)"
 for tool in baseline rover offcputime; do
   m=$(echo "${times[$tool]}" | median)
-  printf '%-12s %-10s %-8s %s\n' "$tool" "${m}s" "$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2fx", a / b}')" "${times[$tool]}"
+  ns=-
+  [ -f "$logs/$tool.ns" ] && ns=$(median <"$logs/$tool.ns")
+  printf '%-12s %-10s %-8s %-12s %s\n' "$tool" "${m}s" "$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2fx", a / b}')" "$ns" "${times[$tool]}"
 done
