@@ -165,9 +165,11 @@ fn parent() -> Result<(), String> {
         for &level in bin.levels {
             for imp in Implementation::ALL {
                 let mut firsts = Vec::new();
+                let mut first_resolved = true;
                 for _ in 0..RUNS_FIRST {
-                    firsts
-                        .push(run_child(imp, level, &bin.path, &addrs, "first", evict_first)?.secs);
+                    let m = run_child(imp, level, &bin.path, &addrs, "first", evict_first)?;
+                    first_resolved &= m.resolved == 1;
+                    firsts.push(m.secs);
                 }
                 let mut batches = Vec::new();
                 for _ in 0..RUNS_BATCH {
