@@ -107,7 +107,12 @@ impl fmt::Display for Symbolized {
                 for inl in &sym.inlined {
                     write!(f, "{} [inlined] <- ", inl.name)?;
                 }
-                write!(f, "{}+{:#x}", sym.name, sym.module_offset.wrapping_sub(sym.sym_addr))?;
+                write!(
+                    f,
+                    "{}+{:#x}",
+                    sym.name,
+                    sym.module_offset.wrapping_sub(sym.sym_addr)
+                )?;
                 if let Some(loc) = &sym.location {
                     write!(f, " at {}:{}", loc.file, loc.line.unwrap_or(0))?;
                 }
@@ -120,4 +125,3 @@ impl fmt::Display for Symbolized {
         }
     }
 }
-
