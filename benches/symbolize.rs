@@ -2,20 +2,38 @@
 //! addr2line's `Loader` on the same seeded address set of real binaries, at
 //! each level of detail, after checking that their answers agree.
 //!
-//! Run with `cargo bench --bench symbolize` (or `benches/symbolize.sh`).
+//! Run with `cargo bench --bench symbolize` (or `benches/symbolize.sh`); at
+//! the end it prints a table of the medians side by side.
 
 mod common;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
 
 use common::addrs::AddressSet;
-use common::subjects::{Implementation, Subject};
+use common::agree::Agreement;
+use common::subjects::{Implementation, Level, Subject};
 use common::{SEED, address_count, agree, binaries};
 
-fn symbolize(c: &mut Criterion) {
+/// One benchmark group: a binary at a level, with rover's agreement.
+struct Group {
+    binary: &'static str,
+    level: Level,
+    addrs: usize,
+    rover_vs_blazesym: Option<Agreement>,
+}
+
+impl Group {
+    fn id(&self) -> String {
+        format!("symbolize/{}/{}", self.binary, self.level.name())
+    }
+}
+
+fn symbolize(c: &mut Criterion) -> Vec<Group> {
     let n = address_count();
+    let mut groups = Vec::new();
     for bin in binaries() {
         let set = match AddressSet::draw(&bin.path, n, SEED) {
             Ok(set) => set,
@@ -48,32 +66,109 @@ fn symbolize(c: &mut Criterion) {
                 .iter()
                 .map(|(_, s)| s.answers(&set.addrs))
                 .collect();
+            let mut group = Group {
+                binary: bin.name,
+                level,
+                addrs: set.addrs.len(),
+                rover_vs_blazesym: None,
+            };
             let reference = subjects
                 .iter()
                 .position(|(i, _)| *i == Implementation::Blazesym);
             if let Some(r) = reference {
                 for (k, (imp, _)) in subjects.iter().enumerate().filter(|&(k, _)| k != r) {
                     let agreement = agree::compare(&set, &answers[k], &answers[r]);
-                    println!("{} {} vs blazesym: {agreement}", bin.name, imp.name());
+                    println!("{} {} vs blazesym: {agreement}", group.id(), imp.name());
                     for example in &agreement.examples {
                         println!("    {example}");
+                    }
+                    if *imp == Implementation::Rover {
+                        group.rover_vs_blazesym = Some(agreement);
                     }
                 }
             }
             drop(answers);
 
-            let mut group = c.benchmark_group(format!("symbolize/{}/{}", bin.name, level.name()));
-            group.throughput(Throughput::Elements(set.addrs.len() as u64));
-            group.sample_size(10);
-            group.warm_up_time(Duration::from_secs(1));
-            group.measurement_time(Duration::from_secs(5));
+            let mut timed = c.benchmark_group(group.id());
+            timed.throughput(Throughput::Elements(set.addrs.len() as u64));
+            timed.sample_size(10);
+            timed.warm_up_time(Duration::from_secs(1));
+            timed.measurement_time(Duration::from_secs(5));
             for (imp, subject) in &subjects {
-                group.bench_function(imp.name(), |b| b.iter(|| subject.run(&set.addrs)));
+                timed.bench_function(imp.name(), |b| b.iter(|| subject.run(&set.addrs)));
             }
-            group.finish();
+            timed.finish();
+            groups.push(group);
         }
+    }
+    groups
+}
+
+/// Where criterion writes its estimates: set explicitly so the summary can
+/// read them back.
+fn output_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("criterion")
+}
+
+/// Median addresses per second of one benchmark, if it ran in this process.
+fn throughput(dir: &Path, group: &Group, imp: Implementation, since: SystemTime) -> Option<f64> {
+    let file = dir
+        .join(group.id().replace('/', "_"))
+        .join(imp.name())
+        .join("new/estimates.json");
+    if std::fs::metadata(&file).ok()?.modified().ok()? < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
+    let ns = json["median"]["point_estimate"].as_f64()?;
+    Some(group.addrs as f64 / (ns * 1e-9))
+}
+
+fn summary(groups: &[Group], dir: &Path, since: SystemTime) {
+    let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}", v));
+    println!();
+    println!("Warm throughput, addresses per second (criterion median):");
+    println!();
+    println!(
+        "| binary | level | rover | blazesym | addr2line::Loader | rover / blazesym | \
+         names agree (rover vs blazesym) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for g in groups {
+        let [rover, blaze, loader] = Implementation::ALL.map(|i| throughput(dir, g, i, since));
+        let ratio = rover
+            .zip(blaze)
+            .map_or("-".to_owned(), |(r, b)| format!("{:.2}x", r / b));
+        let agreement = g.rover_vs_blazesym.as_ref().map_or("-".to_owned(), |a| {
+            format!(
+                "{:.2}% (exact {:.2}%)",
+                100.0 * a.name_rate(),
+                100.0 * a.exact_rate()
+            )
+        });
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            g.binary,
+            g.level.name(),
+            fmt(rover),
+            fmt(blaze),
+            fmt(loader),
+            ratio,
+            agreement
+        );
     }
 }
 
-criterion_group!(benches, symbolize);
-criterion_main!(benches);
+fn main() {
+    let since = SystemTime::now();
+    let dir = output_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    let groups = symbolize(&mut c);
+    c.final_summary();
+    summary(&groups, &dir, since);
+}

@@ -106,12 +106,18 @@ fn strip_suffix(name: &str) -> &str {
 
 /// Compares `a` against `b` (answers for `set.addrs`, in order).
 pub fn compare(set: &AddressSet, a: &[Option<Answer>], b: &[Option<Answer>]) -> Agreement {
-    let mut start_of: HashMap<&str, u64> = HashMap::new();
+    // A name can be defined at several addresses (local symbols, one per
+    // crate or translation unit), so aliases are names sharing any start.
+    let mut starts_of: HashMap<&str, Vec<u64>> = HashMap::new();
     for (&addr, names) in &set.names_at {
         for n in names {
-            start_of.insert(n, addr);
+            starts_of.entry(n).or_default().push(addr);
         }
     }
+    let aliases = |x: &str, y: &str| match (starts_of.get(x), starts_of.get(y)) {
+        (Some(xs), Some(ys)) => xs.iter().any(|s| ys.contains(s)),
+        _ => false,
+    };
     let mut out = Agreement {
         total: set.addrs.len(),
         ..Agreement::default()
@@ -134,10 +140,7 @@ pub fn compare(set: &AddressSet, a: &[Option<Answer>], b: &[Option<Answer>]) -> 
         };
         if x.name == y.name {
             out.same_name += 1;
-        } else if start_of
-            .get(x.name.as_str())
-            .is_some_and(|s| start_of.get(y.name.as_str()) == Some(s))
-        {
+        } else if aliases(&x.name, &y.name) {
             out.alias += 1;
         } else if strip_suffix(&x.name) == strip_suffix(&y.name) {
             out.suffix += 1;

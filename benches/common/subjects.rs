@@ -48,6 +48,8 @@ impl Level {
 /// Which implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Implementation {
+    /// rover-symbolize, the library under test.
+    Rover,
     /// addr2line's `Loader` (gimli-rs), the baseline library.
     Loader,
     /// blazesym (libbpf), the library rover is measured against.
@@ -56,11 +58,16 @@ pub enum Implementation {
 
 impl Implementation {
     /// All implementations, in table column order.
-    pub const ALL: [Implementation; 2] = [Implementation::Blazesym, Implementation::Loader];
+    pub const ALL: [Implementation; 3] = [
+        Implementation::Rover,
+        Implementation::Blazesym,
+        Implementation::Loader,
+    ];
 
     /// The name used on command lines and in tables.
     pub fn name(self) -> &'static str {
         match self {
+            Implementation::Rover => "rover",
             Implementation::Loader => "addr2line",
             Implementation::Blazesym => "blazesym",
         }
@@ -95,6 +102,8 @@ fn base_name(path: &str) -> String {
 
 /// An implementation set up for one file and one level.
 pub enum Subject {
+    /// rover's `Symbolizer` and its source for the file.
+    Rover(Box<rover_symbolize::Symbolizer>, rover_symbolize::Source),
     /// addr2line's `Loader`.
     Loader(Box<addr2line::Loader>, Level),
     /// blazesym's `Symbolizer` and its source for the file.
@@ -107,6 +116,20 @@ impl Subject {
     /// parses here, the rest on the first addresses.
     pub fn open(imp: Implementation, path: &Path, level: Level) -> Result<Subject, String> {
         match imp {
+            Implementation::Rover => {
+                let level = match level {
+                    Level::SymbolTable => rover_symbolize::Level::SymbolTable,
+                    Level::Names => rover_symbolize::Level::Names,
+                    Level::Lines => rover_symbolize::Level::Lines,
+                    Level::Inlined => rover_symbolize::Level::Inlined,
+                };
+                let symbolizer = rover_symbolize::Symbolizer::builder()
+                    .level(level)
+                    .demangle(false)
+                    .build();
+                let src = rover_symbolize::Source::Elf(path.to_path_buf());
+                Ok(Subject::Rover(Box::new(symbolizer), src))
+            }
             Implementation::Loader => addr2line::Loader::new(path)
                 .map(|l| Subject::Loader(Box::new(l), level))
                 .map_err(|e| format!("addr2line::Loader::new({}): {e}", path.display())),
@@ -131,6 +154,13 @@ impl Subject {
     /// timed.
     pub fn run(&self, addrs: &[u64]) -> usize {
         match self {
+            Subject::Rover(symbolizer, src) => match symbolizer.symbolize(src, addrs) {
+                Ok(out) => black_box(out)
+                    .iter()
+                    .filter(|s| matches!(s, rover_symbolize::Symbolized::Sym(_)))
+                    .count(),
+                Err(_) => 0,
+            },
             Subject::Loader(loader, level) => {
                 let mut touch = |name: &str, loc: Option<(&str, u32)>| {
                     black_box((name, loc));
@@ -156,6 +186,12 @@ impl Subject {
     /// where the implementation found nothing), for the agreement check.
     pub fn answers(&self, addrs: &[u64]) -> Vec<Option<Answer>> {
         match self {
+            Subject::Rover(symbolizer, src) => {
+                let Ok(out) = symbolizer.symbolize(src, addrs) else {
+                    return vec![None; addrs.len()];
+                };
+                out.iter().map(rover_answer).collect()
+            }
             Subject::Loader(loader, level) => addrs
                 .iter()
                 .map(|&a| loader_answer(loader, *level, a))
@@ -168,6 +204,25 @@ impl Subject {
             }
         }
     }
+}
+
+fn rover_answer(result: &rover_symbolize::Symbolized) -> Option<Answer> {
+    let rover_symbolize::Symbolized::Sym(sym) = result else {
+        return None;
+    };
+    Some(Answer {
+        name: sym.name.to_string(),
+        line: sym
+            .location
+            .as_ref()
+            .and_then(|l| Some((base_name(&l.file), l.line?))),
+        inlined: sym
+            .inlined
+            .iter()
+            .rev()
+            .map(|f| f.name.to_string())
+            .collect(),
+    })
 }
 
 fn blaze_answer(sym: &blaze::Sym<'_>) -> Answer {
