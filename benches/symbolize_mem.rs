@@ -12,6 +12,10 @@
 //! the page cache; with `ROVER_BENCH_EVICT=1` the file's pages are also
 //! evicted from the page cache before each child (`posix_fadvise
 //! DONTNEED`), so the file is read from disk.
+//!
+//! For profiling, `--write-addrs DIR` writes the address sets, and
+//! `--child IMPL LEVEL ELF ADDRS repeat` runs 101 passes over one with one
+//! symbolizer (see `benches/README.md`).
 
 mod common;
 
@@ -56,21 +60,27 @@ fn status_kb(field: &str) -> u64 {
 fn child(args: &[String]) -> Result<(), String> {
     let [imp, level, elf, addrs, mode] = args else {
         return Err(format!(
-            "child wants IMPL LEVEL ELF ADDRS first|batch, got {args:?}"
+            "child wants IMPL LEVEL ELF ADDRS first|batch|repeat, got {args:?}"
         ));
     };
     let imp = Implementation::parse(imp).ok_or_else(|| format!("unknown implementation {imp}"))?;
     let level = Level::parse(level).ok_or_else(|| format!("unknown level {level}"))?;
     let addrs = read_addrs(Path::new(addrs)).map_err(|e| format!("{addrs}: {e}"))?;
-    let addrs = match mode.as_str() {
-        "first" => &addrs[..1.min(addrs.len())],
-        "batch" => &addrs[..],
+    // `repeat` is not used by the parent: it is a steady warm load to put
+    // under `perf record`, 1 + 100 passes over the set.
+    let (addrs, passes) = match mode.as_str() {
+        "first" => (&addrs[..1.min(addrs.len())], 1),
+        "batch" => (&addrs[..], 1),
+        "repeat" => (&addrs[..], 101),
         _ => return Err(format!("unknown mode {mode}")),
     };
     let hwm_before_kb = status_kb("VmHWM");
     let start = Instant::now();
     let subject = Subject::open(imp, Path::new(elf), level)?;
-    let resolved = subject.run(addrs);
+    let mut resolved = 0;
+    for _ in 0..passes {
+        resolved = subject.run(addrs);
+    }
     let secs = start.elapsed().as_secs_f64();
     let hwm_kb = status_kb("VmHWM");
     let anon_kb = status_kb("RssAnon");
@@ -213,10 +223,30 @@ fn parent() -> Result<(), String> {
     Ok(())
 }
 
+/// Writes each binary's address set to `DIR/<binary>.addrs`, for running a
+/// child by hand (under `perf record`, say).
+fn write_addrs(dir: Option<&Path>) -> Result<(), String> {
+    let dir = dir.ok_or("--write-addrs wants a directory")?;
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for bin in binaries() {
+        let set = AddressSet::draw(&bin.path, address_count(), SEED)
+            .map_err(|e| format!("{}: {e}", bin.path.display()))?;
+        let out = dir.join(format!("{}.addrs", bin.name));
+        set.write_addrs(&out)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        println!("{} {}", out.display(), bin.path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().position(|a| a == "--child") {
-        Some(i) => child(&args[i + 1..]),
+    let result = match args
+        .iter()
+        .position(|a| a == "--child" || a == "--write-addrs")
+    {
+        Some(i) if args[i] == "--child" => child(&args[i + 1..]),
+        Some(i) => write_addrs(args.get(i + 1).map(Path::new)),
         // cargo bench passes `--bench` and any filter: nothing to pick here.
         None => parent(),
     };
