@@ -2,8 +2,10 @@
 //! addr2line's `Loader` on the same seeded address set of real binaries, at
 //! each level of detail, after checking that their answers agree.
 //!
-//! Run with `cargo bench --bench symbolize` (or `benches/symbolize.sh`); at
-//! the end it prints a table of the medians side by side.
+//! Time is the benchmark thread's CPU time, not wall time (see
+//! `common/cpu_time.rs`). Run with `cargo bench --bench symbolize` (or
+//! `benches/symbolize.sh`); at the end it prints a table of the medians side
+//! by side.
 
 mod common;
 
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput};
+
+use common::cpu_time::ThreadCpuTime;
 
 use common::addrs::AddressSet;
 use common::agree::Agreement;
@@ -31,7 +35,7 @@ impl Group {
     }
 }
 
-fn symbolize(c: &mut Criterion) -> Vec<Group> {
+fn symbolize(c: &mut Criterion<ThreadCpuTime>) -> Vec<Group> {
     let n = address_count();
     let mut groups = Vec::new();
     for bin in binaries() {
@@ -130,7 +134,7 @@ fn throughput(dir: &Path, group: &Group, imp: Implementation, since: SystemTime)
 fn summary(groups: &[Group], dir: &Path, since: SystemTime) {
     let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}", v));
     println!();
-    println!("Warm throughput, addresses per second (criterion median):");
+    println!("Warm throughput, addresses per second of thread CPU time (criterion median):");
     println!();
     println!(
         "| binary | level | rover | blazesym | addr2line::Loader | rover / blazesym | \
@@ -166,6 +170,7 @@ fn main() {
     let since = SystemTime::now();
     let dir = output_dir();
     let mut c = Criterion::default()
+        .with_measurement(ThreadCpuTime)
         .output_directory(&dir)
         .configure_from_args();
     let groups = symbolize(&mut c);

@@ -7,8 +7,8 @@
 //! same executable as a child (`--child IMPL LEVEL ELF ADDRS first|batch`)
 //! once per measurement. A child reads the addresses, then times from nothing
 //! (no symbolizer) to either the first address's result (`first`) or the
-//! whole set's (`batch`), and reports its peak resident set (`VmHWM`) before
-//! and after. "Cold" means a new process and a new symbolizer with the file in
+//! whole set's (`batch`), in wall time and in the process's CPU time, and
+//! reports its peak resident set (`VmHWM`) before and after. "Cold" means a new process and a new symbolizer with the file in
 //! the page cache; with `ROVER_BENCH_EVICT=1` the file's pages are also
 //! evicted from the page cache before each child (`posix_fadvise
 //! DONTNEED`), so the file is read from disk.
@@ -26,6 +26,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use common::addrs::{AddressSet, read_addrs};
+use common::cpu_time::process_cpu_now;
 use common::subjects::{Implementation, Level, Subject};
 use common::{SEED, address_count, binaries};
 
@@ -35,7 +36,10 @@ const RUNS_BATCH: usize = 3;
 
 /// What one child measured.
 struct Measure {
+    /// Wall time, seconds.
     secs: f64,
+    /// CPU time of the process over the same span, seconds.
+    cpu_secs: f64,
     resolved: usize,
     /// Peak resident set before the symbolizer existed, kB.
     hwm_before_kb: u64,
@@ -76,16 +80,18 @@ fn child(args: &[String]) -> Result<(), String> {
     };
     let hwm_before_kb = status_kb("VmHWM");
     let start = Instant::now();
+    let cpu_start = process_cpu_now();
     let subject = Subject::open(imp, Path::new(elf), level)?;
     let mut resolved = 0;
     for _ in 0..passes {
         resolved = subject.run(addrs);
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_secs = (process_cpu_now() - cpu_start).as_secs_f64();
     let hwm_kb = status_kb("VmHWM");
     let anon_kb = status_kb("RssAnon");
     drop(subject);
-    println!("{secs} {resolved} {hwm_before_kb} {hwm_kb} {anon_kb}");
+    println!("{secs} {cpu_secs} {resolved} {hwm_before_kb} {hwm_kb} {anon_kb}");
     Ok(())
 }
 
@@ -135,10 +141,11 @@ fn run_child(
     };
     Ok(Measure {
         secs: num(0)?,
-        resolved: num(1)? as usize,
-        hwm_before_kb: num(2)? as u64,
-        hwm_kb: num(3)? as u64,
-        anon_kb: num(4)? as u64,
+        cpu_secs: num(1)?,
+        resolved: num(2)? as usize,
+        hwm_before_kb: num(3)? as u64,
+        hwm_kb: num(4)? as u64,
+        anon_kb: num(5)? as u64,
     })
 }
 
@@ -163,10 +170,11 @@ fn parent() -> Result<(), String> {
     );
     println!();
     println!(
-        "| binary | level | implementation | first result (ms) | whole set cold (ms) | cold addr/s | \
-         peak RSS (MB) | peak RSS growth (MB) | heap at end (MB) | resolved |"
+        "| binary | level | implementation | first result, wall (ms) | first result, CPU (ms) | \
+         whole set, wall (ms) | whole set, CPU (ms) | cold addr/s (CPU) | peak RSS (MB) | \
+         peak RSS growth (MB) | heap at end (MB) | resolved |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for bin in binaries() {
         let set = AddressSet::draw(&bin.path, n, SEED)
             .map_err(|e| format!("{}: {e}", bin.path.display()))?;
@@ -175,12 +183,17 @@ fn parent() -> Result<(), String> {
         for &level in bin.levels {
             for imp in Implementation::ALL {
                 let mut firsts = Vec::new();
-                let mut first_resolved = true;
                 for _ in 0..RUNS_FIRST {
-                    let m = run_child(imp, level, &bin.path, &addrs, "first", evict_first)?;
-                    first_resolved &= m.resolved == 1;
-                    firsts.push(m.secs);
+                    firsts.push(run_child(
+                        imp,
+                        level,
+                        &bin.path,
+                        &addrs,
+                        "first",
+                        evict_first,
+                    )?);
                 }
+                let first_resolved = firsts.iter().all(|m| m.resolved == 1);
                 let mut batches = Vec::new();
                 for _ in 0..RUNS_BATCH {
                     batches.push(run_child(
@@ -193,6 +206,7 @@ fn parent() -> Result<(), String> {
                     )?);
                 }
                 let secs = median(batches.iter().map(|m| m.secs).collect());
+                let cpu_secs = median(batches.iter().map(|m| m.cpu_secs).collect());
                 let peak = batches.iter().map(|m| m.hwm_kb).max().unwrap_or(0);
                 let growth = batches
                     .iter()
@@ -202,14 +216,17 @@ fn parent() -> Result<(), String> {
                 let anon = batches.iter().map(|m| m.anon_kb).max().unwrap_or(0);
                 let resolved = batches.iter().map(|m| m.resolved).min().unwrap_or(0);
                 println!(
-                    "| {} | {} | {} | {:.1}{} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {}/{} |",
+                    "| {} | {} | {} | {:.1}{} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} \
+                     | {}/{} |",
                     bin.name,
                     level.name(),
                     imp.name(),
-                    1e3 * median(firsts),
+                    1e3 * median(firsts.iter().map(|m| m.secs).collect()),
                     if first_resolved { "" } else { " (unresolved)" },
+                    1e3 * median(firsts.iter().map(|m| m.cpu_secs).collect()),
                     1e3 * secs,
-                    set.addrs.len() as f64 / secs,
+                    1e3 * cpu_secs,
+                    set.addrs.len() as f64 / cpu_secs,
                     peak as f64 / 1024.0,
                     growth as f64 / 1024.0,
                     anon as f64 / 1024.0,

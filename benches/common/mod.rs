@@ -6,6 +6,7 @@
 
 pub mod addrs;
 pub mod agree;
+pub mod cpu_time;
 pub mod subjects;
 
 use std::path::PathBuf;
