@@ -40,4 +40,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A perf-map file could not be read.
+    #[error("cannot read perf map {path}: {source}")]
+    PerfMap {
+        /// The perf-map file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }

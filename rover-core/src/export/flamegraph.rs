@@ -1,0 +1,123 @@
+//! SVG flame graphs of a profile, and differential flame graphs of two,
+//! drawn by `inferno` from the folded export.
+
+use std::io::Write;
+
+use inferno::flamegraph::color::{BasicPalette, MultiPalette};
+use inferno::flamegraph::{self, Palette};
+
+use super::error::ExportError;
+use super::folded::{FoldedOptions, folded_lines};
+use crate::profile::{Metric, Profile};
+
+/// Options of the SVG flame graphs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlameGraphOptions {
+    /// Title at the top of the graph.
+    pub title: String,
+    /// Optional second line under the title.
+    pub subtitle: Option<String>,
+    /// Which metric and line prefix to draw (see [`FoldedOptions`]).
+    pub folded: FoldedOptions,
+    /// For differential graphs: scale the first profile to the second's total,
+    /// so a change in load does not paint everything red or blue.
+    pub normalize: bool,
+}
+
+impl FlameGraphOptions {
+    /// On-CPU samples, titled `title`.
+    pub fn on_cpu(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            subtitle: None,
+            folded: FoldedOptions::on_cpu(),
+            normalize: false,
+        }
+    }
+
+    /// Off-CPU time in microseconds, titled `title`.
+    pub fn off_cpu(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            subtitle: None,
+            folded: FoldedOptions::off_cpu_time(),
+            normalize: false,
+        }
+    }
+
+    fn inferno(&self) -> flamegraph::Options<'static> {
+        let mut o = flamegraph::Options::default();
+        o.title = self.title.clone();
+        o.subtitle = self.subtitle.clone();
+        // Java's palette colours the `_[k]`, `_[j]` and `_[i]` annotations
+        // apart; off-CPU graphs are blue by convention.
+        let (palette, count) = match self.folded.metric {
+            Metric::OnCpuSamples => (Palette::Multi(MultiPalette::Java), "samples"),
+            Metric::OffCpuNanos => (Palette::Basic(BasicPalette::Io), "us"),
+            Metric::OffCpuSwitches => (Palette::Basic(BasicPalette::Io), "switches"),
+        };
+        o.colors = palette;
+        o.count_name = count.to_string();
+        o
+    }
+}
+
+fn metric_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::OnCpuSamples => "on-CPU samples",
+        Metric::OffCpuNanos => "off-CPU time",
+        Metric::OffCpuSwitches => "off-CPU switches",
+    }
+}
+
+/// Writes an SVG flame graph of `profile` to `out`.
+///
+/// Fails with [`ExportError::Empty`] when the profile has nothing for the
+/// chosen metric (inferno would draw an error picture instead).
+pub fn write_flamegraph(
+    profile: &Profile,
+    options: &FlameGraphOptions,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let lines = folded_lines(profile, &options.folded);
+    if lines.is_empty() {
+        return Err(ExportError::Empty(metric_name(options.folded.metric)));
+    }
+    let mut inferno = options.inferno();
+    flamegraph::from_lines(&mut inferno, lines.iter().map(String::as_str), out)?;
+    Ok(())
+}
+
+/// Writes a differential flame graph to `out`: the shape of `after`,
+/// coloured red where a stack grew since `before` and blue where it shrank,
+/// as `difffolded.pl | flamegraph.pl` draws it.
+pub fn write_differential_flamegraph(
+    before: &Profile,
+    after: &Profile,
+    options: &FlameGraphOptions,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let join = |p: &Profile| {
+        let mut text = folded_lines(p, &options.folded).join("\n");
+        text.push('\n');
+        text
+    };
+    let (b, a) = (join(before), join(after));
+    if b.trim().is_empty() && a.trim().is_empty() {
+        return Err(ExportError::Empty(metric_name(options.folded.metric)));
+    }
+    let diff_options = inferno::differential::Options {
+        normalize: options.normalize,
+        strip_hex: false,
+    };
+    let mut two_columns = Vec::new();
+    inferno::differential::from_readers(
+        diff_options,
+        b.as_bytes(),
+        a.as_bytes(),
+        &mut two_columns,
+    )?;
+    let mut inferno = options.inferno();
+    flamegraph::from_reader(&mut inferno, two_columns.as_slice(), out)?;
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! pprof export: the gzipped `profile.proto` that `go tool pprof`, Grafana
+//! Pyroscope and most profiling backends read.
+
+mod proto;
+
+use std::io::Write;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use hashbrown::HashMap;
+use prost::Message;
+
+use super::error::ExportError;
+use crate::profile::{Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKind, StackId};
+
+/// Writes `profile` as a gzipped pprof protobuf to `out`.
+///
+/// Sample types: `samples/count` when the profile holds on-CPU data;
+/// `off_cpu/nanoseconds` and `switches/count` when it holds off-CPU data
+/// (all three when both). Off-CPU time is split into one sample per task
+/// state, labelled `state`; every sample is labelled `pid`, `tid`, `comm`
+/// and `process`. An address inside inlined code is one location with one
+/// line per function, innermost first. Modules become mappings, with their
+/// build id when [`Profile::set_build_id`] recorded one.
+pub fn write_pprof(profile: &Profile, out: impl Write) -> Result<(), ExportError> {
+    let message = Encoder::new(profile).encode();
+    let mut gz = GzEncoder::new(out, Compression::default());
+    gz.write_all(&message.encode_to_vec())?;
+    gz.finish()?.flush()?;
+    Ok(())
+}
+
+/// Where each sample type sits in a sample's value vector.
+struct Columns {
+    samples: Option<usize>,
+    nanos: Option<usize>,
+    switches: Option<usize>,
+    len: usize,
+}
+
+struct Encoder<'p> {
+    profile: &'p Profile,
+    strings: Vec<String>,
+    string_ids: HashMap<String, i64>,
+    functions: Vec<proto::Function>,
+    function_ids: HashMap<(i64, i64), u64>,
+    mappings: Vec<proto::Mapping>,
+    mapping_ids: HashMap<String, u64>,
+    locations: Vec<proto::Location>,
+    location_ids: HashMap<Vec<FrameId>, u64>,
+    stack_locations: HashMap<StackId, Vec<u64>>,
+}
+
+impl<'p> Encoder<'p> {
+    fn new(profile: &'p Profile) -> Self {
+        let mut e = Self {
+            profile,
+            strings: Vec::new(),
+            string_ids: HashMap::new(),
+            functions: Vec::new(),
+            function_ids: HashMap::new(),
+            mappings: Vec::new(),
+            mapping_ids: HashMap::new(),
+            locations: Vec::new(),
+            location_ids: HashMap::new(),
+            stack_locations: HashMap::new(),
+        };
+        e.string("");
+        e
+    }
+
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as i64;
+        self.strings.push(s.to_owned());
+        self.string_ids.insert(s.to_owned(), id);
+        id
+    }
+
+    fn value_type(&mut self, kind: &str, unit: &str) -> proto::ValueType {
+        proto::ValueType {
+            r#type: self.string(kind),
+            unit: self.string(unit),
+        }
+    }
+
+    fn mapping(&mut self, module: &str) -> u64 {
+        if let Some(&id) = self.mapping_ids.get(module) {
+            return id;
+        }
+        let id = self.mappings.len() as u64 + 1;
+        let build_id = self.profile.build_id(module).map_or(0, |b| self.string(b));
+        let filename = self.string(module);
+        self.mappings.push(proto::Mapping {
+            id,
+            filename,
+            build_id,
+            // Every frame already carries its function, so pprof must not
+            // try to symbolize these mappings itself.
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+            ..Default::default()
+        });
+        self.mapping_ids.insert(module.to_owned(), id);
+        id
+    }
+
+    fn line(&mut self, frame: &Frame<'_>) -> proto::Line {
+        let name = self.string(&frame.display_name());
+        let file = self.string(frame.file.unwrap_or(""));
+        let next = self.functions.len() as u64 + 1;
+        let function_id = *self.function_ids.entry((name, file)).or_insert(next);
+        if function_id == next {
+            self.functions.push(proto::Function {
+                id: function_id,
+                name,
+                system_name: name,
+                filename: file,
+                start_line: 0,
+            });
+        }
+        proto::Line {
+            function_id,
+            line: i64::from(frame.line.unwrap_or(0)),
+        }
+    }
+
+    /// One location for an address: its inlined frames (innermost first)
+    /// and the function they were inlined into.
+    fn location(&mut self, group: &[FrameId]) -> u64 {
+        if let Some(&id) = self.location_ids.get(group) {
+            return id;
+        }
+        let profile = self.profile;
+        let frames: Vec<Frame<'p>> = group.iter().filter_map(|&f| profile.frame(f)).collect();
+        let lines = frames.iter().map(|f| self.line(f)).collect();
+        let outer = frames.last();
+        let mapping_id = match outer.and_then(|f| f.module) {
+            Some(module) => self.mapping(module),
+            None => 0,
+        };
+        let address = outer
+            .filter(|f| f.kind == FrameKind::Unknown)
+            .and_then(|f| f.offset)
+            .unwrap_or(0);
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(proto::Location {
+            id,
+            mapping_id,
+            address,
+            line: lines,
+        });
+        self.location_ids.insert(group.to_vec(), id);
+        id
+    }
+
+    fn stack(&mut self, stack: StackId) -> Vec<u64> {
+        if let Some(ids) = self.stack_locations.get(&stack) {
+            return ids.clone();
+        }
+        let profile = self.profile;
+        let frames = profile.stack(stack);
+        let mut ids = Vec::new();
+        let mut start = 0;
+        for (i, &f) in frames.iter().enumerate() {
+            let inlined = profile.frame(f).is_some_and(|f| f.inlined);
+            if !inlined || i + 1 == frames.len() {
+                ids.push(self.location(&frames[start..=i]));
+                start = i + 1;
+            }
+        }
+        self.stack_locations.insert(stack, ids.clone());
+        ids
+    }
+
+    fn encode(mut self) -> proto::Profile {
+        let profile = self.profile;
+        let on = profile.has_kind(ProfileKind::OnCpu) || !profile.has_kind(ProfileKind::OffCpu);
+        let off = profile.has_kind(ProfileKind::OffCpu);
+        let mut sample_type = Vec::new();
+        let mut columns = Columns {
+            samples: None,
+            nanos: None,
+            switches: None,
+            len: 0,
+        };
+        if on {
+            columns.samples = Some(sample_type.len());
+            sample_type.push(self.value_type("samples", "count"));
+        }
+        if off {
+            columns.nanos = Some(sample_type.len());
+            sample_type.push(self.value_type("off_cpu", "nanoseconds"));
+            columns.switches = Some(sample_type.len());
+            sample_type.push(self.value_type("switches", "count"));
+        }
+        columns.len = sample_type.len();
+
+        let keys = [
+            self.string("pid"),
+            self.string("tid"),
+            self.string("comm"),
+            self.string("process"),
+        ];
+        let state_key = self.string("state");
+        let mut samples = Vec::new();
+        for entry in profile.entries() {
+            let Some(thread) = profile.thread(entry.thread) else {
+                continue;
+            };
+            let location_id = self.stack(entry.stack);
+            let labels = vec![
+                proto::Label {
+                    key: keys[0],
+                    num: i64::from(thread.pid),
+                    ..Default::default()
+                },
+                proto::Label {
+                    key: keys[1],
+                    num: i64::from(thread.tid),
+                    ..Default::default()
+                },
+                proto::Label {
+                    key: keys[2],
+                    str: self.string(thread.comm),
+                    ..Default::default()
+                },
+                proto::Label {
+                    key: keys[3],
+                    str: self.string(thread.process_name),
+                    ..Default::default()
+                },
+            ];
+            if let Some(col) = columns.samples
+                && entry.value.samples > 0
+            {
+                let mut value = vec![0; columns.len];
+                value[col] = saturate(entry.value.samples);
+                samples.push(proto::Sample {
+                    location_id: location_id.clone(),
+                    value,
+                    label: labels.clone(),
+                });
+            }
+            if let (Some(nanos), Some(switches)) = (columns.nanos, columns.switches) {
+                for state in OffCpuState::ALL {
+                    let v = entry.value.off_cpu[state.index()];
+                    if v.switches == 0 && v.nanos == 0 {
+                        continue;
+                    }
+                    let mut value = vec![0; columns.len];
+                    value[nanos] = saturate(v.nanos);
+                    value[switches] = saturate(v.switches);
+                    let mut label = labels.clone();
+                    label.push(proto::Label {
+                        key: state_key,
+                        str: self.string(state.name()),
+                        ..Default::default()
+                    });
+                    samples.push(proto::Sample {
+                        location_id: location_id.clone(),
+                        value,
+                        label,
+                    });
+                }
+            }
+        }
+
+        let (period_type, period) = match (on, profile.sampling_frequency()) {
+            (true, Some(hz)) => (
+                Some(self.value_type("cpu", "nanoseconds")),
+                saturate(1_000_000_000 / hz),
+            ),
+            (true, None) => (Some(self.value_type("samples", "count")), 1),
+            (false, _) => (Some(self.value_type("off_cpu", "nanoseconds")), 1),
+        };
+        let (time_nanos, duration_nanos) = match profile.time_range() {
+            Some((start, end)) => (saturate(start), saturate(end.saturating_sub(start))),
+            None => (0, 0),
+        };
+        let comment = vec![self.string("generated by rover")];
+        proto::Profile {
+            sample_type,
+            sample: samples,
+            mapping: self.mappings,
+            location: self.locations,
+            function: self.functions,
+            string_table: self.strings,
+            time_nanos,
+            duration_nanos,
+            period_type,
+            period,
+            comment,
+            default_sample_type: 0,
+        }
+    }
+}
+
+fn saturate(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use rover_symbolize::{InlinedFrame, Sym, Symbolized};
+
+    use super::*;
+    use crate::profile::{JitFrames, Sample, SampleValue};
+
+    fn sym(name: &str, inlined: &[&str]) -> Symbolized {
+        Symbolized::Sym(Sym {
+            name: Arc::from(name),
+            module: Arc::from("/bin/app"),
+            module_offset: 0x10,
+            sym_addr: 0x10,
+            location: None,
+            inlined: inlined
+                .iter()
+                .map(|n| InlinedFrame {
+                    name: Arc::from(*n),
+                    location: None,
+                })
+                .collect(),
+        })
+    }
+
+    fn decode(profile: &Profile) -> proto::Profile {
+        let mut gz = Vec::new();
+        write_pprof(profile, &mut gz).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut raw)
+            .unwrap();
+        proto::Profile::decode(raw.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn inlined_frames_share_one_location_innermost_first() {
+        let mut p = Profile::new();
+        p.set_build_id("/bin/app", "abcd");
+        let user = [sym("outer", &["inner", "middle"]), sym("main", &[])];
+        p.add_sample(&Sample {
+            pid: 1,
+            tid: 2,
+            process_name: "app",
+            comm: "t",
+            kernel: &[],
+            user: &user,
+            jit: JitFrames::None,
+            value: SampleValue::OnCpu { samples: 5 },
+        });
+        let m = decode(&p);
+        assert_eq!(m.string_table[0], "");
+        assert_eq!(m.sample.len(), 1);
+        assert_eq!(m.sample[0].value, [5]);
+        assert_eq!(
+            m.sample[0].location_id.len(),
+            2,
+            "inner+middle+outer is one location, main another"
+        );
+        let loc = &m.location[(m.sample[0].location_id[0] - 1) as usize];
+        let name = |line: &proto::Line| {
+            let f = &m.function[(line.function_id - 1) as usize];
+            m.string_table[f.name as usize].as_str()
+        };
+        let names: Vec<_> = loc.line.iter().map(name).collect();
+        assert_eq!(names, ["inner", "middle", "outer"]);
+        let mapping = &m.mapping[(loc.mapping_id - 1) as usize];
+        assert_eq!(m.string_table[mapping.build_id as usize], "abcd");
+        assert_eq!(m.string_table[mapping.filename as usize], "/bin/app");
+    }
+}

@@ -1,0 +1,167 @@
+//! The difference of two profiles (before and after a change), per stack and
+//! per function, as SkyWalking Rover compares Envoy with tracing on and off.
+
+use hashbrown::HashSet;
+
+use super::frame::{Frame, FrameKind};
+use super::import::Importer;
+use super::model::{Profile, StackId};
+use super::top::{FunctionKey, FunctionTotals};
+use super::value::Metric;
+
+/// One stack's value before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackDelta {
+    /// The stack, an id into [`ProfileDiff::frames_of`]'s tables.
+    pub stack: StackId,
+    /// Value in the first profile.
+    pub before: u64,
+    /// Value in the second profile.
+    pub after: u64,
+}
+
+impl StackDelta {
+    /// `after - before`.
+    pub fn delta(&self) -> i128 {
+        i128::from(self.after) - i128::from(self.before)
+    }
+}
+
+/// One function's self and total values before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionDelta {
+    /// Function name (`[module+0xOFFSET]` for unknown frames).
+    pub name: String,
+    /// Module, if known.
+    pub module: Option<String>,
+    /// Kind of code.
+    pub kind: FrameKind,
+    /// Self value in the first profile.
+    pub self_before: u64,
+    /// Self value in the second profile.
+    pub self_after: u64,
+    /// Total (inclusive) value in the first profile.
+    pub total_before: u64,
+    /// Total (inclusive) value in the second profile.
+    pub total_after: u64,
+}
+
+impl FunctionDelta {
+    /// `self_after - self_before`.
+    pub fn self_delta(&self) -> i128 {
+        i128::from(self.self_after) - i128::from(self.self_before)
+    }
+
+    /// `total_after - total_before`.
+    pub fn total_delta(&self) -> i128 {
+        i128::from(self.total_after) - i128::from(self.total_before)
+    }
+}
+
+/// The difference of two profiles for one metric. Stacks are compared by
+/// their frames' content (threads and pids are ignored: the two runs are
+/// usually different processes), so the profiles' interning order does not
+/// matter.
+#[derive(Debug, Clone)]
+pub struct ProfileDiff {
+    tables: Profile,
+    /// The metric compared.
+    pub metric: Metric,
+    /// Every stack present in either profile, largest absolute change first.
+    pub stacks: Vec<StackDelta>,
+    /// Every function present in either profile, largest absolute change of
+    /// total value first.
+    pub functions: Vec<FunctionDelta>,
+}
+
+impl ProfileDiff {
+    /// The frames of a stack of this diff, leaf first.
+    pub fn frames_of(&self, stack: StackId) -> impl Iterator<Item = Frame<'_>> {
+        self.tables
+            .stack(stack)
+            .iter()
+            .filter_map(|&f| self.tables.frame(f))
+    }
+
+    /// The function delta named `name`, if any.
+    pub fn function(&self, name: &str) -> Option<&FunctionDelta> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+impl Profile {
+    /// Compares `before` with `after` on `metric`, per stack and per function.
+    pub fn diff(before: &Profile, after: &Profile, metric: Metric) -> ProfileDiff {
+        let mut tables = Profile::new();
+        let mut sides: [Vec<(StackId, u64)>; 2] = [Vec::new(), Vec::new()];
+        for (side, src) in sides.iter_mut().zip([before, after]) {
+            let mut importer = Importer::new(src);
+            for (stack, &value) in src.stack_values(metric).iter().enumerate() {
+                if value > 0 {
+                    side.push((importer.stack(&mut tables, StackId(stack as u32)), value));
+                }
+            }
+        }
+        let mut per_stack = [
+            vec![0u64; tables.stack_count()],
+            vec![0u64; tables.stack_count()],
+        ];
+        for (values, side) in per_stack.iter_mut().zip(&sides) {
+            for &(stack, value) in side {
+                if let Some(slot) = values.get_mut(stack.0 as usize) {
+                    *slot = slot.saturating_add(value);
+                }
+            }
+        }
+        let mut stacks: Vec<StackDelta> = (0..tables.stack_count())
+            .map(|i| StackDelta {
+                stack: StackId(i as u32),
+                before: per_stack[0][i],
+                after: per_stack[1][i],
+            })
+            .filter(|d| d.before > 0 || d.after > 0)
+            .collect();
+        stacks.sort_by(|a, b| {
+            b.delta()
+                .abs()
+                .cmp(&a.delta().abs())
+                .then(a.stack.cmp(&b.stack))
+        });
+
+        let totals = [
+            FunctionTotals::compute(&tables, &per_stack[0]),
+            FunctionTotals::compute(&tables, &per_stack[1]),
+        ];
+        let keys: HashSet<&FunctionKey> = totals.iter().flat_map(|t| t.values.keys()).collect();
+        let mut functions: Vec<FunctionDelta> = keys
+            .into_iter()
+            .map(|key| {
+                let b = totals[0].values.get(key).copied().unwrap_or((0, 0));
+                let a = totals[1].values.get(key).copied().unwrap_or((0, 0));
+                let stat = FunctionTotals::stat(&tables, key, (0, 0));
+                FunctionDelta {
+                    name: stat.name,
+                    module: stat.module,
+                    kind: stat.kind,
+                    self_before: b.0,
+                    self_after: a.0,
+                    total_before: b.1,
+                    total_after: a.1,
+                }
+            })
+            .collect();
+        functions.sort_by(|a, b| {
+            b.total_delta()
+                .abs()
+                .cmp(&a.total_delta().abs())
+                .then_with(|| a.name.cmp(&b.name))
+                .then_with(|| a.module.cmp(&b.module))
+        });
+        ProfileDiff {
+            tables,
+            metric,
+            stacks,
+            functions,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Filtering a profile by process, thread or frame: the result is a new,
+//! compact profile holding only the kept rows and what they reference.
+
+use super::frame::Frame;
+use super::import::Importer;
+use super::model::{Entry, Profile, Thread};
+
+impl Profile {
+    /// A profile of the rows for which `keep` returns true. `keep` sees the
+    /// row's thread and its frames (leaf first).
+    pub fn filter<F>(&self, mut keep: F) -> Profile
+    where
+        F: FnMut(&Thread<'_>, &mut dyn Iterator<Item = Frame<'_>>) -> bool,
+    {
+        self.filter_entries(|p, e| {
+            let Some(thread) = p.thread(e.thread) else {
+                return false;
+            };
+            let mut frames = p.stack(e.stack).iter().filter_map(|&f| p.frame(f));
+            keep(&thread, &mut frames)
+        })
+    }
+
+    /// A profile of the rows for which `keep(self, row)` returns true.
+    pub fn filter_entries(&self, mut keep: impl FnMut(&Profile, &Entry) -> bool) -> Profile {
+        let mut out = Profile::new();
+        let mut importer = Importer::new(self);
+        for entry in self.entries() {
+            if keep(self, &entry) {
+                let thread = importer.thread(&mut out, entry.thread);
+                let stack = importer.stack(&mut out, entry.stack);
+                out.add_value(thread, stack, &entry.value);
+            }
+        }
+        out.merge_metadata(self);
+        out
+    }
+
+    /// The rows of the processes in `pids`.
+    pub fn filter_pids(&self, pids: &[u32]) -> Profile {
+        self.filter(|t, _| pids.contains(&t.pid))
+    }
+
+    /// The rows of the threads in `tids`.
+    pub fn filter_tids(&self, tids: &[u32]) -> Profile {
+        self.filter(|t, _| tids.contains(&t.tid))
+    }
+
+    /// The rows whose stack has at least one frame matching `matches`.
+    pub fn filter_frames(&self, mut matches: impl FnMut(&Frame<'_>) -> bool) -> Profile {
+        self.filter(|_, mut frames| Iterator::any(&mut frames, |f| matches(&f)))
+    }
+
+    /// The rows whose stack calls the function `name` (exact match; unknown
+    /// frames match by their `[module+0xOFFSET]` name).
+    pub fn filter_function(&self, name: &str) -> Profile {
+        self.filter_frames(|f| f.display_name() == name)
+    }
+}

@@ -1,0 +1,173 @@
+//! Frames of a profile: what a stack is made of, and how a symbolized
+//! address from `rover-symbolize` becomes one or more of them.
+
+use std::borrow::Cow;
+
+use rover_symbolize::{Location, Symbolized};
+
+use super::intern::{Interner, StringTable};
+
+/// Where a frame's code lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrameKind {
+    /// Kernel code.
+    Kernel,
+    /// Native user code from an ELF file.
+    Native,
+    /// JIT-compiled code named by a perf map.
+    Jit,
+    /// An address that could not be resolved; the frame keeps its module,
+    /// offset and the reason.
+    Unknown,
+}
+
+/// Which side of the stack a symbolized address came from. The caller says
+/// so explicitly: kernel and user addresses are resolved differently, and a
+/// JIT frame is one the caller resolved through a perf map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameOrigin {
+    /// From the kernel stack.
+    Kernel,
+    /// From the user stack, native code.
+    User,
+    /// From the user stack, JIT code resolved through a perf map.
+    Jit,
+}
+
+impl FrameOrigin {
+    fn kind(self) -> FrameKind {
+        match self {
+            FrameOrigin::Kernel => FrameKind::Kernel,
+            FrameOrigin::User => FrameKind::Native,
+            FrameOrigin::Jit => FrameKind::Jit,
+        }
+    }
+}
+
+/// Dense id of an interned frame within one profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(pub u32);
+
+/// The interned form of a frame: strings as ids into the profile's table,
+/// id 0 meaning absent. 40 bytes, stored once per distinct frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FrameRecord {
+    pub(crate) kind: FrameKind,
+    pub(crate) inlined: bool,
+    /// Set for unknown frames: they carry the address rather than a name.
+    pub(crate) has_offset: bool,
+    pub(crate) name: u32,
+    pub(crate) module: u32,
+    pub(crate) file: u32,
+    pub(crate) line: u32,
+    pub(crate) reason: u32,
+    pub(crate) offset: u64,
+}
+
+/// A frame of a profile, borrowed from its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Frame<'a> {
+    /// Where the code lives.
+    pub kind: FrameKind,
+    /// Function name; empty for unknown frames (see [`Frame::display_name`]).
+    pub name: &'a str,
+    /// Module path (ELF file, `[kernel.kallsyms]`, kernel module, perf-map path).
+    pub module: Option<&'a str>,
+    /// Source file, when debug information gave one.
+    pub file: Option<&'a str>,
+    /// Source line, when known.
+    pub line: Option<u32>,
+    /// True when this function was inlined into the next frame toward the root.
+    pub inlined: bool,
+    /// For unknown frames, the offset inside the module (or the raw address).
+    pub offset: Option<u64>,
+    /// For unknown frames, why the address could not be resolved.
+    pub reason: Option<&'a str>,
+}
+
+impl Frame<'_> {
+    /// The function name, or for an unknown frame `[module+0xOFFSET]`, or
+    /// `[unknown]` when even the module is unknown.
+    pub fn display_name(&self) -> Cow<'_, str> {
+        if self.kind != FrameKind::Unknown {
+            return Cow::Borrowed(self.name);
+        }
+        match (self.module, self.offset) {
+            (Some(module), Some(offset)) => Cow::Owned(format!("[{module}+{offset:#x}]")),
+            _ => Cow::Borrowed("[unknown]"),
+        }
+    }
+}
+
+pub(crate) fn frame_view<'a>(strings: &'a StringTable, r: &FrameRecord) -> Frame<'a> {
+    let opt = |id: u32| (id != 0).then(|| strings.get(id));
+    Frame {
+        kind: r.kind,
+        name: strings.get(r.name),
+        module: opt(r.module),
+        file: opt(r.file),
+        line: (r.line != 0).then_some(r.line),
+        inlined: r.inlined,
+        offset: r.has_offset.then_some(r.offset),
+        reason: opt(r.reason),
+    }
+}
+
+/// Interns the frames of one symbolized address and appends their ids to
+/// `out`, leaf first: an address inside inlined code gives the inlined
+/// functions innermost first (marked inlined), then the real function.
+pub(crate) fn push_symbolized(
+    strings: &mut StringTable,
+    frames: &mut Interner<FrameRecord>,
+    out: &mut Vec<FrameId>,
+    sym: &Symbolized,
+    origin: FrameOrigin,
+) {
+    match sym {
+        Symbolized::Sym(s) => {
+            let module = strings.intern(&s.module);
+            let kind = origin.kind();
+            let mut push =
+                |strings: &mut StringTable, name: &str, loc: Option<&Location>, inlined| {
+                    let (file, line) = match loc {
+                        Some(l) => (strings.intern(&l.file), l.line.unwrap_or(0)),
+                        None => (0, 0),
+                    };
+                    let record = FrameRecord {
+                        kind,
+                        inlined,
+                        has_offset: false,
+                        name: strings.intern(name),
+                        module,
+                        file,
+                        line,
+                        reason: 0,
+                        offset: 0,
+                    };
+                    out.push(FrameId(frames.intern(record)));
+                };
+            for inl in &s.inlined {
+                push(strings, &inl.name, inl.location.as_ref(), true);
+            }
+            push(strings, &s.name, s.location.as_ref(), false);
+        }
+        Symbolized::Unknown(u) => {
+            let record = FrameRecord {
+                kind: FrameKind::Unknown,
+                inlined: false,
+                has_offset: u.module.is_some(),
+                name: 0,
+                module: u.module.as_deref().map_or(0, |m| strings.intern(m)),
+                file: 0,
+                line: 0,
+                reason: strings.intern(&u.reason.to_string()),
+                offset: if u.module.is_some() {
+                    u.module_offset
+                } else {
+                    0
+                },
+            };
+            out.push(FrameId(frames.intern(record)));
+        }
+    }
+}

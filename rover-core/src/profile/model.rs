@@ -1,0 +1,423 @@
+//! The aggregated profile: interned strings, frames, stacks and threads, and
+//! one [`Value`] per (thread, stack), built incrementally from samples.
+
+use rover_symbolize::Symbolized;
+
+use super::frame::{Frame, FrameId, FrameOrigin, FrameRecord, frame_view, push_symbolized};
+use super::intern::{Interner, SliceInterner, StringTable};
+use super::value::{Metric, ProfileKind, SampleValue, Value};
+
+/// Dense id of an interned stack within one profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackId(pub u32);
+
+/// Dense id of an interned thread within one profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ThreadId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ThreadRecord {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) process: u32,
+    pub(crate) comm: u32,
+}
+
+/// A thread of a profile: its process and its own name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thread<'a> {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Process name (the main thread's comm, or the executable's name).
+    pub process_name: &'a str,
+    /// The thread's own name (`comm`).
+    pub comm: &'a str,
+}
+
+/// One aggregated row: a thread, a stack and what was counted for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The thread.
+    pub thread: ThreadId,
+    /// The stack, leaf first.
+    pub stack: StackId,
+    /// Counts and times.
+    pub value: Value,
+}
+
+/// Which user frames of a [`Sample`] are JIT code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JitFrames<'a> {
+    /// All user frames are native code.
+    #[default]
+    None,
+    /// User frames whose module is exactly this path (the process's perf map
+    /// as the symbolizer names it) are JIT code.
+    Module(&'a str),
+    /// One flag per user frame; missing flags mean native.
+    PerFrame(&'a [bool]),
+}
+
+/// One observation for [`Profile::add_sample`]: who, where, and how much.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Process name.
+    pub process_name: &'a str,
+    /// Thread name (`comm`).
+    pub comm: &'a str,
+    /// Kernel frames, leaf first.
+    pub kernel: &'a [Symbolized],
+    /// User frames, leaf first.
+    pub user: &'a [Symbolized],
+    /// Which user frames are JIT code.
+    pub jit: JitFrames<'a>,
+    /// What was observed.
+    pub value: SampleValue,
+}
+
+/// An aggregated, symbolized profile.
+///
+/// Stacks are stored **leaf first**: index 0 is the innermost frame (where
+/// the CPU was, or where the thread blocked), kernel frames before user
+/// frames, and an address in inlined code expands to the inlined functions
+/// (innermost first, marked [`Frame::inlined`]) followed by the function they
+/// were inlined into. Strings, frames, stacks and threads are interned once.
+///
+/// ```
+/// use rover_core::profile::{Profile, Sample, SampleValue, JitFrames, Metric};
+/// use rover_symbolize::{Symbolized, Sym};
+/// use std::sync::Arc;
+///
+/// let sym = |name: &str| Symbolized::Sym(Sym {
+///     name: Arc::from(name), module: Arc::from("/usr/bin/app"),
+///     module_offset: 0x1000, sym_addr: 0x1000, location: None, inlined: vec![],
+/// });
+/// let user = [sym("spin"), sym("main")];
+/// let mut profile = Profile::new();
+/// profile.add_sample(&Sample {
+///     pid: 42, tid: 42, process_name: "app", comm: "app",
+///     kernel: &[], user: &user, jit: JitFrames::None,
+///     value: SampleValue::OnCpu { samples: 3 },
+/// });
+/// assert_eq!(profile.total(Metric::OnCpuSamples), 3);
+/// ```
+#[derive(Clone, Default)]
+pub struct Profile {
+    pub(crate) strings: StringTable,
+    pub(crate) frames: Interner<FrameRecord>,
+    pub(crate) stacks: SliceInterner<FrameId>,
+    pub(crate) threads: Interner<ThreadRecord>,
+    keys: Interner<(ThreadId, StackId)>,
+    values: Vec<Value>,
+    build_ids: Vec<(u32, u32)>,
+    on_cpu: bool,
+    off_cpu: bool,
+    time_range: Option<(u64, u64)>,
+    sampling_hz: Option<u64>,
+    scratch: Vec<FrameId>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("entries", &self.len())
+            .field("threads", &self.threads.len())
+            .field("stacks", &self.stacks.len())
+            .field("frames", &self.frames.len())
+            .field("strings", &self.strings.len())
+            .field("on_cpu", &self.on_cpu)
+            .field("off_cpu", &self.off_cpu)
+            .finish()
+    }
+}
+
+impl Profile {
+    /// An empty profile.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the profile as holding `kind` even if no sample of it arrived
+    /// (an on-CPU session that saw nothing still exports `samples/count`).
+    pub fn declare_kind(&mut self, kind: ProfileKind) {
+        match kind {
+            ProfileKind::OnCpu => self.on_cpu = true,
+            ProfileKind::OffCpu => self.off_cpu = true,
+        }
+    }
+
+    /// Whether the profile holds `kind` (declared, or a sample of it added).
+    pub fn has_kind(&self, kind: ProfileKind) -> bool {
+        match kind {
+            ProfileKind::OnCpu => self.on_cpu,
+            ProfileKind::OffCpu => self.off_cpu,
+        }
+    }
+
+    /// Records the wall-clock span the profile covers, in nanoseconds since
+    /// the Unix epoch.
+    pub fn set_time_range(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) {
+        self.time_range = Some((start_unix_nanos, end_unix_nanos.max(start_unix_nanos)));
+    }
+
+    /// The wall-clock span, if recorded: `(start, end)` in Unix nanoseconds.
+    pub fn time_range(&self) -> Option<(u64, u64)> {
+        self.time_range
+    }
+
+    /// Records the on-CPU sampling frequency, so exports can state the period.
+    pub fn set_sampling_frequency(&mut self, hz: u64) {
+        self.sampling_hz = (hz > 0).then_some(hz);
+    }
+
+    /// The on-CPU sampling frequency, if recorded.
+    pub fn sampling_frequency(&self) -> Option<u64> {
+        self.sampling_hz
+    }
+
+    /// Records the build id (hex) of a module, for exports that carry it.
+    pub fn set_build_id(&mut self, module: &str, build_id: &str) {
+        let module = self.strings.intern(module);
+        let build_id = self.strings.intern(build_id);
+        match self.build_ids.iter_mut().find(|(m, _)| *m == module) {
+            Some(slot) => slot.1 = build_id,
+            None => self.build_ids.push((module, build_id)),
+        }
+    }
+
+    /// The build id recorded for `module`.
+    pub fn build_id(&self, module: &str) -> Option<&str> {
+        self.build_ids
+            .iter()
+            .find(|&&(m, _)| self.strings.get(m) == module)
+            .map(|&(_, b)| self.strings.get(b))
+    }
+
+    /// Every `(module, build id)` pair recorded.
+    pub fn build_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.build_ids
+            .iter()
+            .map(|&(m, b)| (self.strings.get(m), self.strings.get(b)))
+    }
+
+    /// Interns a thread and returns its id.
+    pub fn intern_thread(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        process_name: &str,
+        comm: &str,
+    ) -> ThreadId {
+        let record = ThreadRecord {
+            pid,
+            tid,
+            process: self.strings.intern(process_name),
+            comm: self.strings.intern(comm),
+        };
+        ThreadId(self.threads.intern(record))
+    }
+
+    /// Interns the frames of `symbolized` (leaf first) and appends their ids
+    /// to `out`; each address may give several frames (inlined functions).
+    /// The session layer uses this with [`Profile::intern_stack`] to intern a
+    /// kernel stack id once per window, however many threads share it.
+    pub fn push_frames(
+        &mut self,
+        out: &mut Vec<FrameId>,
+        symbolized: &[Symbolized],
+        origin: FrameOrigin,
+    ) {
+        for sym in symbolized {
+            push_symbolized(&mut self.strings, &mut self.frames, out, sym, origin);
+        }
+    }
+
+    /// Interns one frame from a symbolized address (see [`Profile::push_frames`]).
+    pub fn push_frame(
+        &mut self,
+        out: &mut Vec<FrameId>,
+        symbolized: &Symbolized,
+        origin: FrameOrigin,
+    ) {
+        push_symbolized(&mut self.strings, &mut self.frames, out, symbolized, origin);
+    }
+
+    /// Interns a stack of frame ids (leaf first) and returns its id.
+    pub fn intern_stack(&mut self, frames: &[FrameId]) -> StackId {
+        StackId(self.stacks.intern(frames))
+    }
+
+    /// Adds an observation to the (thread, stack) row.
+    pub fn add(&mut self, thread: ThreadId, stack: StackId, value: SampleValue) {
+        self.declare_kind(value.kind());
+        let row = self.row(thread, stack);
+        row.add(value);
+    }
+
+    /// Adds a whole [`Value`] to the (thread, stack) row.
+    pub fn add_value(&mut self, thread: ThreadId, stack: StackId, value: &Value) {
+        if value.samples > 0 {
+            self.on_cpu = true;
+        }
+        if value.get(Metric::OffCpuSwitches) > 0 || value.get(Metric::OffCpuNanos) > 0 {
+            self.off_cpu = true;
+        }
+        self.row(thread, stack).merge(value);
+    }
+
+    fn row(&mut self, thread: ThreadId, stack: StackId) -> &mut Value {
+        let (index, new) = self.keys.intern_with_flag((thread, stack));
+        if new {
+            self.values.push(Value::default());
+        }
+        let last = self.values.len().saturating_sub(1);
+        let index = (index as usize).min(last);
+        &mut self.values[index]
+    }
+
+    /// Adds one sample: interns its thread and frames (kernel frames first,
+    /// then user frames, both leaf first) and adds its value.
+    pub fn add_sample(&mut self, sample: &Sample<'_>) {
+        let thread = self.intern_thread(sample.pid, sample.tid, sample.process_name, sample.comm);
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        self.push_frames(&mut frames, sample.kernel, FrameOrigin::Kernel);
+        for (i, sym) in sample.user.iter().enumerate() {
+            let jit = match sample.jit {
+                JitFrames::None => false,
+                JitFrames::Module(path) => {
+                    matches!(sym, Symbolized::Sym(s) if &*s.module == path)
+                }
+                JitFrames::PerFrame(flags) => flags.get(i).copied().unwrap_or(false),
+            };
+            let origin = if jit {
+                FrameOrigin::Jit
+            } else {
+                FrameOrigin::User
+            };
+            self.push_frame(&mut frames, sym, origin);
+        }
+        let stack = self.intern_stack(&frames);
+        self.scratch = frames;
+        self.add(thread, stack, sample.value);
+    }
+
+    /// Number of (thread, stack) rows.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when the profile has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Every (thread, stack) row, in insertion order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = Entry> + '_ {
+        self.keys
+            .items()
+            .iter()
+            .zip(&self.values)
+            .map(|(&(thread, stack), &value)| Entry {
+                thread,
+                stack,
+                value,
+            })
+    }
+
+    /// The thread for an id, or `None` for an id from another profile.
+    pub fn thread(&self, id: ThreadId) -> Option<Thread<'_>> {
+        self.threads.get(id.0).map(|t| Thread {
+            pid: t.pid,
+            tid: t.tid,
+            process_name: self.strings.get(t.process),
+            comm: self.strings.get(t.comm),
+        })
+    }
+
+    /// Every process of the profile as `(pid, process name)`, sorted by pid
+    /// (a pid seen under two names, e.g. after `exec`, appears twice).
+    pub fn processes(&self) -> Vec<(u32, &str)> {
+        let mut out: Vec<(u32, &str)> = self
+            .threads
+            .items()
+            .iter()
+            .map(|t| (t.pid, self.strings.get(t.process)))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Ids of every interned thread.
+    pub fn thread_ids(&self) -> impl ExactSizeIterator<Item = ThreadId> {
+        (0..self.threads.len() as u32).map(ThreadId)
+    }
+
+    /// The frames of a stack, leaf first; empty for an id from another profile.
+    pub fn stack(&self, id: StackId) -> &[FrameId] {
+        self.stacks.get(id.0).unwrap_or(&[])
+    }
+
+    /// Number of distinct stacks.
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// A frame by id, or `None` for an id from another profile.
+    pub fn frame(&self, id: FrameId) -> Option<Frame<'_>> {
+        self.frames.get(id.0).map(|r| frame_view(&self.strings, r))
+    }
+
+    /// Number of distinct frames.
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Number of distinct strings (including the empty string).
+    pub fn string_count(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Sum of `metric` over every row.
+    pub fn total(&self, metric: Metric) -> u64 {
+        self.values
+            .iter()
+            .map(|v| v.get(metric))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// An estimate of the heap bytes the profile holds (tables, arenas and
+    /// indexes, by capacity).
+    pub fn memory_bytes(&self) -> usize {
+        self.strings.memory_bytes()
+            + self.frames.memory_bytes()
+            + self.stacks.memory_bytes()
+            + self.threads.memory_bytes()
+            + self.keys.memory_bytes()
+            + self.values.capacity() * size_of::<Value>()
+            + self.build_ids.capacity() * size_of::<(u32, u32)>()
+            + self.scratch.capacity() * size_of::<FrameId>()
+    }
+
+    pub(crate) fn merge_metadata(&mut self, other: &Profile) {
+        self.on_cpu |= other.on_cpu;
+        self.off_cpu |= other.off_cpu;
+        self.time_range = match (self.time_range, other.time_range) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (mine, theirs) => mine.or(theirs),
+        };
+        self.sampling_hz = self.sampling_hz.or(other.sampling_hz);
+        for (module, build_id) in other.build_ids() {
+            if self.build_id(module).is_none() {
+                self.set_build_id(module, build_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Folded-stack export: line by line against a hand-built profile, and read
+//! back by `inferno`'s flame graph renderer.
+
+mod profile_support;
+
+use profile_support::*;
+use rover_core::export::{FoldedOptions, FoldedPrefix, folded_lines, write_folded};
+use rover_core::profile::{JitFrames, Metric, OffCpuState, Profile, Sample, SampleValue};
+
+fn on_cpu_profile() -> Profile {
+    let mut p = Profile::new();
+    on_cpu(&mut p, 10, "app", &[], &user(&["work", "main"]), 5);
+    // Same comm on two threads: one line, values added.
+    let k = kernel(&["clear_page", "do_syscall_64"]);
+    on_cpu(&mut p, 11, "worker", &k, &user(&["write", "main"]), 2);
+    on_cpu(&mut p, 12, "worker", &k, &user(&["write", "main"]), 1);
+    let inl = [sym_inlined("outer", APP, &["inner"]), sym("main", APP)];
+    on_cpu(&mut p, 10, "app", &[], &inl, 3);
+    on_cpu(
+        &mut p,
+        10,
+        "app",
+        &[],
+        &[
+            unknown(Some("/lib/libx.so"), 0x1234),
+            unknown(None, 7),
+            sym("main", APP),
+        ],
+        1,
+    );
+    on_cpu(&mut p, 10, "app", &[], &user(&["ops;x\ny", "main"]), 6);
+    let jit = [sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    p.add_sample(&Sample {
+        pid: 10,
+        tid: 13,
+        process_name: "app",
+        comm: "node;js",
+        kernel: &[],
+        user: &jit,
+        jit: JitFrames::Module(PERF_MAP),
+        value: SampleValue::OnCpu { samples: 4 },
+    });
+    // Off-CPU values in the same profile must not leak into on-CPU lines.
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &kernel(&["schedule"]),
+        &user(&["read", "main"]),
+        (OffCpuState::Interruptible, 1, 10),
+    );
+    p
+}
+
+#[test]
+fn on_cpu_lines_are_root_first_with_suffixes_and_sanitized_names() {
+    let lines = folded_lines(&on_cpu_profile(), &FoldedOptions::on_cpu());
+    let expected = [
+        "app;main;[unknown];[/lib/libx.so+0x1234] 1",
+        "app;main;ops:x y 6",
+        "app;main;outer;inner_[i] 3",
+        "app;main;work 5",
+        "node:js;main;LazyCompile:*fib_[j] 4",
+        "worker;main;write;do_syscall_64_[k];clear_page_[k] 3",
+    ];
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn prefixes_can_be_process_pid_or_none() {
+    let p = on_cpu_profile();
+    let lines = folded_lines(
+        &p,
+        &FoldedOptions {
+            metric: Metric::OnCpuSamples,
+            prefix: FoldedPrefix::ProcessPid,
+        },
+    );
+    assert!(
+        lines.contains(&"app-10;main;work 5".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"app-10;main;write;do_syscall_64_[k];clear_page_[k] 3".to_string()));
+    let lines = folded_lines(
+        &p,
+        &FoldedOptions {
+            metric: Metric::OnCpuSamples,
+            prefix: FoldedPrefix::None,
+        },
+    );
+    assert!(lines.contains(&"main;work 5".to_string()), "{lines:?}");
+    let lines = folded_lines(
+        &p,
+        &FoldedOptions {
+            metric: Metric::OnCpuSamples,
+            prefix: FoldedPrefix::Process,
+        },
+    );
+    assert!(
+        lines.contains(&"app;main;LazyCompile:*fib_[j] 4".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn off_cpu_lines_are_microseconds_or_switches() {
+    let mut p = Profile::new();
+    let k = kernel(&["schedule", "io_schedule"]);
+    let u = user(&["read", "main"]);
+    // 20 switches of 50 ms, split over two states: 1 s in total.
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &k,
+        &u,
+        (OffCpuState::Uninterruptible, 15, 750_000_000),
+    );
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &k,
+        &u,
+        (OffCpuState::Interruptible, 5, 250_000_000),
+    );
+    // 1.4 us rounds to 1; 0.4 us rounds to 0 and the line is left out.
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &kernel(&["schedule"]),
+        &user(&["nanosleep", "main"]),
+        (OffCpuState::Interruptible, 1, 1_400),
+    );
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &kernel(&["schedule"]),
+        &user(&["poll", "main"]),
+        (OffCpuState::Preempted, 1, 400),
+    );
+    on_cpu(&mut p, 10, "app", &[], &u, 99);
+    let time = folded_lines(&p, &FoldedOptions::off_cpu_time());
+    assert_eq!(
+        time,
+        [
+            "app;main;nanosleep;schedule_[k] 1",
+            "app;main;read;io_schedule_[k];schedule_[k] 1000000"
+        ]
+    );
+    let switches = folded_lines(&p, &FoldedOptions::off_cpu_switches());
+    assert_eq!(
+        switches,
+        [
+            "app;main;nanosleep;schedule_[k] 1",
+            "app;main;poll;schedule_[k] 1",
+            "app;main;read;io_schedule_[k];schedule_[k] 20",
+        ]
+    );
+}
+
+#[test]
+fn inferno_renders_the_folded_output() {
+    let p = on_cpu_profile();
+    let mut folded = Vec::new();
+    write_folded(&p, &FoldedOptions::on_cpu(), &mut folded).unwrap();
+    let text = String::from_utf8(folded).unwrap();
+    assert_eq!(text.lines().count(), 6);
+    assert!(text.ends_with('\n'));
+    let mut options = inferno::flamegraph::Options::default();
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_reader(&mut options, text.as_bytes(), &mut svg).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    // inferno reads the `_[k]`/`_[i]`/`_[j]` annotations (for colours) and
+    // shows the bare names.
+    for name in [
+        "work",
+        "inner",
+        "clear_page",
+        "LazyCompile:*fib",
+        "[/lib/libx.so+0x1234]",
+        "ops:x y",
+    ] {
+        assert!(
+            svg.contains(&format!("<title>{name} (")),
+            "{name} missing from the SVG"
+        );
+    }
+    assert!(!svg.contains("_[k]"), "annotations were not recognised");
+    // inferno's root frame title counts every sample it parsed.
+    assert!(
+        svg.contains("all (22 samples, 100%)"),
+        "inferno did not read all 22 samples"
+    );
+}

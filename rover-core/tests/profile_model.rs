@@ -1,0 +1,227 @@
+//! The profile model through its public builder API: interning, frame
+//! conversion from `rover-symbolize` results, values and memory use.
+
+mod profile_support;
+
+use profile_support::*;
+use rover_core::profile::{
+    FrameKind, FrameOrigin, JitFrames, Metric, OffCpuState, Profile, ProfileKind, Sample,
+    SampleValue,
+};
+
+#[test]
+fn samples_aggregate_per_thread_and_stack() {
+    let mut p = Profile::new();
+    let stack = user(&["work", "main"]);
+    on_cpu(&mut p, 10, "app", &[], &stack, 2);
+    on_cpu(&mut p, 10, "app", &[], &stack, 3);
+    on_cpu(&mut p, 11, "worker", &[], &stack, 4);
+    assert_eq!(p.len(), 2, "two threads, one stack");
+    assert_eq!(p.stack_count(), 1);
+    assert_eq!(p.frame_count(), 2);
+    assert_eq!(p.total(Metric::OnCpuSamples), 9);
+    assert!(p.has_kind(ProfileKind::OnCpu));
+    assert!(!p.has_kind(ProfileKind::OffCpu));
+    let rows: Vec<_> = p.entries().collect();
+    assert_eq!(rows[0].value.samples, 5);
+    assert_eq!(rows[1].value.samples, 4);
+    let t = p.thread(rows[1].thread).unwrap();
+    assert_eq!(
+        (t.pid, t.tid, t.comm, t.process_name),
+        (10, 11, "worker", "app")
+    );
+    let names: Vec<_> = p
+        .stack(rows[0].stack)
+        .iter()
+        .map(|&f| p.frame(f).unwrap().name)
+        .collect();
+    assert_eq!(names, ["work", "main"], "stacks are leaf first");
+}
+
+#[test]
+fn kernel_frames_come_before_user_frames_and_inlined_frames_expand() {
+    let mut p = Profile::new();
+    let k = kernel(&["clear_page", "do_syscall_64"]);
+    let u = vec![
+        sym_inlined("outer", APP, &["inner", "middle"]),
+        sym_at("main", APP, "main.c", 7),
+    ];
+    on_cpu(&mut p, 10, "app", &k, &u, 1);
+    let e = p.entries().next().unwrap();
+    let frames: Vec<_> = p
+        .stack(e.stack)
+        .iter()
+        .map(|&f| p.frame(f).unwrap())
+        .collect();
+    let names: Vec<_> = frames.iter().map(|f| f.name).collect();
+    assert_eq!(
+        names,
+        [
+            "clear_page",
+            "do_syscall_64",
+            "inner",
+            "middle",
+            "outer",
+            "main"
+        ]
+    );
+    let kinds: Vec<_> = frames.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds[..2], [FrameKind::Kernel, FrameKind::Kernel]);
+    assert!(kinds[2..].iter().all(|&k| k == FrameKind::Native));
+    let inlined: Vec<_> = frames.iter().map(|f| f.inlined).collect();
+    assert_eq!(inlined, [false, false, true, true, false, false]);
+    assert_eq!((frames[2].file, frames[2].line), (Some("inl.h"), Some(10)));
+    assert_eq!(
+        (frames[4].file, frames[4].line),
+        (Some("outer.c"), Some(99))
+    );
+    assert_eq!((frames[5].file, frames[5].line), (Some("main.c"), Some(7)));
+    assert_eq!(frames[0].module, Some(KERNEL));
+}
+
+#[test]
+fn unknown_frames_keep_module_offset_and_reason() {
+    let mut p = Profile::new();
+    on_cpu(
+        &mut p,
+        10,
+        "app",
+        &[],
+        &[unknown(Some("/lib/libx.so"), 0x1234), unknown(None, 0xdead)],
+        1,
+    );
+    let e = p.entries().next().unwrap();
+    let f: Vec<_> = p
+        .stack(e.stack)
+        .iter()
+        .map(|&f| p.frame(f).unwrap())
+        .collect();
+    assert_eq!(f[0].kind, FrameKind::Unknown);
+    assert_eq!(f[0].display_name(), "[/lib/libx.so+0x1234]");
+    assert_eq!(f[0].reason, Some("no symbols"));
+    assert_eq!(f[1].display_name(), "[unknown]");
+    assert_eq!(f[1].reason, Some("unmapped"));
+}
+
+#[test]
+fn jit_frames_are_flagged_by_the_caller() {
+    let mut p = Profile::new();
+    let u = vec![sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    let sample = |jit| Sample {
+        pid: 10,
+        tid: 10,
+        process_name: "node",
+        comm: "node",
+        kernel: &[],
+        user: &u,
+        jit,
+        value: SampleValue::OnCpu { samples: 1 },
+    };
+    p.add_sample(&sample(JitFrames::Module(PERF_MAP)));
+    p.add_sample(&sample(JitFrames::PerFrame(&[true])));
+    p.add_sample(&sample(JitFrames::None));
+    let kinds: Vec<Vec<FrameKind>> = p
+        .entries()
+        .map(|e| {
+            p.stack(e.stack)
+                .iter()
+                .map(|&f| p.frame(f).unwrap().kind)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            vec![FrameKind::Jit, FrameKind::Native],
+            vec![FrameKind::Native, FrameKind::Native]
+        ]
+    );
+    assert_eq!(
+        p.entries().next().unwrap().value.samples,
+        2,
+        "Module and PerFrame agree"
+    );
+}
+
+#[test]
+fn low_level_api_interns_a_stack_once_for_many_threads() {
+    let mut p = Profile::new();
+    let mut frames = Vec::new();
+    p.push_frames(&mut frames, &kernel(&["schedule"]), FrameOrigin::Kernel);
+    p.push_frames(&mut frames, &user(&["read", "main"]), FrameOrigin::User);
+    let stack = p.intern_stack(&frames);
+    for tid in 0..8 {
+        let t = p.intern_thread(10, 100 + tid, "app", "io");
+        p.add(
+            t,
+            stack,
+            SampleValue::OffCpu {
+                state: OffCpuState::Uninterruptible,
+                switches: 2,
+                nanos: 1_000,
+            },
+        );
+    }
+    assert_eq!(p.stack_count(), 1);
+    assert_eq!(p.len(), 8);
+    assert_eq!(p.total(Metric::OffCpuSwitches), 16);
+    assert_eq!(p.total(Metric::OffCpuNanos), 8_000);
+    assert!(p.has_kind(ProfileKind::OffCpu));
+    let v = p.entries().next().unwrap().value;
+    assert_eq!(v.off_cpu[OffCpuState::Uninterruptible.index()].nanos, 1_000);
+    assert_eq!(v.off_cpu[OffCpuState::Interruptible.index()].nanos, 0);
+}
+
+#[test]
+fn hundred_thousand_samples_over_two_thousand_stacks_stay_small() {
+    // 2k distinct stacks of depth 6..=25 over 40 functions in 4 modules,
+    // 100k samples spread over 16 threads: realistic for a busy window.
+    let modules = [
+        "/usr/bin/app",
+        "/usr/lib/libc.so.6",
+        "/usr/lib/libssl.so.3",
+        "[kernel.kallsyms]",
+    ];
+    let funcs: Vec<String> = (0..40)
+        .map(|i| format!("namespace::module::function_number_{i}"))
+        .collect();
+    let stacks: Vec<Vec<rover_symbolize::Symbolized>> = (0..2000u64)
+        .map(|s| {
+            let depth = 6 + (s % 20) as usize;
+            (0..depth)
+                .map(|d| {
+                    // The three leaf frames spell `s` in base 40, so stacks are distinct.
+                    let f = match d {
+                        0 => s % 40,
+                        1 => s / 40 % 40,
+                        2 => s / 1600,
+                        _ => (s * 7 + d as u64 * 13) % 40,
+                    } as usize;
+                    sym(&funcs[f], modules[(f + d) % 3])
+                })
+                .collect()
+        })
+        .collect();
+    let mut p = Profile::new();
+    for i in 0..100_000u64 {
+        let s = &stacks[(i * 7919 % 2000) as usize];
+        let tid = 10 + (i / 7 % 16) as u32;
+        on_cpu(&mut p, tid, "app", &[], s, 1);
+    }
+    assert_eq!(p.total(Metric::OnCpuSamples), 100_000);
+    let bytes = p.memory_bytes();
+    println!(
+        "100k samples: {} rows, {} stacks, {} frames, {} strings, {} bytes ({:.1} bytes/sample)",
+        p.len(),
+        p.stack_count(),
+        p.frame_count(),
+        p.string_count(),
+        bytes,
+        bytes as f64 / 100_000.0
+    );
+    assert_eq!(p.stack_count(), 2000);
+    // Each stack's ids (~16 * 4 B) plus a row per (thread, stack) pair
+    // (~100 B with its index): about 3 MB at most. A model storing strings
+    // per frame would need tens of megabytes.
+    assert!(bytes < 4 << 20, "profile uses {bytes} bytes");
+}
