@@ -9,12 +9,13 @@
 
 mod common;
 
+use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput};
 
-use common::cpu_time::ThreadCpuTime;
+use common::cpu_time::{ThreadCpuTime, thread_cpu_now};
 
 use common::addrs::AddressSet;
 use common::agree::Agreement;
@@ -27,6 +28,37 @@ struct Group {
     level: Level,
     addrs: usize,
     rover_vs_blazesym: Option<Agreement>,
+    /// Median over paired passes of blazesym's time / rover's time.
+    paired_ratio: Option<f64>,
+}
+
+/// Paired passes for the ratio: few enough to be quick, enough for a median.
+const PAIRS: usize = 21;
+
+/// rover's speed relative to blazesym's from passes over the whole set run
+/// back to back, alternating which goes first, each timed in thread CPU time:
+/// a load that comes and goes on a shared machine hits both sides of a pair,
+/// where criterion's runs of one, then the other, seconds apart, can differ.
+fn paired_ratio(rover: &Subject, blazesym: &Subject, addrs: &[u64]) -> f64 {
+    let time = |s: &Subject| {
+        let start = thread_cpu_now();
+        black_box(s.run(addrs));
+        (thread_cpu_now() - start).as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..PAIRS)
+        .map(|i| {
+            let (r, b) = if i % 2 == 0 {
+                let r = time(rover);
+                (r, time(blazesym))
+            } else {
+                let b = time(blazesym);
+                (time(rover), b)
+            };
+            b / r
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[PAIRS / 2]
 }
 
 impl Group {
@@ -75,6 +107,7 @@ fn symbolize(c: &mut Criterion<ThreadCpuTime>) -> Vec<Group> {
                 level,
                 addrs: set.addrs.len(),
                 rover_vs_blazesym: None,
+                paired_ratio: None,
             };
             let reference = subjects
                 .iter()
@@ -102,6 +135,12 @@ fn symbolize(c: &mut Criterion<ThreadCpuTime>) -> Vec<Group> {
                 timed.bench_function(imp.name(), |b| b.iter(|| subject.run(&set.addrs)));
             }
             timed.finish();
+            let find = |want| subjects.iter().find(|(i, _)| *i == want).map(|(_, s)| s);
+            if let (Some(r), Some(b)) =
+                (find(Implementation::Rover), find(Implementation::Blazesym))
+            {
+                group.paired_ratio = Some(paired_ratio(r, b, &set.addrs));
+            }
             groups.push(group);
         }
     }
@@ -134,13 +173,16 @@ fn throughput(dir: &Path, group: &Group, imp: Implementation, since: SystemTime)
 fn summary(groups: &[Group], dir: &Path, since: SystemTime) {
     let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}", v));
     println!();
-    println!("Warm throughput, addresses per second of thread CPU time (criterion median):");
+    println!(
+        "Warm throughput, addresses per second of thread CPU time (criterion median; paired: \
+         median of {PAIRS} back-to-back passes):"
+    );
     println!();
     println!(
         "| binary | level | rover | blazesym | addr2line::Loader | rover / blazesym | \
-         names agree (rover vs blazesym) |"
+         rover / blazesym, paired | names agree (rover vs blazesym) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for g in groups {
         let [rover, blaze, loader] = Implementation::ALL.map(|i| throughput(dir, g, i, since));
         let ratio = rover
@@ -153,14 +195,18 @@ fn summary(groups: &[Group], dir: &Path, since: SystemTime) {
                 100.0 * a.exact_rate()
             )
         });
+        let paired = g
+            .paired_ratio
+            .map_or("-".to_owned(), |r| format!("{r:.2}x"));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             g.binary,
             g.level.name(),
             fmt(rover),
             fmt(blaze),
             fmt(loader),
             ratio,
+            paired,
             agreement
         );
     }
