@@ -187,8 +187,12 @@ impl Subject {
     pub fn answers(&self, addrs: &[u64]) -> Vec<Option<Answer>> {
         match self {
             Subject::Rover(symbolizer, src) => {
-                let Ok(out) = symbolizer.symbolize(src, addrs) else {
-                    return vec![None; addrs.len()];
+                let out = match symbolizer.symbolize(src, addrs) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        eprintln!("bench: rover failed the whole batch: {e}");
+                        return vec![None; addrs.len()];
+                    }
                 };
                 out.iter().map(rover_answer).collect()
             }
@@ -197,8 +201,12 @@ impl Subject {
                 .map(|&a| loader_answer(loader, *level, a))
                 .collect(),
             Subject::Blazesym(symbolizer, src) => {
-                let Ok(out) = symbolizer.symbolize(src, blaze::Input::VirtOffset(addrs)) else {
-                    return vec![None; addrs.len()];
+                let out = match symbolizer.symbolize(src, blaze::Input::VirtOffset(addrs)) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        eprintln!("bench: blazesym failed the whole batch: {e}");
+                        return vec![None; addrs.len()];
+                    }
                 };
                 out.iter().map(|s| s.as_sym().map(blaze_answer)).collect()
             }
