@@ -1,0 +1,232 @@
+//! The double buffer both programs share: flip the `active` index, wait for
+//! programs still writing the old half, read and clear that half.
+
+use std::collections::{HashMap as StdHashMap, HashSet};
+use std::thread;
+use std::time::Duration;
+
+use aya::Pod;
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
+use rover_ebpf::abi::{self, KernelStack};
+
+use super::LoaderError;
+use super::window::{ErrorCounts, StackLoss, StackSlot};
+
+/// How long a flip waits before the old half is read. The programs run with
+/// preemption disabled (in the perf interrupt, or in `__schedule`) and take
+/// a few microseconds; one that read the old index just before the flip is
+/// done long before this. A sleep costs the drain thread nothing, where an
+/// in-flight counter would cost every program run two more atomic updates.
+const GRACE: Duration = Duration::from_millis(5);
+
+/// The `active_buffer` map and the loader's copy of its value.
+pub(crate) struct DoubleBuffer {
+    map: Array<MapData, u32>,
+    active: u32,
+}
+
+impl DoubleBuffer {
+    pub(crate) fn new(map: Array<MapData, u32>) -> Self {
+        // Array maps start zeroed: the programs begin on half 0.
+        DoubleBuffer { map, active: 0 }
+    }
+
+    /// The half the programs write now.
+    pub(crate) fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// Points the programs at the other half and returns the one they left,
+    /// once no program can still be writing it.
+    pub(crate) fn flip(&mut self) -> Result<u32, LoaderError> {
+        let idle = self.active;
+        let next = idle ^ 1;
+        self.map
+            .set(0, next, 0)
+            .map_err(LoaderError::map("active_buffer"))?;
+        self.active = next;
+        thread::sleep(GRACE);
+        Ok(idle)
+    }
+}
+
+/// Reads the per-CPU `errors` map as differences since the last read.
+pub(crate) struct ErrorTracker {
+    map: PerCpuArray<MapData, u64>,
+    previous: Vec<ErrorCounts>,
+}
+
+impl ErrorTracker {
+    pub(crate) fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        ErrorTracker {
+            map,
+            previous: Vec::new(),
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Result<Vec<ErrorCounts>, LoaderError> {
+        let mut per_cpu: Vec<[u64; abi::ERR_MAX as usize]> = Vec::new();
+        for index in 0..abi::ERR_MAX {
+            let values = self
+                .map
+                .get(&index, 0)
+                .map_err(LoaderError::map("errors"))?;
+            per_cpu.resize(values.len().max(per_cpu.len()), [0; abi::ERR_MAX as usize]);
+            for (cpu, value) in values.iter().enumerate() {
+                per_cpu[cpu][index as usize] = *value;
+            }
+        }
+        let current: Vec<ErrorCounts> = per_cpu.iter().map(ErrorCounts::from_slots).collect();
+        let deltas = current
+            .iter()
+            .enumerate()
+            .map(|(cpu, now)| match self.previous.get(cpu) {
+                Some(before) => now.saturating_sub(before),
+                None => *now,
+            })
+            .collect();
+        self.previous = current;
+        Ok(deltas)
+    }
+}
+
+/// Turns stack references into deduplicated instruction-pointer lists,
+/// reading each stack once per window.
+#[derive(Default)]
+pub(crate) struct StackResolver {
+    seen: StdHashMap<(&'static str, u64), StackSlot>,
+    pub(crate) stacks: Vec<Vec<u64>>,
+}
+
+impl StackResolver {
+    /// The slot of stack `id` of map `map`; `fetch` reads it on first use
+    /// and returns `None` when the map no longer has it.
+    fn resolve(
+        &mut self,
+        map: &'static str,
+        id: u64,
+        fetch: impl FnOnce() -> Result<Option<Vec<u64>>, LoaderError>,
+    ) -> Result<StackSlot, LoaderError> {
+        if let Some(slot) = self.seen.get(&(map, id)) {
+            return Ok(*slot);
+        }
+        let slot = match fetch()? {
+            None => StackSlot::Lost(StackLoss::Vanished),
+            Some(ips) if ips.is_empty() => StackSlot::Empty,
+            Some(ips) => {
+                self.stacks.push(ips);
+                StackSlot::Stack(self.stacks.len() - 1)
+            }
+        };
+        self.seen.insert((map, id), slot);
+        Ok(slot)
+    }
+
+    /// The slot of an id returned by `bpf_get_stackid` into stack map `map`.
+    pub(crate) fn stack_id(
+        &mut self,
+        map: &StackTraceMap<MapData>,
+        name: &'static str,
+        id: i32,
+    ) -> Result<StackSlot, LoaderError> {
+        let Ok(id) = u32::try_from(id) else {
+            return Ok(errno_slot(id.saturating_neg()));
+        };
+        self.resolve(name, id.into(), || match map.get(&id, 0) {
+            Ok(trace) => Ok(Some(trace.frames().iter().map(|frame| frame.ip).collect())),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(LoaderError::map(name)(error)),
+        })
+    }
+
+    /// The slot of a kernel stack the off-CPU program stored under `hash`.
+    pub(crate) fn kernel_stack(
+        &mut self,
+        map: &HashMap<MapData, u64, KernelStack>,
+        name: &'static str,
+        hash: u64,
+        err: i32,
+    ) -> Result<StackSlot, LoaderError> {
+        if hash == 0 {
+            return Ok(errno_slot(err.saturating_neg()));
+        }
+        self.resolve(name, hash, || match map.get(&hash, 0) {
+            Ok(stack) => Ok(Some(
+                stack
+                    .ips
+                    .iter()
+                    .copied()
+                    .take_while(|ip| *ip != 0)
+                    .collect(),
+            )),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(LoaderError::map(name)(error)),
+        })
+    }
+}
+
+/// -EFAULT (and 0) only mean there is no such stack, e.g. the user stack of
+/// a kernel thread; other errnos mean a stack was lost.
+fn errno_slot(errno: i32) -> StackSlot {
+    if errno == 0 || errno == libc::EFAULT {
+        StackSlot::Empty
+    } else {
+        StackSlot::Lost(StackLoss::from_errno(errno))
+    }
+}
+
+/// Removes every stack of `map` but those in `keep`.
+pub(crate) fn clear_stacks(
+    map: &mut StackTraceMap<MapData>,
+    keep: &HashSet<u32>,
+    name: &'static str,
+) -> Result<(), LoaderError> {
+    let ids: Vec<u32> = map
+        .stack_ids()
+        .collect::<Result<_, _>>()
+        .map_err(LoaderError::map(name))?;
+    for id in ids.into_iter().filter(|id| !keep.contains(id)) {
+        match map.remove(&id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(error) => return Err(LoaderError::map(name)(error)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads every entry of an idle count map and empties it.
+pub(crate) fn take_entries<K: Pod, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, LoaderError> {
+    let entries: Vec<(K, V)> = map
+        .iter()
+        .collect::<Result<_, _>>()
+        .map_err(LoaderError::map(name))?;
+    for (key, _) in &entries {
+        match map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(error) => return Err(LoaderError::map(name)(error)),
+        }
+    }
+    Ok(entries)
+}
+
+/// Removes every entry of a hash map but those whose key is in `keep`.
+pub(crate) fn clear_hash_except<V: Pod>(
+    map: &mut HashMap<MapData, u64, V>,
+    keep: &HashSet<u64>,
+    name: &'static str,
+) -> Result<(), LoaderError> {
+    let keys: Vec<u64> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(LoaderError::map(name))?;
+    for key in keys.into_iter().filter(|key| !keep.contains(key)) {
+        match map.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(error) => return Err(LoaderError::map(name)(error)),
+        }
+    }
+    Ok(())
+}
