@@ -10,7 +10,7 @@ use crate::debuginfo::{BinaryDir, find_debug_file};
 use crate::dwarf::{Detail, Dwarf, DwarfFrame, Lookup};
 use crate::elf::ElfFile;
 use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
-use crate::symtab::SymbolTable;
+use crate::symtab::{Names, SymbolTable};
 use crate::{Level, Module};
 
 /// A module ready for lookups, shared by every process that maps it.
@@ -70,6 +70,11 @@ impl LoadedFile {
         }
     }
 
+    /// The symbol names cache, locked for a batch.
+    pub(crate) fn names(&self) -> Names<'_> {
+        self.symbols.names()
+    }
+
     /// Whether DWARF is available, in the file or its debug file.
     pub(crate) fn has_dwarf(&self) -> bool {
         self.elf.has_dwarf || self.debug.is_some()
@@ -115,6 +120,7 @@ impl LoadedFile {
         level: Level,
         dwarf: Option<&Dwarf>,
         mut lookup: Option<&mut Lookup<'_>>,
+        names: &mut Names<'_>,
         scratch: &mut Vec<DwarfFrame>,
     ) -> Symbolized {
         let sym = self.symbols.find(addr);
@@ -128,7 +134,7 @@ impl LoadedFile {
         if !have_frames {
             return match sym {
                 Some(s) => Symbolized::Sym(Sym {
-                    name: Arc::clone(s.name),
+                    name: names.get(s.index),
                     module: Arc::clone(module),
                     module_offset: addr,
                     sym_addr: s.addr,
@@ -151,14 +157,14 @@ impl LoadedFile {
             if let Some(first) = scratch.first_mut()
                 && !first.linkage
             {
-                first.name = Some(Arc::clone(s.name));
+                first.name = Some(names.get(s.index));
             }
             if scratch.len() > 1
                 && let Some(outer) = scratch.last_mut()
                 && !outer.linkage
                 && lookup.is_some_and(|l| l.starts_uninlined(s.addr))
             {
-                outer.name = Some(Arc::clone(s.name));
+                outer.name = Some(names.get(s.index));
             }
         }
         let Some(outer) = scratch.pop() else {
@@ -166,7 +172,7 @@ impl LoadedFile {
         };
         let name = match (outer.name, &sym) {
             (Some(n), _) => n,
-            (None, Some(s)) => Arc::clone(s.name),
+            (None, Some(s)) => names.get(s.index),
             (None, None) => return unknown(module, addr, Reason::NoSymbols),
         };
         let inlined = scratch

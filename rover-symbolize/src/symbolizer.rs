@@ -290,6 +290,7 @@ impl Symbolizer {
         let mut lookup = dwarf
             .filter(|_| self.level >= Level::Lines)
             .map(|d| d.lock());
+        let mut names = file.names();
         let mut scratch: Vec<DwarfFrame> = Vec::new();
         let mut previous: Option<(u64, usize)> = None;
         for &(addr, idx) in batch.iter() {
@@ -301,6 +302,7 @@ impl Symbolizer {
                     self.level,
                     dwarf,
                     lookup.as_mut(),
+                    &mut names,
                     &mut scratch,
                 ),
             };
