@@ -13,6 +13,16 @@ use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
 use crate::symtab::{Names, SymbolTable};
 use crate::{Level, Module};
 
+/// What one batch of lookups in a module holds: its locks and scratch
+/// space, taken once for the whole batch.
+pub(crate) struct Batch<'a> {
+    level: Level,
+    dwarf: Option<&'a Dwarf>,
+    lookup: Option<Lookup<'a>>,
+    names: Names<'a>,
+    scratch: Vec<DwarfFrame>,
+}
+
 /// A module ready for lookups, shared by every process that maps it.
 pub(crate) struct LoadedFile {
     pub(crate) elf: ElfFile,
@@ -70,9 +80,18 @@ impl LoadedFile {
         }
     }
 
-    /// The symbol names cache, locked for a batch.
-    pub(crate) fn names(&self) -> Names<'_> {
-        self.symbols.names()
+    /// Takes what a batch of lookups at `level` needs: the DWARF (loaded on
+    /// first need), its lock (not for names, which need none) and the symbol
+    /// names cache's lock.
+    pub(crate) fn batch(&self, level: Level) -> Batch<'_> {
+        let dwarf = self.dwarf(level);
+        Batch {
+            level,
+            dwarf,
+            lookup: dwarf.filter(|_| level >= Level::Lines).map(Dwarf::lock),
+            names: self.symbols.names(),
+            scratch: Vec::new(),
+        }
     }
 
     /// Whether DWARF is available, in the file or its debug file.
@@ -117,12 +136,17 @@ impl LoadedFile {
         &self,
         addr: u64,
         module: &Arc<str>,
-        level: Level,
-        dwarf: Option<&Dwarf>,
-        mut lookup: Option<&mut Lookup<'_>>,
-        names: &mut Names<'_>,
-        scratch: &mut Vec<DwarfFrame>,
+        batch: &mut Batch<'_>,
     ) -> Symbolized {
+        let Batch {
+            level,
+            dwarf,
+            lookup,
+            names,
+            scratch,
+        } = batch;
+        let (level, dwarf) = (*level, *dwarf);
+        let mut lookup = lookup.as_mut();
         let sym = self.symbols.find(addr);
         scratch.clear();
         let have_frames = match (level, dwarf, lookup.as_deref_mut()) {
