@@ -28,15 +28,6 @@ pub(crate) struct DwarfFrame {
     pub(crate) location: Option<Location>,
 }
 
-/// How much of the DWARF a lookup needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Detail {
-    /// Outer function name and the line-table location.
-    Lines,
-    /// Every frame, inlined ones included.
-    Inlined,
-}
-
 struct State {
     ctx: addr2line::Context<Slice>,
     /// Names and paths interned by the address of their bytes, which stay put
@@ -178,9 +169,17 @@ impl Lookup<'_> {
         plain
     }
 
+    /// The line-table location of `addr`, without function or inlined
+    /// frames.
+    pub(crate) fn location(&mut self, addr: u64) -> Option<Location> {
+        let State { ctx, files, .. } = &mut *self.state;
+        let loc = ctx.find_location(addr).ok().flatten()?;
+        intern_location(files, &loc)
+    }
+
     /// Appends the frames at `addr` to `out`, innermost first. Returns false
     /// when DWARF knows nothing about the address.
-    pub(crate) fn frames(&mut self, addr: u64, detail: Detail, out: &mut Vec<DwarfFrame>) -> bool {
+    pub(crate) fn frames(&mut self, addr: u64, out: &mut Vec<DwarfFrame>) -> bool {
         let State {
             ctx, names, files, ..
         } = &mut *self.state;
@@ -188,7 +187,6 @@ impl Lookup<'_> {
             return false;
         };
         let start = out.len();
-        let mut first = true;
         while let Ok(Some(frame)) = iter.next() {
             let name = frame.function.as_ref().map(|f| {
                 let mangling = f.language.is_some_and(has_mangling);
@@ -208,22 +206,10 @@ impl Lookup<'_> {
                     })
                     .clone()
             });
-            let wants_location = detail == Detail::Inlined || first;
-            let location = if wants_location {
-                frame.location.as_ref().and_then(|loc| {
-                    let file = loc.file?;
-                    let key = (file.as_ptr() as usize, file.len());
-                    let file = files.entry(key).or_insert_with(|| Arc::from(file)).clone();
-                    Some(Location {
-                        file,
-                        line: loc.line,
-                        column: loc.column,
-                    })
-                })
-            } else {
-                None
-            };
-            first = false;
+            let location = frame
+                .location
+                .as_ref()
+                .and_then(|loc| intern_location(files, loc));
             let (name, linkage) = match name {
                 Some((n, l)) => (Some(n), l),
                 None => (None, false),
@@ -233,16 +219,6 @@ impl Lookup<'_> {
                 linkage,
                 location,
             });
-        }
-        if detail != Detail::Inlined && out.len() > start + 1 {
-            // Keep the outer function's name with the innermost location.
-            let location = out[start].location.take();
-            let outer = out.pop().map(|mut f| {
-                f.location = location;
-                f
-            });
-            out.truncate(start);
-            out.extend(outer);
         }
         out.len() > start
     }
@@ -262,4 +238,19 @@ pub(crate) fn has_mangling(lang: gimli::DwLang) -> bool {
             | gimli::DW_LANG_Ada83
             | gimli::DW_LANG_Ada95
     )
+}
+
+/// A location whose file is interned by the address of its bytes.
+fn intern_location(
+    files: &mut AddrMap<(usize, usize), Arc<str>>,
+    loc: &addr2line::Location<'_>,
+) -> Option<Location> {
+    let file = loc.file?;
+    let key = (file.as_ptr() as usize, file.len());
+    let file = files.entry(key).or_insert_with(|| Arc::from(file)).clone();
+    Some(Location {
+        file,
+        line: loc.line,
+        column: loc.column,
+    })
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::debuginfo::{BinaryDir, find_debug_file};
-use crate::dwarf::{Detail, Dwarf, DwarfFrame, Lookup};
+use crate::dwarf::{Dwarf, DwarfFrame, Lookup};
 use crate::elf::ElfFile;
 use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
 use crate::symtab::{Names, SymbolTable};
@@ -151,8 +151,22 @@ impl LoadedFile {
         scratch.clear();
         let have_frames = match (level, dwarf, lookup.as_deref_mut()) {
             (Level::Names, Some(dwarf), _) => dwarf.function_name(addr, scratch),
-            (Level::Lines, _, Some(lookup)) => lookup.frames(addr, Detail::Lines, scratch),
-            (Level::Inlined, _, Some(lookup)) => lookup.frames(addr, Detail::Inlined, scratch),
+            // The outer function from the index and the line-table row:
+            // inlined subroutines are never parsed.
+            (Level::Lines, Some(dwarf), Some(lookup)) => {
+                let named = dwarf.function_name(addr, scratch);
+                let location = lookup.location(addr);
+                match scratch.first_mut() {
+                    Some(frame) => frame.location = location,
+                    None => scratch.extend(location.map(|l| DwarfFrame {
+                        name: None,
+                        linkage: false,
+                        location: Some(l),
+                    })),
+                }
+                named || !scratch.is_empty()
+            }
+            (Level::Inlined, _, Some(lookup)) => lookup.frames(addr, scratch),
             _ => false,
         };
         if !have_frames {

@@ -25,7 +25,8 @@ pub enum Level {
     Names,
     /// Names plus file and line. The location is the line-table row for the
     /// address, which lies in the innermost inlined function, as
-    /// `addr2line` without `-i` prints it.
+    /// `addr2line` without `-i` prints it. Inlined subroutines are not
+    /// parsed.
     Lines,
     /// Names, file and line, and the chain of inlined functions.
     #[default]
