@@ -41,13 +41,16 @@ struct State {
 
 /// The DWARF of one file, ready for lookups.
 pub(crate) struct Dwarf {
-    state: Mutex<State>,
+    /// The `addr2line` context, built on the first line or inlined lookup:
+    /// names need none. `None` inside when it cannot be built.
+    state: OnceLock<Option<Mutex<State>>>,
     sections: Arc<gimli::Dwarf<Slice>>,
-    /// Built on the first `Detail::Names` lookup.
+    /// Built on the first `Level::Names` or `Level::Lines` lookup.
     functions: OnceLock<FunctionIndex>,
     demangle: bool,
     owned_bytes: usize,
-    // Owners of the bytes `state` borrows; fields drop in declaration order,
+    // Owners of the bytes `state`, `sections` and `functions` borrow; fields
+    // drop in declaration order,
     // so these outlive the context.
     _owned: Vec<Box<[u8]>>,
     _map: Arc<Mmap>,
@@ -86,15 +89,9 @@ impl Dwarf {
             Ok(gimli::EndianSlice::new(data, endian))
         };
         let dwarf = Arc::new(gimli::Dwarf::load(&mut section).ok()?);
-        let ctx = addr2line::Context::from_arc_dwarf(Arc::clone(&dwarf)).ok()?;
         let owned_bytes = owned.iter().map(|b| b.len()).sum();
         Some(Dwarf {
-            state: Mutex::new(State {
-                ctx,
-                names: AddrMap::default(),
-                files: AddrMap::default(),
-                starts: AddrMap::default(),
-            }),
+            state: OnceLock::new(),
             sections: dwarf,
             functions: OnceLock::new(),
             demangle,
@@ -128,16 +125,26 @@ impl Dwarf {
         }
     }
 
-    /// Locks the context for a run of lookups (one lock per batch).
-    pub(crate) fn lock(&self) -> Lookup<'_> {
-        let guard = self
-            .state
+    /// Locks the context for a run of lookups (one lock per batch), building
+    /// it on first use. `None` when the DWARF cannot be read that way.
+    pub(crate) fn lock(&self) -> Option<Lookup<'_>> {
+        let state = self.state.get_or_init(|| {
+            let ctx = addr2line::Context::from_arc_dwarf(Arc::clone(&self.sections)).ok()?;
+            Some(Mutex::new(State {
+                ctx,
+                names: AddrMap::default(),
+                files: AddrMap::default(),
+                starts: AddrMap::default(),
+            }))
+        });
+        let guard = state
+            .as_ref()?
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Lookup {
+        Some(Lookup {
             state: guard,
             demangle: self.demangle,
-        }
+        })
     }
 }
 

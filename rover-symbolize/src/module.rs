@@ -88,7 +88,9 @@ impl LoadedFile {
         Batch {
             level,
             dwarf,
-            lookup: dwarf.filter(|_| level >= Level::Lines).map(Dwarf::lock),
+            lookup: dwarf
+                .filter(|_| level >= Level::Lines)
+                .and_then(Dwarf::lock),
             names: self.symbols.names(),
             scratch: Vec::new(),
         }
