@@ -50,8 +50,7 @@ pub(crate) struct Dwarf {
     demangle: bool,
     owned_bytes: usize,
     // Owners of the bytes `state`, `sections` and `functions` borrow; fields
-    // drop in declaration order,
-    // so these outlive the context.
+    // drop in declaration order, so these outlive their borrowers.
     _owned: Vec<Box<[u8]>>,
     _map: Arc<Mmap>,
 }
