@@ -3,4 +3,5 @@
 #![warn(missing_docs)]
 
 pub mod export;
+pub mod loader;
 pub mod profile;

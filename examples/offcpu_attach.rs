@@ -1,0 +1,63 @@
+//! Attaches rover's off-CPU program to every process and drains it once a
+//! second, printing what each window held: the runner of
+//! `benches/offcpu_overhead.sh`, and a quick check that the kernel side works.
+//!
+//! `cargo run --release --example offcpu_attach -- [SECONDS] [--classic]`
+//! (SECONDS defaults to 10; `--classic` uses the classic tracepoint).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rover_core::loader::{ErrorCounts, OffCpuConfig, OffCpuHook, OffCpuProgram};
+
+fn main() -> ExitCode {
+    let mut seconds = 10u64;
+    let mut hook = None;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--classic" => hook = Some(OffCpuHook::Tracepoint),
+            other => match other.parse() {
+                Ok(value) => seconds = value,
+                Err(_) => {
+                    eprintln!("offcpu_attach: usage: offcpu_attach [SECONDS] [--classic]");
+                    return ExitCode::FAILURE;
+                }
+            },
+        }
+    }
+    let mut program = match OffCpuProgram::attach(&OffCpuConfig {
+        hook,
+        ..OffCpuConfig::default()
+    }) {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("offcpu_attach: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("offcpu_attach: attached ({:?})", program.hook());
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(1).min(end - Instant::now()));
+        let started = Instant::now();
+        match program.drain() {
+            Ok(window) => {
+                let switches: u64 = window.entries.iter().map(|e| e.switches).sum();
+                let errors = ErrorCounts::sum(&window.errors);
+                println!(
+                    "window: {} keys, {switches} switches, {} stacks, {} dropped ({:?}), drained in {:?}",
+                    window.entries.len(),
+                    window.stacks.len(),
+                    errors.total(),
+                    errors,
+                    started.elapsed()
+                );
+            }
+            Err(error) => {
+                eprintln!("offcpu_attach: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,318 @@
+//! The off-CPU program: on `sched_switch`, time each targeted task spends off
+//! CPU, per thread, stacks and task state.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, StackTraceMap};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use rover_ebpf::abi::{OffCpuKey, OffCpuStart, OffCpuValue};
+
+use super::buffer::{StackResolver, clear_stacks, take_entries};
+use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
+use super::window::{ErrorCounts, StackSlot, comm_string};
+use super::{Environment, LoaderError, MapSizes, TaskState, TaskStates, Targets};
+
+const BTF_PROGRAM: &str = "rover_offcpu_btf";
+const TP_PROGRAM: &str = "rover_offcpu_tp";
+const COUNTS: [&str; 2] = ["offcpu_counts0", "offcpu_counts1"];
+const STACKS: [&str; 2] = ["offcpu_stacks0", "offcpu_stacks1"];
+const START: &str = "offcpu_start";
+
+/// Where the off-CPU program hooks `sched_switch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffCpuHook {
+    /// `tp_btf/sched_switch` (kernel 5.5+ with BTF): typed arguments, cheapest.
+    BtfTracepoint,
+    /// The classic `sched/sched_switch` tracepoint (needs tracefs).
+    Tracepoint,
+}
+
+/// How to run the off-CPU program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffCpuConfig {
+    /// Which tasks to follow.
+    pub targets: Targets,
+    /// Blocks shorter than this are not counted (default 1 µs).
+    pub min_block: Duration,
+    /// Blocks longer than this are not counted (default: no limit).
+    pub max_block: Option<Duration>,
+    /// Which task states to count (default: all).
+    pub states: TaskStates,
+    /// Whether to follow the idle task (pid 0).
+    pub include_idle: bool,
+    /// The hook to use; `None` picks the BTF tracepoint and falls back to
+    /// the classic one.
+    pub hook: Option<OffCpuHook>,
+    /// Map capacities.
+    pub map_sizes: MapSizes,
+}
+
+impl Default for OffCpuConfig {
+    fn default() -> Self {
+        OffCpuConfig {
+            targets: Targets::All,
+            min_block: Duration::from_micros(1),
+            max_block: None,
+            states: TaskStates::ALL,
+            include_idle: false,
+            hook: None,
+            map_sizes: MapSizes::default(),
+        }
+    }
+}
+
+/// Off-CPU time of one thread, pair of stacks and state during a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffCpuEntry {
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread command name.
+    pub comm: String,
+    /// The task's state when it went off CPU.
+    pub state: TaskState,
+    /// The user-space stack where it blocked, leaf first.
+    pub user_stack: StackSlot,
+    /// The kernel stack where it blocked, leaf first (`__schedule` and up).
+    pub kernel_stack: StackSlot,
+    /// Blocks counted.
+    pub switches: u64,
+    /// Total time off CPU over those blocks, in nanoseconds.
+    pub total_ns: u64,
+}
+
+/// One drained window of the off-CPU program. A block is counted in the
+/// window in which the task came back on CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffCpuWindow {
+    /// Time off CPU per thread, stacks and state.
+    pub entries: Vec<OffCpuEntry>,
+    /// Instruction pointers, leaf first, referenced by [`StackSlot::Stack`].
+    pub stacks: Vec<Vec<u64>>,
+    /// Per CPU, what could not be recorded during the window.
+    pub errors: Vec<ErrorCounts>,
+}
+
+/// The attached off-CPU program. Dropping it detaches and closes every fd.
+///
+/// ```no_run
+/// use rover_core::loader::{OffCpuConfig, OffCpuProgram, Targets};
+/// use std::time::Duration;
+///
+/// let mut program = OffCpuProgram::attach(&OffCpuConfig {
+///     targets: Targets::Pids(vec![1234]),
+///     min_block: Duration::from_millis(1),
+///     ..OffCpuConfig::default()
+/// })?;
+/// std::thread::sleep(Duration::from_secs(1));
+/// for entry in program.drain()?.entries {
+///     println!("{} {:?}: {} ns in {} blocks", entry.tid, entry.state, entry.total_ns, entry.switches);
+/// }
+/// # Ok::<(), rover_core::loader::LoaderError>(())
+/// ```
+pub struct OffCpuProgram {
+    counts: [HashMap<MapData, OffCpuKey, OffCpuValue>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    start: HashMap<MapData, u32, OffCpuStart>,
+    start_capacity: u32,
+    shared: SharedMaps,
+    hook: OffCpuHook,
+    // Holds the program and its link; dropped last.
+    _ebpf: Ebpf,
+}
+
+impl OffCpuProgram {
+    /// Checks privileges and the configuration, loads the program and
+    /// attaches it to `sched_switch`.
+    pub fn attach(config: &OffCpuConfig) -> Result<Self, LoaderError> {
+        let environment = Environment::check()?;
+        config.map_sizes.check()?;
+        let max_block = config.max_block.unwrap_or(Duration::MAX);
+        if config.min_block > max_block {
+            return Err(LoaderError::InvalidConfig(format!(
+                "min_block {:?} is above max_block {max_block:?}",
+                config.min_block
+            )));
+        }
+        if config.states.bits() == 0 {
+            return Err(LoaderError::InvalidConfig(
+                "an empty state set counts nothing".into(),
+            ));
+        }
+        let targets = config.targets.resolve(config.map_sizes.pids)?;
+        let btf = kernel_btf()?;
+        let sizes = &config.map_sizes;
+        let include_idle = u8::from(config.include_idle);
+        let min_ns = duration_ns(config.min_block);
+        let max_ns = duration_ns(max_block);
+        let state_mask = config.states.bits();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .override_global("target_mode", &targets.mode, true)
+            .override_global("target_cgroup", &targets.cgroup_id, true)
+            .override_global("include_idle", &include_idle, true)
+            .override_global("min_block_ns", &min_ns, true)
+            .override_global("max_block_ns", &max_ns, true)
+            .override_global("state_mask", &state_mask, true)
+            .map_max_entries("target_pids", sizes.pids)
+            .map_max_entries(COUNTS[0], sizes.counts)
+            .map_max_entries(COUNTS[1], sizes.counts)
+            .map_max_entries(STACKS[0], sizes.stacks)
+            .map_max_entries(STACKS[1], sizes.stacks)
+            .map_max_entries(START, sizes.start)
+            .load(rover_ebpf::OFFCPU_OBJECT)
+            .map_err(|source| LoaderError::Load {
+                object: "offcpu",
+                source: Box::new(source),
+            })?;
+        let shared = SharedMaps::take(&mut ebpf, &config.targets, sizes.pids, &targets)?;
+        let counts = [
+            take_map(&mut ebpf, COUNTS[0], HashMap::try_from)?,
+            take_map(&mut ebpf, COUNTS[1], HashMap::try_from)?,
+        ];
+        let stacks = [
+            take_map(&mut ebpf, STACKS[0], StackTraceMap::try_from)?,
+            take_map(&mut ebpf, STACKS[1], StackTraceMap::try_from)?,
+        ];
+        let start = take_map(&mut ebpf, START, HashMap::try_from)?;
+        let hook = attach_hook(&mut ebpf, config.hook, &environment)?;
+        Ok(OffCpuProgram {
+            counts,
+            stacks,
+            start,
+            start_capacity: sizes.start,
+            shared,
+            hook,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The hook the program is attached to.
+    pub fn hook(&self) -> OffCpuHook {
+        self.hook
+    }
+
+    /// Replaces the target processes while the program runs. Only for a
+    /// program attached with [`Targets::Pids`]. Tasks already off CPU keep
+    /// the record they left.
+    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), LoaderError> {
+        self.shared.set_targets(pids)
+    }
+
+    /// Swaps the halves of the double buffer and returns the blocks counted
+    /// in the half the program left.
+    ///
+    /// Stacks are taken at switch-out, in the task's own context, into the
+    /// stack map of the half active then; a long block may be counted after
+    /// one or more flips. So the idle stack map is not emptied outright: the
+    /// stacks still referenced by a task that is off CPU, or by a count in
+    /// the active half, are kept until a later drain has read them.
+    pub fn drain(&mut self) -> Result<OffCpuWindow, LoaderError> {
+        let idle = self.shared.buffer.flip()?;
+        let active = self.shared.buffer.active() as usize;
+        let taken = take_entries(&mut self.counts[idle as usize], COUNTS[idle as usize])?;
+        let (entries, stacks) = {
+            let mut resolver = StackResolver::new([&self.stacks[0], &self.stacks[1]], "offcpu_stacks");
+            let mut entries = Vec::with_capacity(taken.len());
+            for (key, value) in taken {
+                entries.push(OffCpuEntry {
+                    tgid: key.tgid,
+                    tid: key.tid,
+                    comm: comm_string(&key.comm),
+                    state: TaskState::from_bit(key.state),
+                    user_stack: resolver.slot(key.stack_buffer, key.user_stack_id)?,
+                    kernel_stack: resolver.slot(key.stack_buffer, key.kernel_stack_id)?,
+                    switches: value.switches,
+                    total_ns: value.total_ns,
+                });
+            }
+            (entries, resolver.stacks)
+        };
+        // The program counts a block before deleting its start record, so a
+        // block is always in one of the two maps scanned here, in this order.
+        if let Some(keep) = self.stacks_in_use(idle, active)? {
+            clear_stacks(&mut self.stacks[idle as usize], &keep, STACKS[idle as usize])?;
+        }
+        Ok(OffCpuWindow {
+            entries,
+            stacks,
+            errors: self.shared.errors.take()?,
+        })
+    }
+
+    /// Ids of stack map `idle` that tasks still off CPU, or counts of the
+    /// active half, refer to. `None` when the start map changed so fast that
+    /// its walk did not end: then nothing is freed this time.
+    fn stacks_in_use(&self, idle: u32, active: usize) -> Result<Option<HashSet<u32>>, LoaderError> {
+        let mut keep = HashSet::new();
+        let mut add = |buffer: u32, ids: [i32; 2]| {
+            if buffer == idle {
+                keep.extend(ids.into_iter().filter_map(|id| u32::try_from(id).ok()));
+            }
+        };
+        // A walk restarts when its cursor is deleted under it; bound it.
+        let limit = 4 * self.start_capacity as usize;
+        let mut walked = 0;
+        for record in self.start.iter() {
+            let (_, start) = record.map_err(LoaderError::map(START))?;
+            add(start.stack_buffer, [start.user_stack_id, start.kernel_stack_id]);
+            walked += 1;
+            if walked > limit {
+                return Ok(None);
+            }
+        }
+        for key in self.counts[active].keys() {
+            let key = key.map_err(LoaderError::map(COUNTS[active]))?;
+            add(key.stack_buffer, [key.user_stack_id, key.kernel_stack_id]);
+        }
+        Ok(Some(keep))
+    }
+}
+
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    wanted: Option<OffCpuHook>,
+    environment: &Environment,
+) -> Result<OffCpuHook, LoaderError> {
+    if wanted != Some(OffCpuHook::Tracepoint) {
+        match attach_btf_tracepoint(ebpf) {
+            Ok(()) => return Ok(OffCpuHook::BtfTracepoint),
+            Err(error) if wanted == Some(OffCpuHook::BtfTracepoint) => return Err(error),
+            Err(_) => {}
+        }
+    }
+    if !environment.tracefs {
+        return Err(LoaderError::NoTracefs);
+    }
+    let program: &mut TracePoint = ebpf
+        .program_mut(TP_PROGRAM)
+        .ok_or_else(|| missing_in_object(TP_PROGRAM))?
+        .try_into()
+        .map_err(LoaderError::program(TP_PROGRAM))?;
+    program.load().map_err(LoaderError::program(TP_PROGRAM))?;
+    program
+        .attach("sched", "sched_switch")
+        .map_err(LoaderError::program(TP_PROGRAM))?;
+    Ok(OffCpuHook::Tracepoint)
+}
+
+fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let btf = kernel_btf()?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(BTF_PROGRAM)
+        .ok_or_else(|| missing_in_object(BTF_PROGRAM))?
+        .try_into()
+        .map_err(LoaderError::program(BTF_PROGRAM))?;
+    program
+        .load("sched_switch", btf)
+        .map_err(LoaderError::program(BTF_PROGRAM))?;
+    program.attach().map_err(LoaderError::program(BTF_PROGRAM))?;
+    Ok(())
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,209 @@
+//! The on-CPU program: a software cpu-clock perf event on every online CPU
+//! counting samples per thread and stack.
+
+use std::collections::HashSet;
+
+use aya::maps::{HashMap, MapData, StackTraceMap};
+use aya::programs::PerfEvent;
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::{Ebpf, EbpfLoader};
+use rover_ebpf::abi::OnCpuKey;
+
+use super::buffer::{StackResolver, clear_stacks, take_entries};
+use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
+use super::window::{ErrorCounts, StackSlot, comm_string};
+use super::{Environment, LoaderError, MapSizes, Targets};
+
+const PROGRAM: &str = "rover_oncpu";
+const COUNTS: [&str; 2] = ["oncpu_counts0", "oncpu_counts1"];
+const STACKS: [&str; 2] = ["oncpu_stacks0", "oncpu_stacks1"];
+
+/// How to run the on-CPU program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnCpuConfig {
+    /// Which tasks to sample.
+    pub targets: Targets,
+    /// Samples per second on each CPU (default 99, off the beat of timers).
+    pub frequency_hz: u64,
+    /// Whether to count samples of the idle task (pid 0).
+    pub include_idle: bool,
+    /// Map capacities.
+    pub map_sizes: MapSizes,
+}
+
+impl Default for OnCpuConfig {
+    fn default() -> Self {
+        OnCpuConfig {
+            targets: Targets::All,
+            frequency_hz: 99,
+            include_idle: false,
+            map_sizes: MapSizes::default(),
+        }
+    }
+}
+
+/// Samples counted for one thread and pair of stacks during a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnCpuEntry {
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread command name.
+    pub comm: String,
+    /// The user-space stack, leaf first.
+    pub user_stack: StackSlot,
+    /// The kernel stack, leaf first.
+    pub kernel_stack: StackSlot,
+    /// Samples with this key.
+    pub samples: u64,
+}
+
+/// One drained window of the on-CPU program.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnCpuWindow {
+    /// Counts per thread and stacks.
+    pub entries: Vec<OnCpuEntry>,
+    /// Instruction pointers, leaf first, referenced by [`StackSlot::Stack`].
+    pub stacks: Vec<Vec<u64>>,
+    /// Per CPU, what could not be recorded during the window.
+    pub errors: Vec<ErrorCounts>,
+}
+
+/// The attached on-CPU program. Dropping it detaches the perf events and
+/// closes every program, map and event fd.
+///
+/// ```no_run
+/// use rover_core::loader::{OnCpuConfig, OnCpuProgram, Targets};
+///
+/// let mut program = OnCpuProgram::attach(&OnCpuConfig {
+///     targets: Targets::Pids(vec![1234]),
+///     ..OnCpuConfig::default()
+/// })?;
+/// std::thread::sleep(std::time::Duration::from_secs(1));
+/// let window = program.drain()?;
+/// for entry in &window.entries {
+///     println!("{} {}: {} samples", entry.tgid, entry.comm, entry.samples);
+/// }
+/// # Ok::<(), rover_core::loader::LoaderError>(())
+/// ```
+pub struct OnCpuProgram {
+    counts: [HashMap<MapData, OnCpuKey, u64>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    shared: SharedMaps,
+    // Holds the program and its perf event links; dropped last.
+    _ebpf: Ebpf,
+}
+
+impl OnCpuProgram {
+    /// Checks privileges and the configuration, loads the program and
+    /// attaches one cpu-clock perf event per online CPU.
+    pub fn attach(config: &OnCpuConfig) -> Result<Self, LoaderError> {
+        let environment = Environment::check()?;
+        if config.frequency_hz == 0 {
+            return Err(LoaderError::ZeroFrequency);
+        }
+        if config.frequency_hz > environment.max_sample_rate {
+            return Err(LoaderError::FrequencyTooHigh {
+                requested: config.frequency_hz,
+                max: environment.max_sample_rate,
+            });
+        }
+        config.map_sizes.check()?;
+        let targets = config.targets.resolve(config.map_sizes.pids)?;
+        let btf = kernel_btf()?;
+        let sizes = &config.map_sizes;
+        let include_idle = u8::from(config.include_idle);
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .override_global("target_mode", &targets.mode, true)
+            .override_global("target_cgroup", &targets.cgroup_id, true)
+            .override_global("include_idle", &include_idle, true)
+            .map_max_entries("target_pids", sizes.pids)
+            .map_max_entries(COUNTS[0], sizes.counts)
+            .map_max_entries(COUNTS[1], sizes.counts)
+            .map_max_entries(STACKS[0], sizes.stacks)
+            .map_max_entries(STACKS[1], sizes.stacks)
+            .load(rover_ebpf::ONCPU_OBJECT)
+            .map_err(|source| LoaderError::Load {
+                object: "oncpu",
+                source: Box::new(source),
+            })?;
+        let shared = SharedMaps::take(&mut ebpf, &config.targets, config.map_sizes.pids, &targets)?;
+        let counts = [
+            take_map(&mut ebpf, COUNTS[0], HashMap::try_from)?,
+            take_map(&mut ebpf, COUNTS[1], HashMap::try_from)?,
+        ];
+        let stacks = [
+            take_map(&mut ebpf, STACKS[0], StackTraceMap::try_from)?,
+            take_map(&mut ebpf, STACKS[1], StackTraceMap::try_from)?,
+        ];
+        attach_perf_events(&mut ebpf, config.frequency_hz)?;
+        Ok(OnCpuProgram {
+            counts,
+            stacks,
+            shared,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Replaces the target processes while the program runs. Only for a
+    /// program attached with [`Targets::Pids`].
+    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), LoaderError> {
+        self.shared.set_targets(pids)
+    }
+
+    /// Swaps the halves of the double buffer and returns what was counted in
+    /// the half the program left, which is then emptied for its next turn.
+    pub fn drain(&mut self) -> Result<OnCpuWindow, LoaderError> {
+        let idle = self.shared.buffer.flip()? as usize;
+        let entries = take_entries(&mut self.counts[idle], COUNTS[idle])?;
+        let (entries, stacks) = {
+            let mut resolver = StackResolver::new([&self.stacks[0], &self.stacks[1]], STACKS[idle]);
+            let mut resolved = Vec::with_capacity(entries.len());
+            for (key, samples) in entries {
+                resolved.push(OnCpuEntry {
+                    tgid: key.tgid,
+                    tid: key.tid,
+                    comm: comm_string(&key.comm),
+                    user_stack: resolver.slot(idle as u32, key.user_stack_id)?,
+                    kernel_stack: resolver.slot(idle as u32, key.kernel_stack_id)?,
+                    samples,
+                });
+            }
+            (resolved, resolver.stacks)
+        };
+        // Every id of this half was just read and no later key can refer to
+        // it: the half is written again only after the next flip.
+        clear_stacks(&mut self.stacks[idle], &HashSet::new(), STACKS[idle])?;
+        Ok(OnCpuWindow {
+            entries,
+            stacks,
+            errors: self.shared.errors.take()?,
+        })
+    }
+}
+
+fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), LoaderError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| missing_in_object(PROGRAM))?
+        .try_into()
+        .map_err(LoaderError::program(PROGRAM))?;
+    program.load().map_err(LoaderError::program(PROGRAM))?;
+    let cpus = aya::util::online_cpus().map_err(|(what, source)| LoaderError::Io {
+        what: format!("reading {what}"),
+        source,
+    })?;
+    for cpu in cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(frequency_hz),
+                false,
+            )
+            .map_err(LoaderError::program(PROGRAM))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The Rust mirror of `bpf/rover.h`: keys, values and constants shared with
+//! the eBPF programs. Layouts are checked field by field in the tests below.
+
+/// Frames kept per stack (the stack maps' value is this many `u64` ips).
+pub const MAX_STACK_DEPTH: usize = 127;
+/// Length of a task's command name, NUL padded.
+pub const COMM_LEN: usize = 16;
+
+/// `target_mode`: record every task.
+pub const TARGET_ALL: u32 = 0;
+/// `target_mode`: record tasks whose tgid is in `target_pids`.
+pub const TARGET_PIDS: u32 = 1;
+/// `target_mode`: record tasks of the cgroup whose id is `target_cgroup`.
+pub const TARGET_CGROUP: u32 = 2;
+
+/// Off-CPU state bit: switched out while runnable (preempted or yielded).
+pub const STATE_PREEMPTED: u32 = 1 << 0;
+/// Off-CPU state bit: interruptible sleep (waiting on a lock, socket, timer...).
+pub const STATE_INTERRUPTIBLE: u32 = 1 << 1;
+/// Off-CPU state bit: uninterruptible sleep (typically disk I/O).
+pub const STATE_UNINTERRUPTIBLE: u32 = 1 << 2;
+/// Off-CPU state bit: any other state (stopped, traced, idle kernel waits).
+pub const STATE_OTHER: u32 = 1 << 3;
+
+/// Error map index: the stack map had no free slot (`-ENOMEM`).
+pub const ERR_STACK_MAP_FULL: u32 = 0;
+/// Error map index: another stack already held the stack's bucket (`-EEXIST`).
+pub const ERR_STACK_COLLISION: u32 = 1;
+/// Error map index: taking a stack failed for another reason.
+pub const ERR_STACK_OTHER: u32 = 2;
+/// Error map index: the count map was full, the sample was dropped.
+pub const ERR_COUNT_MAP_FULL: u32 = 3;
+/// Error map index: the off-CPU start map was full, the block was dropped.
+pub const ERR_START_MAP_FULL: u32 = 4;
+/// Number of error map entries.
+pub const ERR_MAX: u32 = 5;
+
+/// Key of the on-CPU count maps (`struct rover_oncpu_key`); the value is a
+/// `u64` sample count.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OnCpuKey {
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// User stack id in the stack map of the same buffer, or a negative errno.
+    pub user_stack_id: i32,
+    /// Kernel stack id in the stack map of the same buffer, or a negative errno.
+    pub kernel_stack_id: i32,
+    /// The thread's command name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Key of the off-CPU count maps (`struct rover_offcpu_key`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OffCpuKey {
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// User stack id in stack map `stack_buffer`, or a negative errno.
+    pub user_stack_id: i32,
+    /// Kernel stack id in stack map `stack_buffer`, or a negative errno.
+    pub kernel_stack_id: i32,
+    /// One `STATE_*` bit: the task's state when it went off CPU.
+    pub state: u32,
+    /// Which stack map (0 or 1) the stack ids belong to.
+    pub stack_buffer: u32,
+    /// The thread's command name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Value of the off-CPU count maps (`struct rover_offcpu_value`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OffCpuValue {
+    /// Times the task went off CPU with this key.
+    pub switches: u64,
+    /// Total nanoseconds off CPU.
+    pub total_ns: u64,
+}
+
+/// What a task left at switch-out until it runs again
+/// (`struct rover_offcpu_start`, map `offcpu_start` keyed by tid).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OffCpuStart {
+    /// `bpf_ktime_get_ns()` at switch-out.
+    pub timestamp_ns: u64,
+    /// Process id.
+    pub tgid: u32,
+    /// User stack id in stack map `stack_buffer`, or a negative errno.
+    pub user_stack_id: i32,
+    /// Kernel stack id in stack map `stack_buffer`, or a negative errno.
+    pub kernel_stack_id: i32,
+    /// One `STATE_*` bit.
+    pub state: u32,
+    /// Which stack map (0 or 1) the stack ids belong to.
+    pub stack_buffer: u32,
+    /// Padding, always 0.
+    pub reserved: u32,
+}
+
+// SAFETY: plain `repr(C)` integers and byte arrays with no padding (checked
+// by the layout tests), so every bit pattern is a valid value.
+unsafe impl aya::Pod for OnCpuKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for OffCpuKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for OffCpuValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for OffCpuStart {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn oncpu_key_layout() {
+        assert_eq!(size_of::<OnCpuKey>(), 32);
+        assert_eq!(align_of::<OnCpuKey>(), 4);
+        assert_eq!(offset_of!(OnCpuKey, tgid), 0);
+        assert_eq!(offset_of!(OnCpuKey, tid), 4);
+        assert_eq!(offset_of!(OnCpuKey, user_stack_id), 8);
+        assert_eq!(offset_of!(OnCpuKey, kernel_stack_id), 12);
+        assert_eq!(offset_of!(OnCpuKey, comm), 16);
+    }
+
+    #[test]
+    fn offcpu_key_layout() {
+        assert_eq!(size_of::<OffCpuKey>(), 40);
+        assert_eq!(align_of::<OffCpuKey>(), 4);
+        assert_eq!(offset_of!(OffCpuKey, tgid), 0);
+        assert_eq!(offset_of!(OffCpuKey, tid), 4);
+        assert_eq!(offset_of!(OffCpuKey, user_stack_id), 8);
+        assert_eq!(offset_of!(OffCpuKey, kernel_stack_id), 12);
+        assert_eq!(offset_of!(OffCpuKey, state), 16);
+        assert_eq!(offset_of!(OffCpuKey, stack_buffer), 20);
+        assert_eq!(offset_of!(OffCpuKey, comm), 24);
+    }
+
+    #[test]
+    fn offcpu_value_layout() {
+        assert_eq!(size_of::<OffCpuValue>(), 16);
+        assert_eq!(align_of::<OffCpuValue>(), 8);
+        assert_eq!(offset_of!(OffCpuValue, switches), 0);
+        assert_eq!(offset_of!(OffCpuValue, total_ns), 8);
+    }
+
+    #[test]
+    fn offcpu_start_layout() {
+        assert_eq!(size_of::<OffCpuStart>(), 32);
+        assert_eq!(align_of::<OffCpuStart>(), 8);
+        assert_eq!(offset_of!(OffCpuStart, timestamp_ns), 0);
+        assert_eq!(offset_of!(OffCpuStart, tgid), 8);
+        assert_eq!(offset_of!(OffCpuStart, user_stack_id), 12);
+        assert_eq!(offset_of!(OffCpuStart, kernel_stack_id), 16);
+        assert_eq!(offset_of!(OffCpuStart, state), 20);
+        assert_eq!(offset_of!(OffCpuStart, stack_buffer), 24);
+        assert_eq!(offset_of!(OffCpuStart, reserved), 28);
+    }
+
+    /// A constant changed on one side only would make the programs and the
+    /// loader disagree silently.
+    #[test]
+    fn constants_match_header() {
+        let header = include_str!("../bpf/rover.h");
+        for (name, value) in [
+            ("ROVER_MAX_STACK_DEPTH", MAX_STACK_DEPTH as u32),
+            ("ROVER_COMM_LEN", COMM_LEN as u32),
+            ("ROVER_TARGET_ALL", TARGET_ALL),
+            ("ROVER_TARGET_PIDS", TARGET_PIDS),
+            ("ROVER_TARGET_CGROUP", TARGET_CGROUP),
+            ("ROVER_ERR_STACK_MAP_FULL", ERR_STACK_MAP_FULL),
+            ("ROVER_ERR_STACK_COLLISION", ERR_STACK_COLLISION),
+            ("ROVER_ERR_STACK_OTHER", ERR_STACK_OTHER),
+            ("ROVER_ERR_COUNT_MAP_FULL", ERR_COUNT_MAP_FULL),
+            ("ROVER_ERR_START_MAP_FULL", ERR_START_MAP_FULL),
+            ("ROVER_ERR_MAX", ERR_MAX),
+        ] {
+            let line = format!("#define {name} {value}\n");
+            assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
+        }
+        for (name, bit) in [
+            ("ROVER_STATE_PREEMPTED", STATE_PREEMPTED),
+            ("ROVER_STATE_INTERRUPTIBLE", STATE_INTERRUPTIBLE),
+            ("ROVER_STATE_UNINTERRUPTIBLE", STATE_UNINTERRUPTIBLE),
+            ("ROVER_STATE_OTHER", STATE_OTHER),
+        ] {
+            let line = format!("#define {name} (1u << {})\n", bit.trailing_zeros());
+            assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
+        }
+    }
+}
