@@ -2,16 +2,39 @@
 //! read — native ELF and DWARF (inlined frames, file and line), kernel symbols
 //! from kallsyms, and JIT symbols from perf-map files.
 //!
-//! It is a plain synchronous library with no BPF in it. One `Symbolizer` is
+//! It is a plain synchronous library with no BPF in it. One [`Symbolizer`] is
 //! `Send + Sync` and meant to be shared: it caches parsed files by identity so
 //! the same library mapped into many processes is parsed once.
+//!
+//! ```no_run
+//! use rover_symbolize::{Level, Source, Symbolized, Symbolizer};
+//!
+//! let symbolizer = Symbolizer::builder().level(Level::Inlined).demangle(true).build();
+//! let frames = symbolizer.symbolize(&Source::Process(1234), &[0x5555_5555_9a20])?;
+//! match &frames[0] {
+//!     Symbolized::Sym(sym) => println!("{} in {}", sym.name, sym.module),
+//!     Symbolized::Unknown(unknown) => println!("unknown: {}", unknown.reason),
+//! }
+//! # Ok::<(), rover_symbolize::Error>(())
+//! ```
 #![warn(missing_docs)]
 
+mod cache;
+mod debuginfo;
+mod demangle;
+mod dwarf;
+mod elf;
 mod error;
 mod frame;
 pub mod kallsyms;
 pub mod maps;
+mod module;
 pub mod perfmap;
+mod symbolizer;
+mod symtab;
 
+pub use debuginfo::DEFAULT_DEBUG_DIR;
+pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
+pub use symbolizer::{Builder, Level, Module, Source, Symbolizer};

@@ -1,0 +1,184 @@
+//! A loaded module: an ELF file, its separate debug file if any, its symbol
+//! table and (lazily) its DWARF; and the lookup of one address in it at a
+//! level of detail.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::debuginfo::{BinaryDir, find_debug_file};
+use crate::dwarf::{Detail, Dwarf, DwarfFrame, Lookup};
+use crate::elf::ElfFile;
+use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
+use crate::symtab::SymbolTable;
+use crate::{Level, Module};
+
+/// A module ready for lookups, shared by every process that maps it.
+pub(crate) struct LoadedFile {
+    pub(crate) elf: ElfFile,
+    pub(crate) path: PathBuf,
+    debug: Option<(PathBuf, ElfFile)>,
+    symbols: SymbolTable,
+    dwarf: OnceLock<Option<Dwarf>>,
+    demangle: bool,
+    pub(crate) last_used: AtomicU64,
+}
+
+impl LoadedFile {
+    /// Loads `elf` (already mapped from `path`), finds its debug file and
+    /// reads its symbols. DWARF waits for the first lookup that needs it.
+    pub(crate) fn load(
+        elf: ElfFile,
+        path: &Path,
+        at: &BinaryDir<'_>,
+        debug_dirs: &[PathBuf],
+        demangle: bool,
+    ) -> LoadedFile {
+        let debug = if elf.has_dwarf {
+            None
+        } else {
+            find_debug_file(&elf, at, debug_dirs)
+        };
+        let mut raw = Vec::new();
+        let mut files = Vec::new();
+        let mut maps = vec![Arc::clone(&elf.map)];
+        elf.raw_symbols(0, &mut raw, &mut files);
+        if let Some((_, d)) = &debug {
+            maps.push(Arc::clone(&d.map));
+            d.raw_symbols(1, &mut raw, &mut files);
+        }
+        let symbols = SymbolTable::new(raw, files, maps, demangle);
+        LoadedFile {
+            elf,
+            path: path.to_path_buf(),
+            debug,
+            symbols,
+            dwarf: OnceLock::new(),
+            demangle,
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    /// What the module is, for users.
+    pub(crate) fn describe(&self) -> Module {
+        Module {
+            path: self.path.clone(),
+            build_id: self.elf.build_id.as_deref().map(Arc::from),
+            debug_file: self.debug.as_ref().map(|(p, _)| p.clone()),
+            symbols: self.symbols.len(),
+            has_dwarf: self.has_dwarf(),
+        }
+    }
+
+    /// Whether DWARF is available, in the file or its debug file.
+    pub(crate) fn has_dwarf(&self) -> bool {
+        self.elf.has_dwarf || self.debug.is_some()
+    }
+
+    /// Approximate memory the module holds beyond the page cache.
+    pub(crate) fn cost_bytes(&self) -> usize {
+        let dwarf = self
+            .dwarf
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, |d| d.owned_bytes());
+        self.symbols.heap_bytes() + dwarf + size_of::<Self>()
+    }
+
+    /// Marks the module as used at `tick` (for least-recently-used eviction).
+    pub(crate) fn touch(&self, tick: u64) {
+        self.last_used.store(tick, Ordering::Relaxed);
+    }
+
+    /// The DWARF to use at `level`, loaded on first need.
+    pub(crate) fn dwarf(&self, level: Level) -> Option<&Dwarf> {
+        if level == Level::SymbolTable {
+            return None;
+        }
+        self.dwarf
+            .get_or_init(|| {
+                let file = self.debug.as_ref().map_or(&self.elf, |(_, d)| d);
+                if file.has_dwarf {
+                    Dwarf::load(file, self.demangle)
+                } else {
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Resolves one file virtual address.
+    pub(crate) fn resolve(
+        &self,
+        addr: u64,
+        module: &Arc<str>,
+        level: Level,
+        lookup: Option<&mut Lookup<'_>>,
+        scratch: &mut Vec<DwarfFrame>,
+    ) -> Symbolized {
+        let sym = self.symbols.find(addr);
+        let detail = match level {
+            Level::SymbolTable => None,
+            Level::Names => Some(Detail::Names),
+            Level::Lines => Some(Detail::Lines),
+            Level::Inlined => Some(Detail::Inlined),
+        };
+        scratch.clear();
+        let have_frames = match (lookup, detail) {
+            (Some(lookup), Some(detail)) => lookup.frames(addr, detail, scratch),
+            _ => false,
+        };
+        if !have_frames {
+            return match sym {
+                Some(s) => Symbolized::Sym(Sym {
+                    name: Arc::clone(s.name),
+                    module: Arc::clone(module),
+                    module_offset: addr,
+                    sym_addr: s.addr,
+                    location: s.file.map(|f| Location {
+                        file: Arc::clone(f),
+                        line: None,
+                        column: None,
+                    }),
+                    inlined: Vec::new(),
+                }),
+                None => unknown(module, addr, Reason::NoSymbols),
+            };
+        }
+        let Some(outer) = scratch.pop() else {
+            return unknown(module, addr, Reason::NoSymbols);
+        };
+        // As binutils does: a linkage name from DWARF is authoritative; a
+        // plain DWARF name yields to the symbol table's (which tells clones
+        // like `foo.constprop.0` apart).
+        let name = match (&outer.name, &sym) {
+            (Some(n), _) if outer.linkage => Arc::clone(n),
+            (_, Some(s)) => Arc::clone(s.name),
+            (Some(n), None) => Arc::clone(n),
+            (None, None) => return unknown(module, addr, Reason::NoSymbols),
+        };
+        let inlined = scratch
+            .drain(..)
+            .map(|f| InlinedFrame {
+                name: f.name.unwrap_or_else(|| Arc::from("??")),
+                location: f.location,
+            })
+            .collect();
+        Symbolized::Sym(Sym {
+            name,
+            module: Arc::clone(module),
+            module_offset: addr,
+            sym_addr: sym.map_or(addr, |s| s.addr),
+            location: outer.location,
+            inlined,
+        })
+    }
+}
+
+pub(crate) fn unknown(module: &Arc<str>, addr: u64, reason: Reason) -> Symbolized {
+    Symbolized::Unknown(Unknown {
+        module: Some(Arc::clone(module)),
+        module_offset: addr,
+        reason,
+    })
+}
