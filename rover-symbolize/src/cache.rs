@@ -101,10 +101,41 @@ impl FileCache {
         Ok(file)
     }
 
+    /// The module for an image read from memory (the vDSO), shared by build
+    /// id: every process of one kernel has the same vDSO.
+    pub(crate) fn get_image(
+        &self,
+        elf: ElfFile,
+        name: &Path,
+        opts: &LoadOptions<'_>,
+    ) -> Arc<LoadedFile> {
+        if let Some(id) = elf.build_id.as_deref()
+            && let Some(file) = self.lock().by_build_id.get(id)
+        {
+            return Arc::clone(file);
+        }
+        let none = BinaryDir {
+            open_dir: Path::new("/nonexistent"),
+            logical_dir: Path::new("/nonexistent"),
+        };
+        let file = Arc::new(LoadedFile::load(elf, name, &none, &[], opts.demangle));
+        if let Some(id) = file.elf.build_id.as_deref() {
+            let mut inner = self.lock();
+            inner.tick += 1;
+            file.touch(inner.tick);
+            inner.by_build_id.insert(Box::from(id), Arc::clone(&file));
+        }
+        file
+    }
+
     /// Evicts least recently used modules (never `keep`) until within bounds.
     fn enforce_bounds(&self, inner: &mut Inner, keep: &Arc<LoadedFile>) {
         loop {
-            let mut distinct: Vec<&Arc<LoadedFile>> = inner.by_identity.values().collect();
+            let mut distinct: Vec<&Arc<LoadedFile>> = inner
+                .by_identity
+                .values()
+                .chain(inner.by_build_id.values())
+                .collect();
             distinct.sort_unstable_by_key(|f| Arc::as_ptr(f));
             distinct.dedup_by(|a, b| Arc::ptr_eq(a, b));
             let bytes: usize = distinct.iter().map(|f| f.cost_bytes()).sum();
@@ -153,7 +184,12 @@ impl FileCache {
     /// Number of distinct modules held.
     pub(crate) fn len(&self) -> usize {
         let inner = self.lock();
-        let mut distinct: Vec<_> = inner.by_identity.values().map(Arc::as_ptr).collect();
+        let mut distinct: Vec<_> = inner
+            .by_identity
+            .values()
+            .chain(inner.by_build_id.values())
+            .map(Arc::as_ptr)
+            .collect();
         distinct.sort_unstable();
         distinct.dedup();
         distinct.len()

@@ -20,7 +20,7 @@ pub fn demangle(name: &str) -> Cow<'_, str> {
     }
     if name.starts_with("_Z")
         && let Ok(sym) = cpp_demangle::Symbol::new(name)
-        && let Ok(text) = sym.demangle(&cpp_demangle::DemangleOptions::default())
+        && let Ok(text) = sym.demangle()
     {
         return Cow::Owned(text);
     }

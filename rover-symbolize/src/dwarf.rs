@@ -20,7 +20,9 @@ pub(crate) struct DwarfFrame {
     /// Function name, demangled if asked; `None` when DWARF has no function
     /// at the address (only a line-table row).
     pub(crate) name: Option<Arc<str>>,
-    /// Whether the name came from a linkage (mangled) name.
+    /// Whether the name is authoritative: a linkage (mangled) name, or any
+    /// name in a language without mangling (C). Otherwise the symbol table's
+    /// name is preferred for the innermost frame, as binutils does.
     pub(crate) linkage: bool,
     pub(crate) location: Option<Location>,
 }
@@ -42,6 +44,9 @@ struct State {
     /// for the context's life: one allocation per distinct string.
     names: HashMap<(usize, usize), (Arc<str>, bool)>,
     files: HashMap<(usize, usize), Arc<str>>,
+    /// Per function start: whether the first instruction is outside any
+    /// inlined function (see [`Lookup::starts_uninlined`]).
+    starts: HashMap<u64, bool>,
 }
 
 /// The DWARF of one file, ready for lookups.
@@ -95,6 +100,7 @@ impl Dwarf {
                 ctx,
                 names: HashMap::new(),
                 files: HashMap::new(),
+                starts: HashMap::new(),
             }),
             demangle,
             owned_bytes,
@@ -128,10 +134,33 @@ pub(crate) struct Lookup<'a> {
 }
 
 impl Lookup<'_> {
+    /// Whether the instruction at `start` belongs to no inlined function.
+    /// binutils names a function by its symbol when it looks up such a
+    /// start; matching its output needs the same test.
+    pub(crate) fn starts_uninlined(&mut self, start: u64) -> bool {
+        if let Some(&known) = self.state.starts.get(&start) {
+            return known;
+        }
+        let plain = match self.state.ctx.find_frames(start).skip_all_loads() {
+            Ok(mut iter) => {
+                let mut count = 0;
+                while let Ok(Some(_)) = iter.next() {
+                    count += 1;
+                }
+                count == 1
+            }
+            Err(_) => false,
+        };
+        self.state.starts.insert(start, plain);
+        plain
+    }
+
     /// Appends the frames at `addr` to `out`, innermost first. Returns false
     /// when DWARF knows nothing about the address.
     pub(crate) fn frames(&mut self, addr: u64, detail: Detail, out: &mut Vec<DwarfFrame>) -> bool {
-        let State { ctx, names, files } = &mut *self.state;
+        let State {
+            ctx, names, files, ..
+        } = &mut *self.state;
         let Ok(mut iter) = ctx.find_frames(addr).skip_all_loads() else {
             return false;
         };
@@ -139,13 +168,14 @@ impl Lookup<'_> {
         let mut first = true;
         while let Ok(Some(frame)) = iter.next() {
             let name = frame.function.as_ref().map(|f| {
+                let mangling = f.language.is_some_and(has_mangling);
                 let raw = f.name.slice();
                 let key = (raw.as_ptr() as usize, raw.len());
                 names
                     .entry(key)
                     .or_insert_with(|| {
                         let text = String::from_utf8_lossy(raw);
-                        let linkage = is_mangled(&text);
+                        let linkage = !mangling || is_mangled(&text);
                         let shown: Arc<str> = if self.demangle {
                             Arc::from(demangle(&text))
                         } else {
@@ -197,4 +227,20 @@ impl Lookup<'_> {
         }
         out.len() > start
     }
+}
+
+/// Languages whose DWARF names are plain names beside a mangled linkage name.
+fn has_mangling(lang: gimli::DwLang) -> bool {
+    matches!(
+        lang,
+        gimli::DW_LANG_C_plus_plus
+            | gimli::DW_LANG_C_plus_plus_03
+            | gimli::DW_LANG_C_plus_plus_11
+            | gimli::DW_LANG_C_plus_plus_14
+            | gimli::DW_LANG_Rust
+            | gimli::DW_LANG_D
+            | gimli::DW_LANG_Java
+            | gimli::DW_LANG_Ada83
+            | gimli::DW_LANG_Ada95
+    )
 }

@@ -19,6 +19,8 @@ const STT_NOTYPE: u8 = 0;
 const STT_FUNC: u8 = 2;
 const STT_FILE: u8 = 4;
 const STT_GNU_IFUNC: u8 = 10;
+/// `sh_flags` bit marking a section of code.
+const SHF_EXECINSTR: u64 = 4;
 
 /// Identity of a file on disk: device, inode, modification time and size.
 /// Two paths with the same identity are the same file (hard links, bind
@@ -68,13 +70,9 @@ pub(crate) enum OpenError {
 }
 
 /// An ELF file mapped read-only, with the facts every lookup needs.
-#[allow(dead_code)]
 pub(crate) struct ElfFile {
     pub(crate) map: Arc<Mmap>,
     pub(crate) identity: FileIdentity,
-    /// `ET_EXEC` files are linked at fixed addresses; `ET_DYN` (PIE, shared
-    /// libraries) are relocated by a load bias.
-    pub(crate) is_exec: bool,
     pub(crate) segments: Vec<LoadSegment>,
     pub(crate) build_id: Option<Box<[u8]>>,
     pub(crate) debuglink: Option<DebugLink>,
@@ -97,6 +95,21 @@ impl ElfFile {
         // same assumption every symbolizer and debugger makes.
         let map = unsafe { Mmap::map(&file) }.map_err(OpenError::Io)?;
         Self::from_map(Arc::new(map), FileIdentity::of(&meta))
+    }
+
+    /// Copies an image held in memory (the vDSO) into a read-only anonymous
+    /// mapping and inspects it. Its identity is all zeroes but its size.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<ElfFile, OpenError> {
+        let mut anon = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(OpenError::Io)?;
+        anon[..bytes.len()].copy_from_slice(bytes);
+        let map = anon.make_read_only().map_err(OpenError::Io)?;
+        let identity = FileIdentity {
+            dev: 0,
+            ino: 0,
+            mtime_ns: 0,
+            size: bytes.len() as u64,
+        };
+        Self::from_map(Arc::new(map), identity)
     }
 
     fn from_map(map: Arc<Mmap>, identity: FileIdentity) -> Result<ElfFile, OpenError> {
@@ -126,7 +139,6 @@ impl ElfFile {
             .section_by_name(".debug_info")
             .is_some_and(|s| s.kind() != SectionKind::UninitializedData && s.size() > 0);
         Ok(ElfFile {
-            is_exec: obj.kind() == object::ObjectKind::Executable,
             segments,
             build_id,
             debuglink,
@@ -138,9 +150,11 @@ impl ElfFile {
     }
 
     /// Turns an offset in the file into the virtual address the file was
-    /// linked for, through the `PT_LOAD` segment that maps that offset.
+    /// linked for, through the `PT_LOAD` segment that maps that offset. This
+    /// holds for `ET_EXEC` (linked at its run-time addresses) and `ET_DYN`
+    /// (PIE, libraries: moved by a load bias) alike, without computing the
+    /// bias.
     /// Executable segments win when segments overlap (they can share a page).
-    #[allow(dead_code)]
     pub(crate) fn file_offset_to_vaddr(&self, offset: u64) -> Option<u64> {
         let inside = |s: &&LoadSegment| offset >= s.offset && offset - s.offset < s.filesz;
         let seg = self
@@ -189,7 +203,13 @@ impl ElfFile {
                 else {
                     continue;
                 };
-                if section.kind() != SectionKind::Text {
+                // A debug-only file keeps its `.text` header (as NOBITS),
+                // flags included: test the flag, not the contents.
+                let executable = matches!(
+                    section.flags(),
+                    object::SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0
+                );
+                if !executable {
                     continue;
                 }
                 let Ok(name) = sym.name_bytes() else { continue };

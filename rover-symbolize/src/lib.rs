@@ -27,9 +27,11 @@ mod elf;
 mod error;
 mod frame;
 pub mod kallsyms;
+mod kernel;
 pub mod maps;
 mod module;
 pub mod perfmap;
+mod process;
 mod symbolizer;
 mod symtab;
 
@@ -37,4 +39,5 @@ pub use debuginfo::DEFAULT_DEBUG_DIR;
 pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
+pub use kernel::KERNEL_MODULE;
 pub use symbolizer::{Builder, Level, Module, Source, Symbolizer};

@@ -124,7 +124,8 @@ impl LoadedFile {
             Level::Inlined => Some(Detail::Inlined),
         };
         scratch.clear();
-        let have_frames = match (lookup, detail) {
+        let mut lookup = lookup;
+        let have_frames = match (lookup.as_deref_mut(), detail) {
             (Some(lookup), Some(detail)) => lookup.frames(addr, detail, scratch),
             _ => false,
         };
@@ -145,16 +146,31 @@ impl LoadedFile {
                 None => unknown(module, addr, Reason::NoSymbols),
             };
         }
+        // As binutils does: the innermost frame's name is the DWARF name when
+        // that is authoritative (a linkage name, or C), else the symbol
+        // table's (which tells clones like `foo.constprop.0` apart). Callers
+        // keep their DWARF names, but the outer function takes its symbol's
+        // name when the symbol starts it outside any inlined code.
+        if let Some(s) = &sym {
+            if let Some(first) = scratch.first_mut()
+                && !first.linkage
+            {
+                first.name = Some(Arc::clone(s.name));
+            }
+            if scratch.len() > 1
+                && let Some(outer) = scratch.last_mut()
+                && !outer.linkage
+                && lookup.is_some_and(|l| l.starts_uninlined(s.addr))
+            {
+                outer.name = Some(Arc::clone(s.name));
+            }
+        }
         let Some(outer) = scratch.pop() else {
             return unknown(module, addr, Reason::NoSymbols);
         };
-        // As binutils does: a linkage name from DWARF is authoritative; a
-        // plain DWARF name yields to the symbol table's (which tells clones
-        // like `foo.constprop.0` apart).
-        let name = match (&outer.name, &sym) {
-            (Some(n), _) if outer.linkage => Arc::clone(n),
-            (_, Some(s)) => Arc::clone(s.name),
-            (Some(n), None) => Arc::clone(n),
+        let name = match (outer.name, &sym) {
+            (Some(n), _) => n,
+            (None, Some(s)) => Arc::clone(s.name),
             (None, None) => return unknown(module, addr, Reason::NoSymbols),
         };
         let inlined = scratch

@@ -10,7 +10,9 @@ use crate::dwarf::DwarfFrame;
 use crate::elf::OpenError;
 use crate::error::Error;
 use crate::frame::{Reason, Symbolized, Unknown};
+use crate::kernel::KernelCache;
 use crate::module::LoadedFile;
+use crate::process::ProcessCache;
 
 /// How much detail to resolve. Each level includes the ones before it and
 /// costs more memory and time on first use.
@@ -124,6 +126,8 @@ impl Builder {
             demangle: self.demangle,
             debug_dirs,
             files: FileCache::new(self.max_open_files, self.max_cache_bytes),
+            processes: ProcessCache::default(),
+            kernel: KernelCache::default(),
         }
     }
 }
@@ -144,7 +148,9 @@ pub struct Symbolizer {
     level: Level,
     demangle: bool,
     debug_dirs: Vec<PathBuf>,
-    files: FileCache,
+    pub(crate) files: FileCache,
+    pub(crate) processes: ProcessCache,
+    pub(crate) kernel: KernelCache,
 }
 
 impl Default for Symbolizer {
@@ -180,9 +186,46 @@ impl Symbolizer {
         Ok(self.load_elf(path)?.describe())
     }
 
-    /// Forgets every cached module (and process).
+    /// Forgets everything cached: modules, process maps, perf maps and
+    /// kernel symbols.
     pub fn evict_all(&self) {
         self.files.clear();
+        self.processes.clear();
+        self.kernel.clear();
+    }
+
+    /// Forgets the maps and perf map cached for `pid` (its modules stay,
+    /// shared with other processes). Until then, addresses of an exited
+    /// process still resolve through its cached maps.
+    pub fn evict_process(&self, pid: u32) {
+        self.processes.forget(pid);
+    }
+
+    /// Number of processes whose maps are cached.
+    pub fn cached_processes(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Describes the modules (file-backed executable mappings) of a live or
+    /// cached process: path, build id, debug file.
+    pub fn process_modules(&self, pid: u32) -> Result<Vec<Module>, Error> {
+        let maps = self.processes.maps_for(pid)?;
+        let mut seen = Vec::new();
+        let mut modules = Vec::new();
+        for entry in maps.entries().iter().filter(|e| e.is_executable()) {
+            if let crate::maps::MapPath::File(path) | crate::maps::MapPath::Deleted(path) =
+                &entry.path
+                && !seen.contains(path)
+            {
+                seen.push(path.clone());
+                if let Ok(file) = self.open_mapped(pid, entry, path) {
+                    let mut module = file.describe();
+                    module.path = path.clone();
+                    modules.push(module);
+                }
+            }
+        }
+        Ok(modules)
     }
 
     /// Forgets the module loaded from `path`; true if one was cached.
@@ -195,7 +238,7 @@ impl Symbolizer {
         self.files.len()
     }
 
-    fn load_options(&self) -> LoadOptions<'_> {
+    pub(crate) fn load_options(&self) -> LoadOptions<'_> {
         LoadOptions {
             debug_dirs: &self.debug_dirs,
             demangle: self.demangle,
@@ -266,14 +309,4 @@ pub(crate) fn unmapped(n: usize) -> Vec<Symbolized> {
         });
         n
     ]
-}
-
-impl Symbolizer {
-    fn symbolize_process(&self, pid: u32, _addrs: &[u64]) -> Result<Vec<Symbolized>, Error> {
-        Err(Error::NoSuchProcess { pid })
-    }
-
-    fn symbolize_kernel(&self, addrs: &[u64]) -> Result<Vec<Symbolized>, Error> {
-        Ok(unmapped(addrs.len()))
-    }
 }

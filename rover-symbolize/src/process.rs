@@ -1,0 +1,246 @@
+//! Symbolizing absolute addresses of a live process: its memory maps
+//! (cached per pid, re-read when an address is not found, kept after the
+//! process exits until forgotten), file-backed modules opened through
+//! `/proc/PID/map_files` or `/proc/PID/root`, the vDSO from memory, and
+//! perf-map symbols for anonymous (JIT) code.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::debuginfo::BinaryDir;
+use crate::elf::{ElfFile, OpenError};
+use crate::error::Error;
+use crate::frame::{Reason, Sym, Symbolized, Unknown};
+use crate::maps::{MapEntry, MapPath, ProcessMaps, read_vdso};
+use crate::module::{LoadedFile, unknown};
+use crate::perfmap::{PerfMapCache, perf_map_path};
+use crate::symbolizer::{Symbolizer, unmapped};
+
+/// Process maps by pid, the modules opened for their mappings, and their
+/// perf maps.
+#[derive(Default)]
+pub(crate) struct ProcessCache {
+    maps: Mutex<HashMap<u32, Arc<ProcessMaps>>>,
+    /// By (pid, mapping start, inode): kept so that a process that exited
+    /// (its `/proc` entries gone) still resolves until forgotten.
+    opened: Mutex<HashMap<(u32, u64, u64), Arc<LoadedFile>>>,
+    pub(crate) perf_maps: PerfMapCache,
+}
+
+impl ProcessCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Arc<ProcessMaps>>> {
+        self.maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The maps of `pid`: cached, or read (and cached) on first use.
+    pub(crate) fn maps_for(&self, pid: u32) -> Result<Arc<ProcessMaps>, Error> {
+        if let Some(maps) = self.lock().get(&pid) {
+            return Ok(Arc::clone(maps));
+        }
+        self.reread(pid)
+    }
+
+    /// Reads the maps of `pid` anew (the process mapped something since).
+    fn reread(&self, pid: u32) -> Result<Arc<ProcessMaps>, Error> {
+        let maps = Arc::new(ProcessMaps::read(pid)?);
+        self.lock().insert(pid, Arc::clone(&maps));
+        Ok(maps)
+    }
+
+    fn opened(&self) -> MutexGuard<'_, HashMap<(u32, u64, u64), Arc<LoadedFile>>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn forget(&self, pid: u32) {
+        self.lock().remove(&pid);
+        self.opened().retain(|&(p, _, _), _| p != pid);
+        self.perf_maps.forget(pid);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+        self.opened().clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Symbolizer {
+    pub(crate) fn symbolize_process(
+        &self,
+        pid: u32,
+        addrs: &[u64],
+    ) -> Result<Vec<Symbolized>, Error> {
+        let mut maps = self.processes.maps_for(pid)?;
+        if addrs.iter().any(|&a| maps.find(a).is_none()) {
+            // New mappings since the maps were cached; an exited process
+            // keeps its cached maps.
+            if let Ok(fresh) = self.processes.reread(pid) {
+                maps = fresh;
+            }
+        }
+        let mut out = unmapped(addrs.len());
+        // Group by mapping, so each module is looked up in one batch.
+        let mut by_entry: Vec<(usize, u64, usize)> = Vec::with_capacity(addrs.len());
+        for (idx, &addr) in addrs.iter().enumerate() {
+            match maps.find(addr) {
+                Some(entry) => {
+                    let entry_idx = maps.entries().partition_point(|e| e.start < entry.start);
+                    by_entry.push((entry_idx, addr, idx));
+                }
+                None => {
+                    out[idx] = Symbolized::Unknown(Unknown {
+                        module: None,
+                        module_offset: addr,
+                        reason: Reason::Unmapped,
+                    })
+                }
+            }
+        }
+        by_entry.sort_unstable_by_key(|&(e, addr, _)| (e, addr));
+        let mut batch: Vec<(u64, usize)> = Vec::new();
+        for group in by_entry.chunk_by(|a, b| a.0 == b.0) {
+            let entry = &maps.entries()[group[0].0];
+            batch.clear();
+            batch.extend(group.iter().map(|&(_, addr, idx)| (addr, idx)));
+            self.symbolize_mapping(pid, entry, &mut batch, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Resolves `(absolute address, output index)` pairs inside one mapping.
+    fn symbolize_mapping(
+        &self,
+        pid: u32,
+        entry: &MapEntry,
+        batch: &mut [(u64, usize)],
+        out: &mut [Symbolized],
+    ) {
+        let (file, module) = match &entry.path {
+            MapPath::File(path) | MapPath::Deleted(path) => {
+                let module: Arc<str> = Arc::from(path.to_string_lossy());
+                match self.open_mapped(pid, entry, path) {
+                    Ok(file) => (file, module),
+                    Err(reason) => return fill(batch, out, &module, entry, reason),
+                }
+            }
+            MapPath::Vdso => {
+                let module: Arc<str> = Arc::from("[vdso]");
+                match self.load_vdso(pid, entry) {
+                    Ok(file) => (file, module),
+                    Err(reason) => return fill(batch, out, &module, entry, reason),
+                }
+            }
+            MapPath::Anonymous | MapPath::Special(_) => return self.symbolize_jit(pid, batch, out),
+        };
+        // Absolute address -> offset in the file -> the file's own virtual
+        // address, through its PT_LOAD headers.
+        let mut resolvable = Vec::with_capacity(batch.len());
+        for &(addr, idx) in batch.iter() {
+            match file.elf.file_offset_to_vaddr(entry.file_offset(addr)) {
+                Some(vaddr) => resolvable.push((vaddr, idx)),
+                None => out[idx] = unknown(&module, entry.file_offset(addr), Reason::NoSymbols),
+            }
+        }
+        self.resolve_batch(&file, &module, &mut resolvable, out);
+    }
+
+    /// Opens the file behind a mapping: through `map_files` (deleted files,
+    /// other mount namespaces), else through the process's root.
+    pub(crate) fn open_mapped(
+        &self,
+        pid: u32,
+        entry: &MapEntry,
+        path: &Path,
+    ) -> Result<Arc<LoadedFile>, Reason> {
+        let logical_dir = path.parent().unwrap_or(Path::new("/"));
+        let root_path = entry.root_path(pid);
+        let open_dir_buf: PathBuf = root_path
+            .as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| logical_dir.to_path_buf(), Path::to_path_buf);
+        let at = BinaryDir {
+            open_dir: &open_dir_buf,
+            logical_dir,
+        };
+        let options = self.load_options();
+        let mut last = Reason::FileGone;
+        let same_inode = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path).is_ok_and(|m| m.ino() == entry.inode)
+        };
+        let plain = same_inode.then(|| path.to_path_buf());
+        for candidate in std::iter::once(entry.map_files_path(pid))
+            .chain(root_path)
+            .chain(plain)
+        {
+            match self.files.get(&candidate, &at, &options) {
+                Ok(file) => return Ok(file),
+                Err(OpenError::Invalid(why)) => return Err(Reason::InvalidFile(Arc::from(why))),
+                Err(OpenError::Io(_)) => last = Reason::FileGone,
+            }
+        }
+        Err(last)
+    }
+
+    fn load_vdso(&self, pid: u32, entry: &MapEntry) -> Result<Arc<LoadedFile>, Reason> {
+        let image = read_vdso(pid, entry).map_err(|_| Reason::FileGone)?;
+        let elf = ElfFile::from_bytes(&image).map_err(|e| match e {
+            OpenError::Invalid(why) => Reason::InvalidFile(Arc::from(why)),
+            OpenError::Io(_) => Reason::FileGone,
+        })?;
+        Ok(self
+            .files
+            .get_image(elf, Path::new("[vdso]"), &self.load_options()))
+    }
+
+    /// Anonymous executable memory: JIT code named by the perf map.
+    fn symbolize_jit(&self, pid: u32, batch: &[(u64, usize)], out: &mut [Symbolized]) {
+        let perf_map = self.processes.perf_maps.get(pid);
+        let module: Option<Arc<str>> = perf_map_path(pid).ok().map(|p| {
+            let shown = p.to_string_lossy().into_owned();
+            // Shown as the process sees it: /tmp/perf-NSPID.map.
+            let shown = shown
+                .find("/root/")
+                .map_or(shown.clone(), |at| shown[at + 5..].to_string());
+            Arc::from(shown)
+        });
+        for &(addr, idx) in batch {
+            let found = perf_map.as_ref().and_then(|m| m.find(addr));
+            out[idx] = match (found, &module) {
+                (Some(sym), Some(module)) => Symbolized::Sym(Sym {
+                    name: Arc::from(sym.name),
+                    module: Arc::clone(module),
+                    module_offset: addr,
+                    sym_addr: sym.start,
+                    location: None,
+                    inlined: Vec::new(),
+                }),
+                _ => Symbolized::Unknown(Unknown {
+                    module: None,
+                    module_offset: addr,
+                    reason: Reason::NoPerfMap,
+                }),
+            };
+        }
+    }
+}
+
+fn fill(
+    batch: &[(u64, usize)],
+    out: &mut [Symbolized],
+    module: &Arc<str>,
+    entry: &MapEntry,
+    reason: Reason,
+) {
+    for &(addr, idx) in batch {
+        out[idx] = unknown(module, entry.file_offset(addr), reason.clone());
+    }
+}
