@@ -183,3 +183,20 @@ pub fn expect_error<T>(result: Result<T, Error>, what: &str, matches: impl Fn(&E
         }
     }
 }
+
+/// CPU seconds (user + system) a fixture used, read once it has exited and
+/// before it is reaped (a zombie keeps its times).
+pub fn cpu_seconds_at_exit(pid: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields[0] == "Z" {
+            let utime: f64 = fields[11].parse().unwrap();
+            let stime: f64 = fields[12].parse().unwrap();
+            return (utime + stime) / ticks;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
