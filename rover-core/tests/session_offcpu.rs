@@ -1,0 +1,94 @@
+//! Off-CPU sessions for real in the kernel: a fixture blocking 20 × 50 ms in
+//! a known function, its windows consumed with `futures::executor::block_on`.
+
+mod session_fixtures;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rover_core::profile::{Metric, OffCpuState, ProfileKind};
+use session_fixtures::{BLOCK, Fixture, pids, profiler, value_through};
+
+#[test]
+fn blocking_fixture_through_windows_on_block_on() {
+    let Some(profiler) = profiler("blocking_fixture_through_windows_on_block_on") else {
+        return;
+    };
+    let fixture = Fixture::build("block", BLOCK);
+    let mut block = fixture.spawn(&[]);
+    let pid = block.pid();
+    let mut session = profiler
+        .off_cpu()
+        .pids([pid])
+        .min_block(Duration::from_millis(1))
+        .window(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let windows = session.windows();
+    // The consumer runs on a thread of its own with no runtime but block_on.
+    let consumer = std::thread::spawn(move || {
+        futures::executor::block_on(windows.collect::<Vec<_>>())
+    });
+    block.go();
+    assert_eq!(block.line(), "done");
+    let whole = session.stop_blocking().unwrap();
+    let windows = consumer.join().unwrap();
+    assert!(windows.len() >= 5, "{} windows in over a second", windows.len());
+    assert!(whole.has_kind(ProfileKind::OffCpu));
+    let window_nanos: u64 = windows.iter().map(|w| w.stats.off_cpu_nanos).sum();
+    assert_eq!(window_nanos, whole.total(Metric::OffCpuNanos));
+    assert_eq!(pids(&whole), vec![pid], "blocks of other processes");
+
+    let blocked = whole.filter_function("block_here");
+    let nanos = blocked.total(Metric::OffCpuNanos);
+    let switches = blocked.total(Metric::OffCpuSwitches);
+    eprintln!("block_here: {switches} switches, {:.3} s off CPU", nanos as f64 / 1e9);
+    assert_eq!(switches, 20);
+    let seconds = nanos as f64 / 1e9;
+    assert!((0.9..=1.1).contains(&seconds), "{seconds} s off CPU in block_here");
+    let options = rover_core::export::FoldedOptions::off_cpu_switches();
+    for line in rover_core::export::folded_lines(&blocked, &options) {
+        eprintln!("{line}");
+    }
+    // Every block was an interruptible sleep, nearly all on one stack (a
+    // kernel stack may rarely be lost to a stack-map bucket collision).
+    let interruptible: u64 = blocked
+        .entries()
+        .map(|e| e.value.off_cpu[OffCpuState::Interruptible.index()].switches)
+        .sum();
+    assert_eq!(interruptible, 20);
+    let entry = blocked
+        .entries()
+        .max_by_key(|e| e.value.get(Metric::OffCpuSwitches))
+        .unwrap();
+    assert!(entry.value.get(Metric::OffCpuSwitches) >= 18);
+    // The kernel part of the stack was symbolized too.
+    let kernel_frames = blocked
+        .stack(entry.stack)
+        .iter()
+        .filter_map(|id| blocked.frame(*id))
+        .filter(|f| f.kind == rover_core::profile::FrameKind::Kernel)
+        .count();
+    assert!(kernel_frames > 0, "no kernel frames on the blocking stack");
+}
+
+#[test]
+fn blocks_under_the_minimum_are_not_counted() {
+    let Some(profiler) = profiler("blocks_under_the_minimum_are_not_counted") else {
+        return;
+    };
+    let fixture = Fixture::build("block", BLOCK);
+    let mut block = fixture.spawn(&[]);
+    let pid = block.pid();
+    let session = profiler
+        .off_cpu()
+        .pids([pid])
+        .min_block(Duration::from_millis(100))
+        .window(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    block.go();
+    assert_eq!(block.line(), "done");
+    let whole = futures::executor::block_on(session.stop()).unwrap();
+    assert_eq!(value_through(&whole, "block_here", Metric::OffCpuSwitches), 0);
+}
