@@ -39,7 +39,7 @@ pub mod session;
 mod stats;
 
 pub use error::Error;
-pub use loader::{MapSizes, TaskState, TaskStates, Targets};
+pub use loader::{MapSizes, Targets, TaskState, TaskStates};
 pub use profile::Profile;
 pub use profiler::{Profiler, ProfilerBuilder};
 pub use session::{OffCpuBuilder, OnCpuBuilder, Session, Window};

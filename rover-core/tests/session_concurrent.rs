@@ -60,11 +60,20 @@ fn concurrent_sessions_see_only_their_targets() {
     for line in rover_core::export::folded_lines(&blocked, &options) {
         eprintln!("{line}");
     }
-    assert_eq!(value_through(&blocked, "block_here", Metric::OffCpuSwitches), 20);
-    assert_eq!(value_through(&blocked, "spin_here", Metric::OffCpuSwitches), 0);
+    assert_eq!(
+        value_through(&blocked, "block_here", Metric::OffCpuSwitches),
+        20
+    );
+    assert_eq!(
+        value_through(&blocked, "spin_here", Metric::OffCpuSwitches),
+        0
+    );
     // The sleeper barely runs: a few samples at most, none of the spinner.
     assert!(pids(&cpu_other).iter().all(|pid| *pid == block.pid()));
-    assert_eq!(value_through(&cpu_other, "spin_here", Metric::OnCpuSamples), 0);
+    assert_eq!(
+        value_through(&cpu_other, "spin_here", Metric::OnCpuSamples),
+        0
+    );
 }
 
 #[test]
@@ -95,7 +104,14 @@ fn target_exiting_mid_session_keeps_symbolized_samples() {
         total as f64 > cpu * 99.0 * 0.75,
         "only {total} samples for {cpu:.2} CPU seconds"
     );
-    assert!(in_spin * 10 >= total * 9, "{in_spin} of {total} in spin_here");
-    let names: Vec<&str> = whole.processes().into_iter().map(|(_, name)| name).collect();
+    assert!(
+        in_spin * 10 >= total * 9,
+        "{in_spin} of {total} in spin_here"
+    );
+    let names: Vec<&str> = whole
+        .processes()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
     assert_eq!(names, vec!["spin"], "the exited process keeps its name");
 }

@@ -26,14 +26,17 @@ fn blocking_fixture_through_windows_on_block_on() {
         .unwrap();
     let windows = session.windows();
     // The consumer runs on a thread of its own with no runtime but block_on.
-    let consumer = std::thread::spawn(move || {
-        futures::executor::block_on(windows.collect::<Vec<_>>())
-    });
+    let consumer =
+        std::thread::spawn(move || futures::executor::block_on(windows.collect::<Vec<_>>()));
     block.go();
     assert_eq!(block.line(), "done");
     let whole = session.stop_blocking().unwrap();
     let windows = consumer.join().unwrap();
-    assert!(windows.len() >= 5, "{} windows in over a second", windows.len());
+    assert!(
+        windows.len() >= 5,
+        "{} windows in over a second",
+        windows.len()
+    );
     assert!(whole.has_kind(ProfileKind::OffCpu));
     let window_nanos: u64 = windows.iter().map(|w| w.stats.off_cpu_nanos).sum();
     assert_eq!(window_nanos, whole.total(Metric::OffCpuNanos));
@@ -42,10 +45,16 @@ fn blocking_fixture_through_windows_on_block_on() {
     let blocked = whole.filter_function("block_here");
     let nanos = blocked.total(Metric::OffCpuNanos);
     let switches = blocked.total(Metric::OffCpuSwitches);
-    eprintln!("block_here: {switches} switches, {:.3} s off CPU", nanos as f64 / 1e9);
+    eprintln!(
+        "block_here: {switches} switches, {:.3} s off CPU",
+        nanos as f64 / 1e9
+    );
     assert_eq!(switches, 20);
     let seconds = nanos as f64 / 1e9;
-    assert!((0.9..=1.1).contains(&seconds), "{seconds} s off CPU in block_here");
+    assert!(
+        (0.9..=1.1).contains(&seconds),
+        "{seconds} s off CPU in block_here"
+    );
     let options = rover_core::export::FoldedOptions::off_cpu_switches();
     for line in rover_core::export::folded_lines(&blocked, &options) {
         eprintln!("{line}");
@@ -90,5 +99,8 @@ fn blocks_under_the_minimum_are_not_counted() {
     block.go();
     assert_eq!(block.line(), "done");
     let whole = futures::executor::block_on(session.stop()).unwrap();
-    assert_eq!(value_through(&whole, "block_here", Metric::OffCpuSwitches), 0);
+    assert_eq!(
+        value_through(&whole, "block_here", Metric::OffCpuSwitches),
+        0
+    );
 }

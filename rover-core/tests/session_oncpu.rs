@@ -42,7 +42,10 @@ async fn spinning_fixture_through_windows_on_tokio() {
             .expect("the stream stays open while the session runs");
         assert_eq!(window.stats.index, count);
         assert!(window.profile.has_kind(ProfileKind::OnCpu));
-        assert_eq!(window.stats.samples, window.profile.total(Metric::OnCpuSamples));
+        assert_eq!(
+            window.stats.samples,
+            window.profile.total(Metric::OnCpuSamples)
+        );
         window_samples += window.stats.samples;
         from_windows.merge(&window.profile);
         count += 1;
@@ -56,7 +59,10 @@ async fn spinning_fixture_through_windows_on_tokio() {
         from_windows.merge(&window.profile);
     }
     let total = whole.total(Metric::OnCpuSamples);
-    assert_eq!(total, window_samples, "the whole profile is the sum of its windows");
+    assert_eq!(
+        total, window_samples,
+        "the whole profile is the sum of its windows"
+    );
     assert_eq!(from_windows.total(Metric::OnCpuSamples), total);
     // 99 Hz of the CPU time it really got (other work shares the CPUs).
     let expected = cpu * 99.0;
@@ -82,7 +88,11 @@ async fn spinning_fixture_through_windows_on_tokio() {
         .expect("a spin_here frame");
     assert_eq!(frame.kind, FrameKind::Native);
     assert!(frame.file.is_some_and(|file| file.ends_with("spin.c")));
-    let top = whole.top_functions(Metric::OnCpuSamples, rover_core::profile::TopOrder::Total, 3);
+    let top = whole.top_functions(
+        Metric::OnCpuSamples,
+        rover_core::profile::TopOrder::Total,
+        3,
+    );
     assert!(top.iter().any(|f| f.name == "spin_here"), "top: {top:?}");
 }
 
@@ -98,13 +108,17 @@ fn bad_configurations_are_clear_errors() {
         matches!(e, Error::NoTargets)
     });
     // Pids are never reused this high: pid_max is at most 2^22.
-    expect_error(profiler.on_cpu().pids([4_999_999]).start(), "no such pid", |e| {
-        matches!(e, Error::Loader(LoaderError::NoSuchProcess(4_999_999)))
-    });
+    expect_error(
+        profiler.on_cpu().pids([4_999_999]).start(),
+        "no such pid",
+        |e| matches!(e, Error::Loader(LoaderError::NoSuchProcess(4_999_999))),
+    );
     let me = std::process::id();
-    expect_error(profiler.on_cpu().pids([me]).frequency(0).start(), "0 Hz", |e| {
-        matches!(e, Error::Loader(LoaderError::ZeroFrequency))
-    });
+    expect_error(
+        profiler.on_cpu().pids([me]).frequency(0).start(),
+        "0 Hz",
+        |e| matches!(e, Error::Loader(LoaderError::ZeroFrequency)),
+    );
     let max = profiler.environment().max_sample_rate;
     expect_error(
         profiler.on_cpu().pids([me]).frequency(max + 1).start(),
@@ -112,7 +126,11 @@ fn bad_configurations_are_clear_errors() {
         |e| matches!(e, Error::Loader(LoaderError::FrequencyTooHigh { .. })),
     );
     expect_error(
-        profiler.on_cpu().pids([me]).window(Duration::from_millis(1)).start(),
+        profiler
+            .on_cpu()
+            .pids([me])
+            .window(Duration::from_millis(1))
+            .start(),
         "1 ms window",
         |e| matches!(e, Error::InvalidConfig(_)),
     );

@@ -25,9 +25,7 @@ pub(crate) fn take_map<M>(
     name: &'static str,
     typed: impl FnOnce(Map) -> Result<M, MapError>,
 ) -> Result<M, LoaderError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| missing_in_object(name))?;
+    let map = ebpf.take_map(name).ok_or_else(|| missing_in_object(name))?;
     typed(map).map_err(LoaderError::map(name))
 }
 

@@ -12,7 +12,7 @@ use rover_ebpf::abi::{OffCpuKey, OffCpuStart, OffCpuValue};
 use super::buffer::{StackResolver, clear_stacks, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
 use super::window::{ErrorCounts, StackSlot, comm_string};
-use super::{Environment, LoaderError, MapSizes, TaskState, TaskStates, Targets};
+use super::{Environment, LoaderError, MapSizes, Targets, TaskState, TaskStates};
 
 const BTF_PROGRAM: &str = "rover_offcpu_btf";
 const TP_PROGRAM: &str = "rover_offcpu_tp";
@@ -215,7 +215,8 @@ impl OffCpuProgram {
         let active = self.shared.buffer.active() as usize;
         let taken = take_entries(&mut self.counts[idle as usize], COUNTS[idle as usize])?;
         let (entries, stacks) = {
-            let mut resolver = StackResolver::new([&self.stacks[0], &self.stacks[1]], "offcpu_stacks");
+            let mut resolver =
+                StackResolver::new([&self.stacks[0], &self.stacks[1]], "offcpu_stacks");
             let mut entries = Vec::with_capacity(taken.len());
             for (key, value) in taken {
                 entries.push(OffCpuEntry {
@@ -234,7 +235,11 @@ impl OffCpuProgram {
         // The program counts a block before deleting its start record, so a
         // block is always in one of the two maps scanned here, in this order.
         if let Some(keep) = self.stacks_in_use(idle, active)? {
-            clear_stacks(&mut self.stacks[idle as usize], &keep, STACKS[idle as usize])?;
+            clear_stacks(
+                &mut self.stacks[idle as usize],
+                &keep,
+                STACKS[idle as usize],
+            )?;
         }
         Ok(OffCpuWindow {
             entries,
@@ -258,7 +263,10 @@ impl OffCpuProgram {
         let mut walked = 0;
         for record in self.start.iter() {
             let (_, start) = record.map_err(LoaderError::map(START))?;
-            add(start.stack_buffer, [start.user_stack_id, start.kernel_stack_id]);
+            add(
+                start.stack_buffer,
+                [start.user_stack_id, start.kernel_stack_id],
+            );
             walked += 1;
             if walked > limit {
                 return Ok(None);
@@ -309,7 +317,9 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
     program
         .load("sched_switch", btf)
         .map_err(LoaderError::program(BTF_PROGRAM))?;
-    program.attach().map_err(LoaderError::program(BTF_PROGRAM))?;
+    program
+        .attach()
+        .map_err(LoaderError::program(BTF_PROGRAM))?;
     Ok(())
 }
 

@@ -68,7 +68,9 @@ impl Assembler {
         for entry in &raw.entries {
             let weight = match entry.value {
                 SampleValue::OnCpu { samples } => samples,
-                SampleValue::OffCpu { switches, nanos, .. } => {
+                SampleValue::OffCpu {
+                    switches, nanos, ..
+                } => {
                     stats.off_cpu_nanos += nanos;
                     switches
                 }
@@ -119,7 +121,10 @@ impl Assembler {
                         .entries
                         .iter()
                         .find(|e| e.tgid == entry.tgid && e.tid == e.tgid)
-                        .map_or_else(|| Arc::from(entry.comm.as_str()), |e| Arc::from(e.comm.as_str())),
+                        .map_or_else(
+                            || Arc::from(entry.comm.as_str()),
+                            |e| Arc::from(e.comm.as_str()),
+                        ),
                 },
             };
             seen.insert(entry.tgid, name);
@@ -190,12 +195,13 @@ impl Assembler {
         let mut addrs = Vec::new();
         for &index in indices {
             let stack = stacks.get(index).map_or(&[][..], Vec::as_slice);
-            addrs.extend(
-                stack
-                    .iter()
-                    .enumerate()
-                    .map(|(depth, ip)| if depth == 0 { *ip } else { ip.saturating_sub(1) }),
-            );
+            addrs.extend(stack.iter().enumerate().map(|(depth, ip)| {
+                if depth == 0 {
+                    *ip
+                } else {
+                    ip.saturating_sub(1)
+                }
+            }));
         }
         if addrs.is_empty() {
             return Vec::new();
@@ -229,7 +235,9 @@ impl Assembler {
                     stats.count_miss(&unknown.reason);
                 }
                 let origin = match symbolized {
-                    Symbolized::Sym(sym) if origin == FrameOrigin::User && is_perf_map(&sym.module) => {
+                    Symbolized::Sym(sym)
+                        if origin == FrameOrigin::User && is_perf_map(&sym.module) =>
+                    {
                         FrameOrigin::Jit
                     }
                     _ => origin,

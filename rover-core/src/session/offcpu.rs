@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::targeting::TargetChoice;
 use super::{DEFAULT_WINDOW, Session, check_window, spawn};
-use crate::loader::{MapSizes, OffCpuConfig, OffCpuHook, OffCpuProgram, TaskStates, Targets};
+use crate::loader::{MapSizes, OffCpuConfig, OffCpuHook, OffCpuProgram, Targets, TaskStates};
 use crate::{Error, Profiler};
 
 /// Configures an off-CPU session: at each context switch, how long threads

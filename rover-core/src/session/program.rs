@@ -1,9 +1,7 @@
 //! The kernel program behind a session, on-CPU or off-CPU, drained into one
 //! shape so the rest of the session does not care which it is.
 
-use crate::loader::{
-    ErrorCounts, LoaderError, OffCpuProgram, OnCpuProgram, StackSlot, TaskState,
-};
+use crate::loader::{ErrorCounts, LoaderError, OffCpuProgram, OnCpuProgram, StackSlot, TaskState};
 use crate::profile::{OffCpuState, ProfileKind, SampleValue};
 
 /// An attached program of either kind.

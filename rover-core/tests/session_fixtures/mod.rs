@@ -167,7 +167,11 @@ pub fn value_through(profile: &Profile, name: &str, metric: Metric) -> u64 {
 
 /// Every distinct pid in the profile.
 pub fn pids(profile: &Profile) -> Vec<u32> {
-    let mut pids: Vec<u32> = profile.processes().into_iter().map(|(pid, _)| pid).collect();
+    let mut pids: Vec<u32> = profile
+        .processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
     pids.sort_unstable();
     pids.dedup();
     pids
