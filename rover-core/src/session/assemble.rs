@@ -230,7 +230,12 @@ impl Assembler {
         for &index in indices {
             let depth = stacks.get(index).map_or(0, Vec::len);
             let mut ids = Vec::with_capacity(depth);
+            let mut leaf = true;
             for symbolized in results.by_ref().take(depth) {
+                if leaf && origin == FrameOrigin::Kernel && is_probe_frame(symbolized) {
+                    continue;
+                }
+                leaf = false;
                 if let Symbolized::Unknown(unknown) = symbolized {
                     stats.count_miss(&unknown.reason);
                 }
@@ -279,4 +284,20 @@ fn is_perf_map(module: &str) -> bool {
         .rsplit('/')
         .next()
         .is_some_and(|file| file.starts_with("perf-") && file.ends_with(".map"))
+}
+
+/// The frames of rover's own probe at the leaf of a kernel stack taken from
+/// a tracepoint (the BPF program, the trace glue calling it): they say where
+/// the stack was taken, not where the thread was, so they are left out.
+fn is_probe_frame(symbolized: &Symbolized) -> bool {
+    match symbolized {
+        Symbolized::Sym(sym) => {
+            let name = &*sym.name;
+            name.starts_with("bpf_prog_")
+                || name.starts_with("bpf_trace_run")
+                || name.starts_with("__traceiter_")
+                || name.starts_with("__bpf_trace_")
+        }
+        Symbolized::Unknown(_) => false,
+    }
 }
