@@ -13,12 +13,14 @@ mod handle;
 mod offcpu;
 mod oncpu;
 mod program;
+mod symbolize;
 mod targeting;
 mod window;
 
 pub use handle::Session;
 pub use offcpu::OffCpuBuilder;
 pub use oncpu::OnCpuBuilder;
+pub use symbolize::WindowSymbolizer;
 pub use window::Window;
 
 use std::sync::Arc;

@@ -1,7 +1,10 @@
 //! The kernel program behind a session, on-CPU or off-CPU, drained into one
 //! shape so the rest of the session does not care which it is.
 
-use crate::loader::{ErrorCounts, LoaderError, OffCpuProgram, OnCpuProgram, StackSlot, TaskState};
+use crate::loader::{
+    ErrorCounts, LoaderError, OffCpuProgram, OffCpuWindow, OnCpuProgram, OnCpuWindow, StackSlot,
+    TaskState,
+};
 use crate::profile::{OffCpuState, ProfileKind, SampleValue};
 
 /// An attached program of either kind.
@@ -37,48 +40,52 @@ impl Program {
 
     pub fn drain(&mut self) -> Result<RawWindow, LoaderError> {
         match self {
-            Program::OnCpu(program) => {
-                let window = program.drain()?;
-                Ok(RawWindow {
-                    entries: window
-                        .entries
-                        .into_iter()
-                        .map(|e| RawEntry {
-                            tgid: e.tgid,
-                            tid: e.tid,
-                            comm: e.comm,
-                            user: e.user_stack,
-                            kernel: e.kernel_stack,
-                            value: SampleValue::OnCpu { samples: e.samples },
-                        })
-                        .collect(),
-                    stacks: window.stacks,
-                    errors: ErrorCounts::sum(&window.errors),
+            Program::OnCpu(program) => Ok(RawWindow::from_on_cpu(program.drain()?)),
+            Program::OffCpu(program) => Ok(RawWindow::from_off_cpu(program.drain()?)),
+        }
+    }
+}
+
+impl RawWindow {
+    pub fn from_on_cpu(window: OnCpuWindow) -> Self {
+        RawWindow {
+            entries: window
+                .entries
+                .into_iter()
+                .map(|e| RawEntry {
+                    tgid: e.tgid,
+                    tid: e.tid,
+                    comm: e.comm,
+                    user: e.user_stack,
+                    kernel: e.kernel_stack,
+                    value: SampleValue::OnCpu { samples: e.samples },
                 })
-            }
-            Program::OffCpu(program) => {
-                let window = program.drain()?;
-                Ok(RawWindow {
-                    entries: window
-                        .entries
-                        .into_iter()
-                        .map(|e| RawEntry {
-                            tgid: e.tgid,
-                            tid: e.tid,
-                            comm: e.comm,
-                            user: e.user_stack,
-                            kernel: e.kernel_stack,
-                            value: SampleValue::OffCpu {
-                                state: off_cpu_state(e.state),
-                                switches: e.switches,
-                                nanos: e.total_ns,
-                            },
-                        })
-                        .collect(),
-                    stacks: window.stacks,
-                    errors: ErrorCounts::sum(&window.errors),
+                .collect(),
+            stacks: window.stacks,
+            errors: ErrorCounts::sum(&window.errors),
+        }
+    }
+
+    pub fn from_off_cpu(window: OffCpuWindow) -> Self {
+        RawWindow {
+            entries: window
+                .entries
+                .into_iter()
+                .map(|e| RawEntry {
+                    tgid: e.tgid,
+                    tid: e.tid,
+                    comm: e.comm,
+                    user: e.user_stack,
+                    kernel: e.kernel_stack,
+                    value: SampleValue::OffCpu {
+                        state: off_cpu_state(e.state),
+                        switches: e.switches,
+                        nanos: e.total_ns,
+                    },
                 })
-            }
+                .collect(),
+            stacks: window.stacks,
+            errors: ErrorCounts::sum(&window.errors),
         }
     }
 }
