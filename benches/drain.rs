@@ -25,10 +25,13 @@ use rover_symbolize::Symbolizer;
 const USER_STACKS: usize = 4000;
 const KERNEL_STACKS: usize = 1500;
 const ENTRIES: usize = 8000;
+const WARM_UP: Duration = Duration::from_secs(5);
 
 fn main() {
     if !is_root() {
-        eprintln!("drain bench: needs root (reads other processes' mappings and loads eBPF); skipped");
+        eprintln!(
+            "drain bench: needs root (reads other processes' mappings and loads eBPF); skipped"
+        );
         return;
     }
     symbolize_window();
@@ -78,7 +81,11 @@ impl Drop for Helpers {
 
 fn spawn_helpers() -> Helpers {
     let commands: [&[&str]; 4] = [
-        &["python3", "-c", "import time, json, decimal; time.sleep(300)"],
+        &[
+            "python3",
+            "-c",
+            "import time, json, decimal; time.sleep(300)",
+        ],
         &["perl", "-e", "sleep 300"],
         &["bash", "-c", "read -t 300"],
         &["sleep", "300"],
@@ -121,22 +128,31 @@ fn executable_ranges(pid: u32) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn kernel_text_addresses() -> Vec<u64> {
+/// Kernel text symbols as (start, size up to the next symbol), so picked
+/// addresses fall inside a function as real return addresses do.
+fn kernel_text_symbols() -> Vec<(u64, u64)> {
     let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
         return Vec::new();
     };
-    text.lines()
+    let mut starts: Vec<(u64, bool)> = text
+        .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
             let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
             let kind = fields.next()?;
-            (addr != 0 && (kind == "t" || kind == "T")).then_some(addr)
+            (addr != 0).then_some((addr, kind == "t" || kind == "T"))
         })
+        .collect();
+    starts.sort_unstable();
+    starts
+        .windows(2)
+        .filter(|pair| pair[0].1 && pair[1].0 > pair[0].0 + 1)
+        .map(|pair| (pair[0].0, pair[1].0 - pair[0].0))
         .collect()
 }
 
 fn realistic_window(pids: &[u32], rng: &mut Rng) -> OnCpuWindow {
-    let kernel = kernel_text_addresses();
+    let kernel = kernel_text_symbols();
     let mut stacks: Vec<Vec<u64>> = Vec::new();
     let mut kernel_ids = Vec::new();
     if !kernel.is_empty() {
@@ -145,7 +161,10 @@ fn realistic_window(pids: &[u32], rng: &mut Rng) -> OnCpuWindow {
             kernel_ids.push(stacks.len());
             stacks.push(
                 (0..depth)
-                    .map(|_| kernel[rng.below(kernel.len())] + 1 + rng.below(64) as u64)
+                    .map(|_| {
+                        let (start, size) = kernel[rng.below(kernel.len())];
+                        start + 1 + rng.next() % (size - 1).min(256)
+                    })
                     .collect(),
             );
         }
@@ -172,7 +191,11 @@ fn realistic_window(pids: &[u32], rng: &mut Rng) -> OnCpuWindow {
     let entries = (0..ENTRIES)
         .map(|i| {
             // Every user stack appears at least once; the rest repeat some.
-            let (pid, user) = user_ids[if i < user_ids.len() { i } else { rng.below(user_ids.len()) }];
+            let (pid, user) = user_ids[if i < user_ids.len() {
+                i
+            } else {
+                rng.below(user_ids.len())
+            }];
             let kernel_stack = if !kernel_ids.is_empty() && rng.below(2) == 0 {
                 StackSlot::Stack(kernel_ids[rng.below(kernel_ids.len())])
             } else {
@@ -253,7 +276,12 @@ fn cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -288,7 +316,15 @@ fn cpu_use(duration: Duration, with_off_cpu: bool) {
     let consumer = std::thread::spawn(move || {
         futures::executor::block_on(futures::stream::select_all(streams).collect::<Vec<_>>())
     });
-    std::thread::sleep(duration);
+    // The first seconds load the symbols of every running binary; the rest
+    // is the steady state a long-running session lives in.
+    let warm_up = WARM_UP.min(duration / 2);
+    std::thread::sleep(warm_up);
+    let warm_ticks = cpu_ticks();
+    let warm_started = Instant::now();
+    std::thread::sleep(duration - warm_up);
+    let steady_ticks = cpu_ticks() - warm_ticks;
+    let steady_elapsed = warm_started.elapsed();
     let mut samples = 0;
     for session in sessions {
         if let Ok(profile) = session.stop_blocking() {
@@ -305,11 +341,25 @@ fn cpu_use(duration: Duration, with_off_cpu: bool) {
         .map(|s| s.drain_time + s.symbolize_time)
         .max()
         .unwrap_or_default();
+    if std::env::var_os("ROVER_BENCH_VERBOSE").is_some() {
+        for s in &stats {
+            eprintln!(
+                "  window {:2}: {:5} keys {:5} stacks {:6} addrs drain {:6.2} ms symbolize {:6.2} ms",
+                s.index,
+                s.keys,
+                s.distinct_stacks,
+                s.symbolization.addresses,
+                s.drain_time.as_secs_f64() * 1e3,
+                s.symbolize_time.as_secs_f64() * 1e3
+            );
+        }
+    }
     let keys: usize = stats.iter().map(|s| s.keys).sum();
     let events: u64 = stats.iter().map(|s| s.samples).sum();
     let cpu_seconds = ticks as f64 / 100.0;
     println!(
-        "profiler CPU use, {} of every process, {:.0} s: {:.2}% of one core \
+        "profiler CPU use, {} of every process, {:.0} s: {:.2}% of one core, \
+         {:.2}% after the first {:.0} s \
          ({:.2} CPU s; {} windows, {} samples/blocks, {} keys, {} rows in the whole profiles; \
          drain+symbolize {:.1} ms per window on average, {:.1} ms at most)",
         if with_off_cpu {
@@ -319,6 +369,8 @@ fn cpu_use(duration: Duration, with_off_cpu: bool) {
         },
         elapsed.as_secs_f64(),
         100.0 * cpu_seconds / elapsed.as_secs_f64(),
+        100.0 * (steady_ticks as f64 / 100.0) / steady_elapsed.as_secs_f64(),
+        warm_up.as_secs_f64(),
         cpu_seconds,
         stats.len(),
         events,
