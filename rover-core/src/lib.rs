@@ -9,20 +9,18 @@
 //! all work.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), rover_core::Error> {
 //! use std::time::Duration;
 //! use rover_core::export::{FoldedOptions, write_folded};
 //!
 //! let profiler = rover_core::Profiler::new()?;
 //! let on_cpu = profiler.on_cpu().pids([1234]).start()?;
 //! let off_cpu = profiler.off_cpu().pids([5678]).min_block(Duration::from_micros(100)).start()?;
-//! futures_timer_like_sleep().await;
-//! let cpu = on_cpu.stop().await?;
-//! let blocked = off_cpu.stop().await?;
-//! let file = std::fs::File::create("cpu.folded").expect("create");
-//! write_folded(&cpu, &FoldedOptions::on_cpu(), file).expect("write");
-//! # let _ = blocked; Ok(()) }
-//! # async fn futures_timer_like_sleep() {}
+//! std::thread::sleep(Duration::from_secs(10));
+//! let cpu = on_cpu.stop_blocking()?;
+//! let blocked = off_cpu.stop_blocking()?;
+//! write_folded(&cpu, &FoldedOptions::on_cpu(), std::fs::File::create("cpu.folded")?)?;
+//! println!("{} ms off CPU", blocked.total(rover_core::profile::Metric::OffCpuNanos) / 1_000_000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Modules: [`profile`] (the model and its operations), [`export`] (folded,
