@@ -195,3 +195,26 @@ fn inferno_renders_the_folded_output() {
         "inferno did not read all 22 samples"
     );
 }
+
+proptest::proptest! {
+    /// Whatever the names (`;`, spaces, line breaks, unicode), every folded
+    /// line has one frame field per frame and ends in its value, and the
+    /// values add up to the profile's total.
+    #[test]
+    fn any_names_give_parseable_lines(
+        comm in "\\PC{0,12}",
+        names in proptest::collection::vec("[a-z;\\n\\r :_\\[\\]é]{0,10}", 1..6),
+        samples in 1u64..1000,
+    ) {
+        let mut p = Profile::new();
+        let u: Vec<_> = names.iter().map(|n| sym(n, APP)).collect();
+        on_cpu(&mut p, 10, &comm, &[], &u, samples);
+        let lines = folded_lines(&p, &FoldedOptions::on_cpu());
+        proptest::prop_assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        proptest::prop_assert!(!line.contains('\n') && !line.contains('\r'));
+        let (stack, value) = line.rsplit_once(' ').unwrap();
+        proptest::prop_assert_eq!(value.parse::<u64>().unwrap(), samples);
+        proptest::prop_assert_eq!(stack.split(';').count(), 1 + names.len());
+    }
+}

@@ -95,6 +95,55 @@ fn mixed_profile() -> Profile {
 }
 
 #[test]
+fn go_tool_pprof_reads_mappings_build_ids_jit_and_unknown_frames() {
+    let mut p = Profile::new();
+    let jit = [sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    p.add_sample(&rover_core::profile::Sample {
+        pid: 10,
+        tid: 10,
+        process_name: "node",
+        comm: "node",
+        kernel: &[],
+        user: &jit,
+        jit: rover_core::profile::JitFrames::Module(PERF_MAP),
+        value: rover_core::profile::SampleValue::OnCpu { samples: 3 },
+    });
+    on_cpu(
+        &mut p,
+        10,
+        "node",
+        &[],
+        &[unknown(Some("/lib/libx.so"), 0x1234), sym("main", APP)],
+        2,
+    );
+    p.set_build_id(APP, "0123456789abcdef");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jit.pb.gz");
+    write_pprof(&p, std::fs::File::create(&file).unwrap()).unwrap();
+
+    let Some(top) = pprof(dir.path(), &["-top"], &file) else {
+        return;
+    };
+    assert!(top.contains("of 5 total"), "{top}");
+    assert_eq!(row(&top, "LazyCompile:*fib"), ("3", "3"));
+    assert_eq!(row(&top, "[/lib/libx.so+0x1234]"), ("2", "2"));
+    assert_eq!(row(&top, "main"), ("0", "5"));
+    // -raw lists the mappings: the modules, and the build id where recorded.
+    let Some(raw) = pprof(dir.path(), &["-raw"], &file) else {
+        return;
+    };
+    let mappings = &raw[raw.find("Mappings").expect("no Mappings section")..];
+    assert!(
+        mappings.contains(APP) && mappings.contains("0123456789abcdef"),
+        "{mappings}"
+    );
+    assert!(
+        mappings.contains(PERF_MAP) && mappings.contains("/lib/libx.so"),
+        "{mappings}"
+    );
+}
+
+#[test]
 fn go_tool_pprof_reads_on_cpu_and_off_cpu_samples() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rover.pb.gz");

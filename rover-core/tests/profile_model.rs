@@ -221,7 +221,62 @@ fn hundred_thousand_samples_over_two_thousand_stacks_stay_small() {
     );
     assert_eq!(p.stack_count(), 2000);
     // Each stack's ids (~16 * 4 B) plus a row per (thread, stack) pair
-    // (~100 B with its index): about 3 MB at most. A model storing strings
-    // per frame would need tens of megabytes.
-    assert!(bytes < 4 << 20, "profile uses {bytes} bytes");
+    // (8 B of samples and ~13 B of key and index): about 0.5 MB. A model
+    // storing strings per frame would need tens of megabytes.
+    assert!(bytes < 1 << 20, "profile uses {bytes} bytes");
+}
+
+#[test]
+fn profiles_cross_threads_and_streams() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Profile>();
+}
+
+#[test]
+fn ids_from_another_profile_read_as_absent_not_a_panic() {
+    let mut big = Profile::new();
+    on_cpu(&mut big, 10, "app", &[], &user(&["a", "b", "c"]), 1);
+    let small = Profile::new();
+    let e = big.entries().next().unwrap();
+    assert!(small.thread(e.thread).is_none());
+    assert!(small.stack(e.stack).is_empty());
+    assert!(small.frame(big.stack(e.stack)[2]).is_none());
+    // Folded export and top-N over an empty profile are empty, not errors.
+    assert!(
+        rover_core::export::folded_lines(&small, &rover_core::export::FoldedOptions::on_cpu())
+            .is_empty()
+    );
+    assert!(
+        small
+            .top_functions(
+                Metric::OnCpuSamples,
+                rover_core::profile::TopOrder::Total,
+                5
+            )
+            .is_empty()
+    );
+    let mut pprof = Vec::new();
+    rover_core::export::write_pprof(&small, &mut pprof).unwrap();
+    assert!(!pprof.is_empty());
+}
+
+#[test]
+fn on_cpu_and_off_cpu_rows_mix_in_any_order() {
+    let mut p = Profile::new();
+    let a = user(&["a", "main"]);
+    let b = user(&["b", "main"]);
+    let c = user(&["c", "main"]);
+    on_cpu(&mut p, 10, "app", &[], &a, 4);
+    off_cpu(&mut p, 10, "app", &[], &b, (OffCpuState::Preempted, 2, 300));
+    on_cpu(&mut p, 10, "app", &[], &c, 5);
+    off_cpu(&mut p, 10, "app", &[], &a, (OffCpuState::Other, 1, 50));
+    let rows: Vec<_> = p
+        .entries()
+        .map(|e| (e.value.samples, e.value.get(Metric::OffCpuNanos)))
+        .collect();
+    assert_eq!(rows, [(4, 50), (0, 300), (5, 0)]);
+    assert_eq!(p.total(Metric::OnCpuSamples), 9);
+    assert_eq!(p.total(Metric::OffCpuNanos), 350);
+    assert_eq!(p.total(Metric::OffCpuSwitches), 3);
+    assert!(p.has_kind(ProfileKind::OnCpu) && p.has_kind(ProfileKind::OffCpu));
 }

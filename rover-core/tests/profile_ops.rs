@@ -5,7 +5,9 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::export::{FoldedOptions, folded_lines};
-use rover_core::profile::{FrameKind, JitFrames, Metric, Profile, Sample, SampleValue, TopOrder};
+use rover_core::profile::{
+    FrameKind, JitFrames, Metric, OffCpuState, Profile, Sample, SampleValue, TopOrder,
+};
 
 fn sample_of(p: &mut Profile, pid: u32, tid: u32, comm: &str, u: &[&str], samples: u64) {
     p.add_sample(&Sample {
@@ -245,4 +247,53 @@ fn diff_of_profiles_with_different_interning_orders() {
     let back = Profile::diff(&after, &before, Metric::OnCpuSamples);
     assert_eq!(back.function("main").unwrap().total_delta(), -7);
     assert_eq!(back.stacks.len(), 5);
+}
+
+#[test]
+fn state_filter_keeps_only_the_chosen_off_cpu_states() {
+    use rover_core::profile::OffCpuState::*;
+    let mut p = Profile::new();
+    let k = kernel(&["schedule"]);
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &k,
+        &user(&["read", "main"]),
+        (Uninterruptible, 4, 4_000),
+    );
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &k,
+        &user(&["read", "main"]),
+        (Interruptible, 1, 1_000),
+    );
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &k,
+        &user(&["poll", "main"]),
+        (Interruptible, 9, 9_000),
+    );
+    on_cpu(&mut p, 10, "app", &[], &user(&["work", "main"]), 3);
+    let disk = p.filter_states(&[Uninterruptible]);
+    assert_eq!(disk.total(Metric::OffCpuNanos), 4_000);
+    assert_eq!(disk.total(Metric::OffCpuSwitches), 4);
+    assert_eq!(
+        disk.total(Metric::OnCpuSamples),
+        3,
+        "on-CPU samples are untouched"
+    );
+    assert!(
+        disk.filter_function("poll").is_empty(),
+        "rows left empty are dropped"
+    );
+    assert_eq!(
+        p.filter_states(&OffCpuState::ALL)
+            .total(Metric::OffCpuNanos),
+        14_000
+    );
 }

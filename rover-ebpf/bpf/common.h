@@ -55,7 +55,8 @@ static __always_inline void rover_error(__u32 reason)
 }
 
 /* Takes a stack id, counting why when the stack could not be stored.
- * -EFAULT only means there is no such stack (a kernel thread's user stack). */
+ * -EFAULT only means there is no such stack (a kernel thread's user stack).
+ * The low 8 bits of `flags` are frames to skip from the leaf. */
 static __always_inline __s32 rover_stack_id(void *ctx, void *stacks, __u64 flags)
 {
 	long id = bpf_get_stackid(ctx, stacks, flags);

@@ -1,6 +1,9 @@
 /* offcpu.bpf.c: off-CPU time. On sched_switch the task going off CPU (still
- * `current`) leaves its stacks, state and a timestamp; when it is switched
- * back in, the time it was away is added to {tgid, tid, stacks, state}. */
+ * `current`) leaves a timestamp, its state and its user stack; when it is
+ * switched back in, the time it was away is added to {tgid, tid, stacks,
+ * state}. Its kernel stack is taken then, from its saved context, and only
+ * for blocks that pass the filters: unwinding the kernel stack is the
+ * costliest step, and most context switches are short blocks. */
 #include "common.h"
 
 const volatile __u64 min_block_ns = 1;
@@ -20,6 +23,24 @@ struct offcpu_counts offcpu_counts1 SEC(".maps");
 ROVER_STACK_MAP(offcpu_stacks0, 8192);
 ROVER_STACK_MAP(offcpu_stacks1, 8192);
 
+struct offcpu_kstacks {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct rover_kernel_stack);
+};
+
+struct offcpu_kstacks offcpu_kstacks0 SEC(".maps");
+struct offcpu_kstacks offcpu_kstacks1 SEC(".maps");
+
+/* Room to unwind a kernel stack into before it is hashed and stored. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rover_kernel_stack);
+} offcpu_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -27,12 +48,71 @@ struct {
 	__type(value, struct rover_offcpu_start);
 } offcpu_start SEC(".maps");
 
-/* Stacks must be taken here, in the task's own context: the user stack of a
- * task that is not `current` cannot be read. */
-static __always_inline void switch_out(void *ctx, __u32 state)
+struct kernel_stack_ref {
+	__u64 hash;
+	__u32 buffer;
+	__s32 err;
+};
+
+/* FNV-1a over the ips; 0 is kept for "no stack". */
+static __always_inline __u64 hash_ips(const __u64 *ips, long bytes)
+{
+	__u64 hash = 0xcbf29ce484222325ULL;
+
+	for (int i = 0; i < ROVER_MAX_STACK_DEPTH; i++) {
+		if (i * 8 >= bytes)
+			break;
+		hash ^= ips[i];
+		hash *= 0x100000001b3ULL;
+	}
+	return hash ? hash : 1;
+}
+
+/* Stores the `bytes` of ips unwound into `stack` in the active half. */
+static __always_inline void store_kernel_stack(struct rover_kernel_stack *stack, long bytes,
+					       struct kernel_stack_ref *ref)
+{
+	void *kstacks;
+	long err;
+
+	ref->hash = 0;
+	ref->err = 0;
+	ref->buffer = rover_active_buffer();
+	if (bytes < 0) {
+		ref->err = bytes;
+		rover_error(ROVER_ERR_STACK_OTHER);
+		return;
+	}
+	if (bytes == 0)
+		return;
+	kstacks = ref->buffer ? (void *)&offcpu_kstacks1 : (void *)&offcpu_kstacks0;
+	ref->hash = hash_ips(stack->ips, bytes);
+	if (bpf_map_lookup_elem(kstacks, &ref->hash))
+		return;
+	err = bpf_map_update_elem(kstacks, &ref->hash, stack, BPF_NOEXIST);
+	if (err && err != -EEXIST) {
+		ref->hash = 0;
+		ref->err = -ENOMEM;
+		rover_error(ROVER_ERR_STACK_MAP_FULL);
+	}
+}
+
+static __always_inline struct rover_kernel_stack *scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&offcpu_scratch, &zero);
+}
+
+/* The user stack must be taken here, in the task's own context: the user
+ * stack of a task that is not `current` cannot be read. `kernel_now` takes
+ * the kernel stack here too, for the hook that cannot reach it later. */
+static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rover_offcpu_start start;
+	struct kernel_stack_ref kernel;
+	struct rover_kernel_stack *stack;
 	__u32 tid = (__u32)id;
 
 	if (!(state & state_mask) || !rover_targeted(id >> 32, tid))
@@ -40,24 +120,36 @@ static __always_inline void switch_out(void *ctx, __u32 state)
 	start.timestamp_ns = bpf_ktime_get_ns();
 	start.tgid = id >> 32;
 	start.state = state;
-	start.reserved = 0;
-	if (rover_active_buffer()) {
-		start.stack_buffer = 1;
+	start.user_stack_buffer = rover_active_buffer();
+	if (start.user_stack_buffer)
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks1, BPF_F_USER_STACK);
-		start.kernel_stack_id = rover_stack_id(ctx, &offcpu_stacks1, 0);
-	} else {
-		start.stack_buffer = 0;
+	else
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks0, BPF_F_USER_STACK);
-		start.kernel_stack_id = rover_stack_id(ctx, &offcpu_stacks0, 0);
+	start.kernel_stack_hash = 0;
+	start.kernel_stack_buffer = 0;
+	start.kernel_stack_err = 0;
+	if (kernel_now) {
+		stack = scratch();
+		if (stack) {
+			store_kernel_stack(stack, bpf_get_stack(ctx, stack->ips, sizeof(stack->ips), 0),
+					   &kernel);
+			start.kernel_stack_hash = kernel.hash;
+			start.kernel_stack_buffer = kernel.buffer;
+			start.kernel_stack_err = kernel.err;
+		}
 	}
 	if (bpf_map_update_elem(&offcpu_start, &tid, &start, BPF_ANY))
 		rover_error(ROVER_ERR_START_MAP_FULL);
 }
 
-static __always_inline void switch_in(__u32 tid, const char *comm)
+/* `next` is the task coming back when its kernel stack is to be taken now,
+ * or NULL when switch_out took it. */
+static __always_inline void switch_in(__u32 tid, const char *comm, struct task_struct *next)
 {
 	struct rover_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
 	struct rover_offcpu_value initial;
+	struct kernel_stack_ref kernel;
+	struct rover_kernel_stack *stack;
 	struct rover_offcpu_key key;
 	__u64 delta;
 
@@ -69,9 +161,23 @@ static __always_inline void switch_in(__u32 tid, const char *comm)
 		key.tgid = start->tgid;
 		key.tid = tid;
 		key.user_stack_id = start->user_stack_id;
-		key.kernel_stack_id = start->kernel_stack_id;
+		key.user_stack_buffer = start->user_stack_buffer;
+		key.kernel_stack_hash = start->kernel_stack_hash;
+		key.kernel_stack_buffer = start->kernel_stack_buffer;
+		key.kernel_stack_err = start->kernel_stack_err;
 		key.state = start->state;
-		key.stack_buffer = start->stack_buffer;
+		if (next) {
+			stack = scratch();
+			if (stack) {
+				store_kernel_stack(stack,
+						   bpf_get_task_stack(next, stack->ips,
+								      sizeof(stack->ips), 0),
+						   &kernel);
+				key.kernel_stack_hash = kernel.hash;
+				key.kernel_stack_buffer = kernel.buffer;
+				key.kernel_stack_err = kernel.err;
+			}
+		}
 		bpf_probe_read_kernel_str(key.comm, sizeof(key.comm), comm);
 		initial.switches = 1;
 		initial.total_ns = delta;
@@ -115,8 +221,8 @@ int rover_offcpu_btf(__u64 *ctx)
 	__u32 state = state_of_task(preempt, prev);
 
 	if (state)
-		switch_out(ctx, state);
-	switch_in(BPF_CORE_READ(next, pid), next->comm);
+		switch_out(ctx, state, false);
+	switch_in(next->pid, next->comm, next);
 	return 0;
 }
 
@@ -133,14 +239,15 @@ static __always_inline __u32 state_of_report(long report)
 	return ROVER_STATE_OTHER;
 }
 
-/* Fallback where BTF-typed tracepoints are unavailable. */
+/* Fallback where BTF-typed tracepoints are unavailable. It only knows the
+ * next task's pid, so the kernel stack is taken at switch-out. */
 SEC("tracepoint/sched/sched_switch")
 int rover_offcpu_tp(struct trace_event_raw_sched_switch *ctx)
 {
 	__u32 state = state_of_report(ctx->prev_state);
 
 	if (state)
-		switch_out(ctx, state);
-	switch_in(ctx->next_pid, ctx->next_comm);
+		switch_out(ctx, state, true);
+	switch_in(ctx->next_pid, ctx->next_comm, 0);
 	return 0;
 }

@@ -38,16 +38,29 @@ struct rover_oncpu_key {
 	char comm[ROVER_COMM_LEN];
 };
 
-/* Off-CPU aggregation key. `stack_buffer` names the stack map (0 or 1) the
- * ids belong to: stacks are taken at switch-out, which may be in an earlier
- * window than the switch-in that counts the block. */
+/* A kernel stack of the off-CPU program, stored by the program itself in a
+ * hash map keyed by a hash of its ips, because it is taken at switch-in from
+ * the task's saved context (bpf_get_task_stack), where bpf_get_stackid cannot
+ * be used. Unused slots are 0. */
+struct rover_kernel_stack {
+	__u64 ips[ROVER_MAX_STACK_DEPTH];
+};
+
+/* Off-CPU aggregation key. The user stack is taken at switch-out, in the
+ * task's own context, possibly windows before the block is counted, so each
+ * stack names the half (0 or 1) of the stack maps it was stored in. A kernel
+ * stack hash of 0 means no stack; `kernel_stack_err` then holds the helper's
+ * negative errno, or 0 when the stack was empty. */
 struct rover_offcpu_key {
 	__u32 tgid;
 	__u32 tid;
 	__s32 user_stack_id;
-	__s32 kernel_stack_id;
+	__u32 user_stack_buffer;
+	__u64 kernel_stack_hash;
+	__u32 kernel_stack_buffer;
+	__s32 kernel_stack_err;
 	__u32 state;
-	__u32 stack_buffer;
+	__u32 reserved;
 	char comm[ROVER_COMM_LEN];
 };
 
@@ -56,15 +69,18 @@ struct rover_offcpu_value {
 	__u64 total_ns;
 };
 
-/* What a task left at switch-out, keyed by tid, until it runs again. */
+/* What a task left at switch-out, keyed by tid, until it runs again. The
+ * kernel stack fields are set only where the kernel stack is taken at
+ * switch-out (the classic tracepoint, which cannot reach the next task). */
 struct rover_offcpu_start {
 	__u64 timestamp_ns;
 	__u32 tgid;
 	__s32 user_stack_id;
-	__s32 kernel_stack_id;
+	__u32 user_stack_buffer;
 	__u32 state;
-	__u32 stack_buffer;
-	__u32 reserved;
+	__u64 kernel_stack_hash;
+	__u32 kernel_stack_buffer;
+	__s32 kernel_stack_err;
 };
 
 #endif

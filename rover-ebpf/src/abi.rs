@@ -52,6 +52,15 @@ pub struct OnCpuKey {
     pub comm: [u8; COMM_LEN],
 }
 
+/// A kernel stack stored by the off-CPU program (`struct rover_kernel_stack`,
+/// maps `offcpu_kstacks{0,1}` keyed by a hash of the ips); unused slots are 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelStack {
+    /// Instruction pointers, leaf first.
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
 /// Key of the off-CPU count maps (`struct rover_offcpu_key`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,14 +69,20 @@ pub struct OffCpuKey {
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// User stack id in stack map `stack_buffer`, or a negative errno.
+    /// User stack id in stack map `user_stack_buffer`, or a negative errno.
     pub user_stack_id: i32,
-    /// Kernel stack id in stack map `stack_buffer`, or a negative errno.
-    pub kernel_stack_id: i32,
+    /// Which half (0 or 1) of `offcpu_stacks` holds the user stack.
+    pub user_stack_buffer: u32,
+    /// Key of the kernel stack in `offcpu_kstacks{kernel_stack_buffer}`; 0 for none.
+    pub kernel_stack_hash: u64,
+    /// Which half (0 or 1) of `offcpu_kstacks` holds the kernel stack.
+    pub kernel_stack_buffer: u32,
+    /// With a hash of 0: the helper's negative errno, or 0 for an empty stack.
+    pub kernel_stack_err: i32,
     /// One `STATE_*` bit: the task's state when it went off CPU.
     pub state: u32,
-    /// Which stack map (0 or 1) the stack ids belong to.
-    pub stack_buffer: u32,
+    /// Padding, always 0.
+    pub reserved: u32,
     /// The thread's command name, NUL padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -91,16 +106,18 @@ pub struct OffCpuStart {
     pub timestamp_ns: u64,
     /// Process id.
     pub tgid: u32,
-    /// User stack id in stack map `stack_buffer`, or a negative errno.
+    /// User stack id in stack map `user_stack_buffer`, or a negative errno.
     pub user_stack_id: i32,
-    /// Kernel stack id in stack map `stack_buffer`, or a negative errno.
-    pub kernel_stack_id: i32,
+    /// Which half (0 or 1) of `offcpu_stacks` holds the user stack.
+    pub user_stack_buffer: u32,
     /// One `STATE_*` bit.
     pub state: u32,
-    /// Which stack map (0 or 1) the stack ids belong to.
-    pub stack_buffer: u32,
-    /// Padding, always 0.
-    pub reserved: u32,
+    /// Kernel stack hash when taken at switch-out (classic tracepoint), else 0.
+    pub kernel_stack_hash: u64,
+    /// Which half of `offcpu_kstacks` holds that kernel stack.
+    pub kernel_stack_buffer: u32,
+    /// With a hash of 0: the helper's negative errno, or 0.
+    pub kernel_stack_err: i32,
 }
 
 // SAFETY: plain `repr(C)` integers and byte arrays with no padding (checked
@@ -112,6 +129,8 @@ unsafe impl aya::Pod for OffCpuKey {}
 unsafe impl aya::Pod for OffCpuValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for OffCpuStart {}
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelStack {}
 
 #[cfg(test)]
 mod tests {
@@ -131,15 +150,24 @@ mod tests {
 
     #[test]
     fn offcpu_key_layout() {
-        assert_eq!(size_of::<OffCpuKey>(), 40);
-        assert_eq!(align_of::<OffCpuKey>(), 4);
+        assert_eq!(size_of::<OffCpuKey>(), 56);
+        assert_eq!(align_of::<OffCpuKey>(), 8);
         assert_eq!(offset_of!(OffCpuKey, tgid), 0);
         assert_eq!(offset_of!(OffCpuKey, tid), 4);
         assert_eq!(offset_of!(OffCpuKey, user_stack_id), 8);
-        assert_eq!(offset_of!(OffCpuKey, kernel_stack_id), 12);
-        assert_eq!(offset_of!(OffCpuKey, state), 16);
-        assert_eq!(offset_of!(OffCpuKey, stack_buffer), 20);
-        assert_eq!(offset_of!(OffCpuKey, comm), 24);
+        assert_eq!(offset_of!(OffCpuKey, user_stack_buffer), 12);
+        assert_eq!(offset_of!(OffCpuKey, kernel_stack_hash), 16);
+        assert_eq!(offset_of!(OffCpuKey, kernel_stack_buffer), 24);
+        assert_eq!(offset_of!(OffCpuKey, kernel_stack_err), 28);
+        assert_eq!(offset_of!(OffCpuKey, state), 32);
+        assert_eq!(offset_of!(OffCpuKey, reserved), 36);
+        assert_eq!(offset_of!(OffCpuKey, comm), 40);
+    }
+
+    #[test]
+    fn kernel_stack_layout() {
+        assert_eq!(size_of::<KernelStack>(), 8 * MAX_STACK_DEPTH);
+        assert_eq!(align_of::<KernelStack>(), 8);
     }
 
     #[test]
@@ -152,15 +180,16 @@ mod tests {
 
     #[test]
     fn offcpu_start_layout() {
-        assert_eq!(size_of::<OffCpuStart>(), 32);
+        assert_eq!(size_of::<OffCpuStart>(), 40);
         assert_eq!(align_of::<OffCpuStart>(), 8);
         assert_eq!(offset_of!(OffCpuStart, timestamp_ns), 0);
         assert_eq!(offset_of!(OffCpuStart, tgid), 8);
         assert_eq!(offset_of!(OffCpuStart, user_stack_id), 12);
-        assert_eq!(offset_of!(OffCpuStart, kernel_stack_id), 16);
+        assert_eq!(offset_of!(OffCpuStart, user_stack_buffer), 16);
         assert_eq!(offset_of!(OffCpuStart, state), 20);
-        assert_eq!(offset_of!(OffCpuStart, stack_buffer), 24);
-        assert_eq!(offset_of!(OffCpuStart, reserved), 28);
+        assert_eq!(offset_of!(OffCpuStart, kernel_stack_hash), 24);
+        assert_eq!(offset_of!(OffCpuStart, kernel_stack_buffer), 32);
+        assert_eq!(offset_of!(OffCpuStart, kernel_stack_err), 36);
     }
 
     /// A constant changed on one side only would make the programs and the

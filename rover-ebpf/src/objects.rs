@@ -23,8 +23,9 @@ pub static ONCPU_OBJECT: &[u8] = &ONCPU.bytes;
 
 /// The off-CPU program (`bpf/offcpu.bpf.c`): programs `rover_offcpu_btf`
 /// (`tp_btf/sched_switch`) and `rover_offcpu_tp` (the classic tracepoint
-/// fallback), maps `offcpu_counts{0,1}`, `offcpu_stacks{0,1}`,
-/// `offcpu_start` and the shared `target_pids`, `active_buffer`, `errors`.
+/// fallback), maps `offcpu_counts{0,1}`, `offcpu_stacks{0,1}` (user stacks),
+/// `offcpu_kstacks{0,1}` (kernel stacks), `offcpu_scratch`, `offcpu_start`
+/// and the shared `target_pids`, `active_buffer`, `errors`.
 pub static OFFCPU_OBJECT: &[u8] = &OFFCPU.bytes;
 
 #[cfg(test)]

@@ -139,11 +139,21 @@ impl KernelSymbols {
 
         let mut names = String::with_capacity(raw.iter().map(|r| r.name.len()).sum());
         let mut entries = Vec::with_capacity(raw.len());
+        // Half the kernel's symbols are `__pfx_NAME` padding just before
+        // `NAME`: the second name is stored as the tail of the first.
+        let mut previous = 0..0;
         for r in &raw {
-            let Ok(name_start) = u32::try_from(names.len()) else {
+            let name_start = if names[previous.clone()].ends_with(r.name) {
+                previous.end - r.name.len()
+            } else {
+                let start = names.len();
+                names.push_str(r.name);
+                previous = start..names.len();
+                start
+            };
+            let Ok(name_start) = u32::try_from(name_start) else {
                 break;
             };
-            names.push_str(r.name);
             entries.push(Entry {
                 addr: r.addr,
                 name_start,
@@ -151,6 +161,7 @@ impl KernelSymbols {
                 module: r.module,
             });
         }
+        names.shrink_to_fit();
         KernelSymbols {
             entries,
             names,

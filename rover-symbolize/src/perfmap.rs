@@ -14,15 +14,14 @@
 //! }
 //! ```
 
-use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BinaryHeap;
+use std::path::Path;
 
 use crate::Error;
-use crate::maps::namespace_pid;
+
+mod cache;
+
+pub use cache::{PerfMapCache, perf_map_path};
 
 /// A symbol that won part of the address space, its name in the arena.
 #[derive(Debug, Clone, Copy)]
@@ -67,64 +66,118 @@ pub struct PerfMapSymbol<'a> {
     pub size: u64,
 }
 
-/// A parsed line before the table is built, borrowing from the text.
-struct Raw<'t> {
+/// A range of addresses claimed by a symbol, before overlaps are resolved;
+/// of overlapping claims the later one wins. Borrows the name.
+struct Claim<'t> {
+    lo: u64,
+    hi: u64,
     start: u64,
-    end: u64,
+    size: u64,
     name: &'t str,
+    /// Claims of one symbol share a key (a symbol already split into
+    /// several segments comes back as several claims).
+    key: u32,
 }
 
 impl PerfMap {
     /// Parses the text of a perf-map file; never fails.
     pub fn parse(text: &str) -> Self {
-        let mut raw = Vec::new();
-        let mut skipped = 0;
-        for line in text.lines() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match parse_line(line) {
-                Some(r) if r.end > r.start => raw.push(r),
-                Some(_) => {}
-                None => skipped += 1,
-            }
-        }
-        let segments = resolve_overlaps(&raw);
+        let (claims, skipped) = parse_lines(text, 0);
+        let keys = claims.len();
+        build(&claims, keys, skipped)
+    }
 
-        // Keep only entries that won some range, in one name arena.
-        let mut remap = vec![u32::MAX; raw.len()];
-        let mut entries = Vec::new();
-        let mut names = String::new();
-        let mut kept = Vec::with_capacity(segments.len());
-        for mut seg in segments {
-            let index = seg.entry as usize;
-            if remap[index] == u32::MAX {
-                let r = &raw[index];
-                let (Ok(name_start), Ok(name_len), Ok(new_index)) = (
-                    u32::try_from(names.len()),
-                    u32::try_from(r.name.len()),
-                    u32::try_from(entries.len()),
-                ) else {
-                    break;
-                };
-                names.push_str(r.name);
-                entries.push(Entry {
-                    start: r.start,
-                    size: r.end - r.start,
-                    name_start,
-                    name_len,
-                });
-                remap[index] = new_index;
-            }
-            seg.entry = remap[index];
-            kept.push(seg);
+    /// Adds lines appended to the file this map was parsed from, as a JIT
+    /// appends while it compiles: the new lines win where they overlap old
+    /// ones. Gives the same symbols as parsing the whole text again; when the
+    /// new lines overlap nothing (the usual case) it costs little more than
+    /// parsing them.
+    pub fn extend(&mut self, appended: &str) {
+        let (new, skipped) = parse_lines(appended, self.entries.len());
+        self.skipped += skipped;
+        if new.is_empty() {
+            return;
         }
+        if !self.insert_disjoint(&new) {
+            *self = self.rebuilt_with(new);
+        }
+    }
+
+    /// Adds claims that overlap neither each other nor this map's
+    /// segments; `false` (and nothing changed) when some do.
+    fn insert_disjoint(&mut self, new: &[Claim<'_>]) -> bool {
+        let mut order: Vec<&Claim<'_>> = new.iter().collect();
+        order.sort_by_key(|c| c.lo);
+        let disjoint = order.windows(2).all(|w| w[0].hi <= w[1].lo)
+            && order.iter().all(|c| {
+                let before = self.segments.partition_point(|s| s.start < c.hi);
+                before == 0 || self.segments[before - 1].end <= c.lo
+            });
+        if !disjoint {
+            return false;
+        }
+        self.names.reserve(new.iter().map(|c| c.name.len()).sum());
+        for claim in new {
+            let (Ok(name_start), Ok(name_len), Ok(entry)) = (
+                u32::try_from(self.names.len()),
+                u32::try_from(claim.name.len()),
+                u32::try_from(self.entries.len()),
+            ) else {
+                break;
+            };
+            self.names.push_str(claim.name);
+            self.entries.push(Entry {
+                start: claim.start,
+                size: claim.size,
+                name_start,
+                name_len,
+            });
+            self.segments.push(Segment {
+                start: claim.lo,
+                end: claim.hi,
+                entry,
+            });
+        }
+        // Two sorted runs: the stable sort merges them in linear time.
+        self.segments.sort_by_key(|s| s.start);
+        true
+    }
+
+    /// A copy with room for `lines` more symbols and `name_bytes` more name
+    /// bytes, so that extending it copies the old tables only once.
+    fn clone_with_room(&self, lines: usize, name_bytes: usize) -> PerfMap {
+        let mut names = String::with_capacity(self.names.len() + name_bytes);
+        names.push_str(&self.names);
+        let mut entries = Vec::with_capacity(self.entries.len() + lines);
+        entries.extend_from_slice(&self.entries);
+        let mut segments = Vec::with_capacity(self.segments.len() + lines);
+        segments.extend_from_slice(&self.segments);
         PerfMap {
-            segments: kept,
+            segments,
             entries,
             names,
-            skipped,
+            skipped: self.skipped,
         }
+    }
+
+    /// A new map of this one's segments overlaid with `new` claims.
+    fn rebuilt_with(&self, new: Vec<Claim<'_>>) -> PerfMap {
+        let old = self.segments.iter().filter_map(|seg| {
+            let entry = self.entries.get(seg.entry as usize)?;
+            Some(Claim {
+                lo: seg.start,
+                hi: seg.end,
+                start: entry.start,
+                size: entry.size,
+                name: self.entry_name(entry)?,
+                key: seg.entry,
+            })
+        });
+        let mut claims: Vec<Claim<'_>> = Vec::with_capacity(self.segments.len() + new.len());
+        claims.extend(old);
+        let keys = self.entries.len() + new.len();
+        claims.extend(new);
+        build(&claims, keys, self.skipped)
     }
 
     /// Reads and parses a perf-map file. Bytes that are not UTF-8 are
@@ -145,14 +198,16 @@ impl PerfMap {
             return None;
         }
         let entry = self.entries.get(seg.entry as usize)?;
-        let name_start = entry.name_start as usize;
         Some(PerfMapSymbol {
-            name: self
-                .names
-                .get(name_start..name_start + entry.name_len as usize)?,
+            name: self.entry_name(entry)?,
             start: entry.start,
             size: entry.size,
         })
+    }
+
+    fn entry_name(&self, entry: &Entry) -> Option<&str> {
+        let start = entry.name_start as usize;
+        self.names.get(start..start + entry.name_len as usize)
     }
 
     /// Number of symbols that cover some address (overridden ones are not
@@ -172,13 +227,92 @@ impl PerfMap {
     }
 }
 
-fn parse_line(line: &str) -> Option<Raw<'_>> {
+/// Parses lines into claims keyed from `first_key`; returns them and the
+/// number of malformed lines.
+fn parse_lines(text: &str, first_key: usize) -> (Vec<Claim<'_>>, usize) {
+    // Lines are rarely shorter than 32 bytes: this rarely reallocates.
+    let mut claims = Vec::with_capacity(text.len() / 32);
+    let mut skipped = 0;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Some((start, size, name)) if size > 0 => {
+                let Ok(key) = u32::try_from(first_key + claims.len()) else {
+                    break;
+                };
+                claims.push(Claim {
+                    lo: start,
+                    hi: start + size,
+                    start,
+                    size,
+                    name,
+                    key,
+                });
+            }
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    (claims, skipped)
+}
+
+/// `START SIZE NAME`; `None` when malformed or past the end of the address
+/// space.
+fn parse_line(line: &str) -> Option<(u64, u64, &str)> {
     let (start, rest) = line.split_once(' ')?;
     let (size, name) = rest.split_once(' ')?;
     let start = parse_hex(start)?;
-    let end = start.checked_add(parse_hex(size)?)?;
+    let size = parse_hex(size)?;
+    start.checked_add(size)?;
     let name = name.trim_end();
-    (!name.is_empty()).then_some(Raw { start, end, name })
+    (!name.is_empty()).then_some((start, size, name))
+}
+
+/// Resolves overlaps and keeps, in one name arena, only the symbols that
+/// won some range. `keys` bounds the claims' keys.
+fn build(claims: &[Claim<'_>], keys: usize, skipped: usize) -> PerfMap {
+    let segments = resolve_overlaps(claims);
+    let mut remap = vec![u32::MAX; keys];
+    let mut entries = Vec::with_capacity(segments.len());
+    let mut names = String::with_capacity(claims.iter().map(|c| c.name.len()).sum());
+    let mut kept: Vec<Segment> = Vec::with_capacity(segments.len());
+    for mut seg in segments {
+        let claim = &claims[seg.entry as usize];
+        let Some(slot) = remap.get_mut(claim.key as usize) else {
+            continue;
+        };
+        if *slot == u32::MAX {
+            let (Ok(name_start), Ok(name_len), Ok(index)) = (
+                u32::try_from(names.len()),
+                u32::try_from(claim.name.len()),
+                u32::try_from(entries.len()),
+            ) else {
+                break;
+            };
+            names.push_str(claim.name);
+            entries.push(Entry {
+                start: claim.start,
+                size: claim.size,
+                name_start,
+                name_len,
+            });
+            *slot = index;
+        }
+        seg.entry = *slot;
+        match kept.last_mut() {
+            Some(last) if last.end == seg.start && last.entry == seg.entry => last.end = seg.end,
+            _ => kept.push(seg),
+        }
+    }
+    names.shrink_to_fit();
+    PerfMap {
+        segments: kept,
+        entries,
+        names,
+        skipped,
+    }
 }
 
 fn parse_hex(s: &str) -> Option<u64> {
@@ -194,42 +328,42 @@ fn parse_hex(s: &str) -> Option<u64> {
 }
 
 /// Splits the address space into non-overlapping segments, each attributed
-/// to the last line (highest index in `raw`) that covers it, adjacent
-/// segments of one line merged. Sorted by start.
-fn resolve_overlaps(raw: &[Raw<'_>]) -> Vec<Segment> {
+/// to the last claim (highest index in `raw`) that covers it, adjacent
+/// segments of one claim merged. Sorted by start.
+fn resolve_overlaps(raw: &[Claim<'_>]) -> Vec<Segment> {
     let mut order: Vec<u32> = (0..raw.len() as u32).collect();
-    order.sort_by_key(|&i| raw[i as usize].start);
+    order.sort_by_key(|&i| raw[i as usize].lo);
 
     let disjoint = order
         .windows(2)
-        .all(|w| raw[w[0] as usize].end <= raw[w[1] as usize].start);
+        .all(|w| raw[w[0] as usize].hi <= raw[w[1] as usize].lo);
     if disjoint {
         return order
             .into_iter()
             .map(|i| Segment {
-                start: raw[i as usize].start,
-                end: raw[i as usize].end,
+                start: raw[i as usize].lo,
+                end: raw[i as usize].hi,
                 entry: i,
             })
             .collect();
     }
 
-    let mut bounds: Vec<u64> = raw.iter().flat_map(|r| [r.start, r.end]).collect();
+    let mut bounds: Vec<u64> = raw.iter().flat_map(|r| [r.lo, r.hi]).collect();
     bounds.sort_unstable();
     bounds.dedup();
 
-    // Max-heap of the lines covering the current bound, by file order;
-    // lines that ended are dropped lazily when they reach the top.
+    // Max-heap of the claims covering the current bound, by order; claims
+    // that ended are dropped lazily when they reach the top.
     let mut active: BinaryHeap<(u32, u64)> = BinaryHeap::new();
     let mut next = order.iter().peekable();
     let mut segments: Vec<Segment> = Vec::new();
     for pair in bounds.windows(2) {
         let (lo, hi) = (pair[0], pair[1]);
         while let Some(&&i) = next.peek() {
-            if raw[i as usize].start > lo {
+            if raw[i as usize].lo > lo {
                 break;
             }
-            active.push((i, raw[i as usize].end));
+            active.push((i, raw[i as usize].hi));
             next.next();
         }
         while active.peek().is_some_and(|&(_, end)| end <= lo) {
@@ -248,124 +382,4 @@ fn resolve_overlaps(raw: &[Raw<'_>]) -> Vec<Segment> {
         }
     }
     segments
-}
-
-/// Where the perf map of a process is, seen from this process:
-/// `/proc/PID/root/tmp/perf-NSPID.map`, NSPID being the pid inside the
-/// process's own pid namespace (a containerised runtime names the file
-/// after the pid it sees).
-pub fn perf_map_path(pid: u32) -> Result<PathBuf, Error> {
-    let ns_pid = namespace_pid(pid)?;
-    Ok(PathBuf::from(format!(
-        "/proc/{pid}/root/tmp/perf-{ns_pid}.map"
-    )))
-}
-
-/// What identifies one version of a file: a rewrite changes the size or the
-/// modification time, a replacement the inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    dev: u64,
-    inode: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl FileIdentity {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        FileIdentity {
-            dev: meta.dev(),
-            inode: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Cached {
-    identity: FileIdentity,
-    map: Arc<PerfMap>,
-}
-
-/// The parsed perf maps of many processes, each reloaded when its file
-/// changes (device, inode, size or modification time). `Send + Sync`.
-#[derive(Debug, Default)]
-pub struct PerfMapCache {
-    maps: Mutex<HashMap<u32, Cached>>,
-}
-
-impl PerfMapCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The perf map of `pid`, parsed anew if its file changed since the last
-    /// call. `None` when the process or its perf map does not exist (or
-    /// cannot be read); the cached copy, if any, is then dropped.
-    pub fn get(&self, pid: u32) -> Option<Arc<PerfMap>> {
-        let loaded = perf_map_path(pid)
-            .ok()
-            .and_then(|path| self.load(pid, &path));
-        if loaded.is_none() {
-            self.forget(pid);
-        }
-        loaded
-    }
-
-    /// Drops the cached perf map of `pid` (when the process exited).
-    pub fn forget(&self, pid: u32) {
-        self.lock().remove(&pid);
-    }
-
-    /// Drops the perf maps of processes that no longer exist, so a
-    /// long-running profiler's cache stays bounded by the live processes.
-    /// Returns how many were dropped.
-    pub fn forget_exited(&self) -> usize {
-        let mut maps = self.lock();
-        let before = maps.len();
-        maps.retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
-        before - maps.len()
-    }
-
-    /// Number of processes whose perf map is cached.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no perf map is cached.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    fn load(&self, pid: u32, path: &Path) -> Option<Arc<PerfMap>> {
-        let mut file = File::open(path).ok()?;
-        let identity = FileIdentity::of(&file.metadata().ok()?);
-        if let Some(cached) = self.lock().get(&pid)
-            && cached.identity == identity
-        {
-            return Some(Arc::clone(&cached.map));
-        }
-        // Parse without holding the lock: other processes' lookups go on.
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).ok()?;
-        let map = Arc::new(PerfMap::parse(&String::from_utf8_lossy(&bytes)));
-        self.lock().insert(
-            pid,
-            Cached {
-                identity,
-                map: Arc::clone(&map),
-            },
-        );
-        Some(map)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Cached>> {
-        // A panic elsewhere cannot leave the map half-updated: every
-        // mutation is one insert or remove.
-        self.maps.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }

@@ -22,21 +22,29 @@ fn address_of(text: &str, kind: &str, name: &str) -> Option<u64> {
 
 /// Loads the live table, or says why the kernel hides its addresses.
 fn live() -> Option<(String, KernelSymbols)> {
-    let text = real_text();
     let start = Instant::now();
     let kernel = KernelSymbols::load().unwrap();
+    let load = start.elapsed();
+    let start = Instant::now();
+    let text = real_text();
+    let read = start.elapsed();
+    let start = Instant::now();
+    // Lookups use the table of the very text they are checked against:
+    // BPF programs come and go between two reads.
+    let parsed = KernelSymbols::parse(&text);
+    let parse = start.elapsed();
+    // Timings are printed, not asserted: tests share the machine.
     eprintln!(
-        "kallsyms: {} lines, {} text symbols, loaded in {:?}, ~{} KiB",
+        "kallsyms: {} lines, {} text symbols, ~{} KiB; load {load:?} = kernel read ~{read:?} + parse ~{parse:?}",
         text.lines().count(),
-        kernel.len(),
-        start.elapsed(),
+        parsed.len(),
         (size_of::<KernelSymbols>() + kernel.heap_bytes()) / 1024
     );
     if kernel.addresses_hidden() {
         eprintln!("skipping live kallsyms lookups: kptr_restrict hides addresses from this user");
         return None;
     }
-    Some((text, kernel))
+    Some((text, parsed))
 }
 
 #[test]
@@ -328,6 +336,14 @@ fn every_live_text_symbol_is_found_at_its_address() {
     }
 }
 
+/// Whether this process runs as root (effective uid 0): creating
+/// namespaces and loading BPF programs need it.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    uid.split_whitespace().nth(1) == Some("0")
+}
+
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(std::process::Child);
 
@@ -341,6 +357,10 @@ impl Drop for Reaped {
 #[test]
 fn live_bpf_program_symbol() {
     // A loaded BPF program appears in kallsyms as `bpf_prog_TAG_NAME [bpf]`.
+    if !is_root() {
+        eprintln!("skipping [bpf] symbol check: loading a BPF program needs root");
+        return;
+    }
     let bpftrace = std::process::Command::new("bpftrace")
         .args(["-e", "profile:hz:99 { @samples = count(); }"])
         .stdout(std::process::Stdio::null())
@@ -352,15 +372,19 @@ fn live_bpf_program_symbol() {
     };
     let mut bpftrace = Reaped(bpftrace);
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    let (addr, name) = loop {
-        let found = real_text().lines().find_map(|line| {
+    // Other BPF programs come and go on a shared machine: check against the
+    // table of the same snapshot of kallsyms.
+    let (text, addr) = loop {
+        let text = real_text();
+        let found = text.lines().find_map(|line| {
             let head = line.strip_suffix("\t[bpf]")?;
-            let mut f = head.split(' ');
-            let (addr, _kind, name) = (f.next()?, f.next()?, f.next()?);
-            Some((u64::from_str_radix(addr, 16).ok()?, name.to_owned()))
+            let (addr, rest) = head.split_once(' ')?;
+            rest.contains(" bpf_prog_")
+                .then(|| u64::from_str_radix(addr, 16).ok())
+                .flatten()
         });
-        if let Some(found) = found {
-            break found;
+        if let Some(addr) = found {
+            break (text, addr);
         }
         if let Some(status) = bpftrace.0.try_wait().unwrap() {
             let mut stderr = String::new();
@@ -371,12 +395,123 @@ fn live_bpf_program_symbol() {
         assert!(Instant::now() < deadline, "no [bpf] symbol appeared");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let Some((_, kernel)) = live() else {
+    let kernel = KernelSymbols::parse(&text);
+    let sym = kernel.find(addr + 1).unwrap();
+    assert_eq!(sym.module, Some("bpf"));
+    assert_eq!(sym.start, addr);
+    let (head, tail) = (format!("{addr:016x} "), format!(" {}\t[bpf]", sym.name));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&head) && l.ends_with(&tail)),
+        "{}",
+        sym.name
+    );
+    eprintln!("bpf symbol {:#x} -> {} [bpf]", addr + 1, sym.name);
+}
+
+/// Runs `perf record -g` (software cpu-clock) on a command and returns
+/// `perf script -F ip,sym` lines, or `None` when perf is not installed.
+fn perf_samples(dir: &std::path::Path, command: &[&str]) -> Option<String> {
+    let data = dir.join("perf.data");
+    let data = data.to_str().unwrap();
+    let record = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-g",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "4999",
+            "-o",
+            data,
+            "--",
+        ])
+        .args(command)
+        .output();
+    let record = match record {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("perf record: {e}"),
+    };
+    assert!(
+        record.status.success(),
+        "perf record: {}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    let script = std::process::Command::new("perf")
+        .args(["script", "-i", data, "-F", "ip,sym"])
+        .output()
+        .unwrap();
+    assert!(
+        script.status.success(),
+        "perf script: {}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    Some(String::from_utf8(script.stdout).unwrap())
+}
+
+#[test]
+fn agrees_with_perf_on_sampled_kernel_addresses() {
+    let dir = std::env::temp_dir().join(format!("rover-kallsyms-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Kernel-heavy work: many read/write system calls and page faults.
+    let dd = [
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=4k",
+        "count=300000",
+    ];
+    let Some(samples) = perf_samples(&dir, &dd) else {
+        eprintln!("skipping the comparison with perf: perf is not installed");
         return;
     };
-    let sym = kernel.find(addr + 8).unwrap();
-    assert_eq!(sym.module, Some("bpf"));
-    assert!(sym.name.starts_with("bpf_prog_"), "{}", sym.name);
-    assert_eq!((sym.name, sym.start), (name.as_str(), addr));
-    eprintln!("bpf symbol {:#x} -> {} [bpf]", addr + 8, sym.name);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let Some((text, kernel)) = live() else {
+        return;
+    };
+    let mut aliases: std::collections::HashMap<u64, Vec<&str>> = Default::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(addr), Some(_), Some(name)) = (f.next(), f.next(), f.next()) {
+            aliases
+                .entry(u64::from_str_radix(addr, 16).unwrap())
+                .or_default()
+                .push(name);
+        }
+    }
+
+    let (mut compared, mut agreed, mut perf_unknown) = (0, 0, 0);
+    for line in samples.lines() {
+        let Some((ip, sym)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let Ok(ip) = u64::from_str_radix(ip, 16) else {
+            continue;
+        };
+        if ip < 0xffff_8000_0000_0000 {
+            continue;
+        }
+        if sym == "[unknown]" {
+            perf_unknown += 1;
+            continue;
+        }
+        compared += 1;
+        match kernel.find(ip) {
+            Ok(found) if aliases[&found.start].contains(&sym) => agreed += 1,
+            other => {
+                if compared - agreed <= 10 {
+                    eprintln!("{ip:#x}: perf says {sym}, rover says {other:?}");
+                }
+            }
+        }
+    }
+    let rate = agreed as f64 / compared.max(1) as f64;
+    eprintln!(
+        "kernel addresses agreeing with perf: {agreed}/{compared} ({:.2}%), perf unknown: {perf_unknown}",
+        rate * 100.0
+    );
+    assert!(compared >= 100, "too few kernel samples: {compared}");
+    assert!(rate >= 0.99, "{rate}");
 }

@@ -21,6 +21,14 @@ fn impossible_pid() -> u32 {
     max + 1
 }
 
+/// Whether this process runs as root (effective uid 0): creating
+/// namespaces and loading BPF programs need it.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    uid.split_whitespace().nth(1) == Some("0")
+}
+
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(Child);
 
@@ -115,6 +123,32 @@ fn child_maps_show_its_executable() {
     assert_eq!(fs::read(&root).unwrap(), fs::read(&exe).unwrap());
 }
 
+#[test]
+fn every_line_of_every_live_process_parses() {
+    let (mut processes, mut lines) = (0, 0);
+    for dir in fs::read_dir("/proc").unwrap() {
+        let Ok(pid) = dir.unwrap().file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // Processes exit meanwhile: skip those that are gone.
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let maps = ProcessMaps::parse(pid, &text);
+        let want = text.lines().filter(|l| !l.is_empty()).count();
+        assert_eq!(maps.entries().len(), want, "pid {pid}:\n{text}");
+        for entry in maps.entries() {
+            assert!(entry.start < entry.end);
+            assert_eq!(maps.find(entry.start), Some(entry));
+            assert_eq!(maps.find(entry.end - 1), Some(entry));
+        }
+        processes += 1;
+        lines += want;
+    }
+    eprintln!("parsed {lines} maps lines of {processes} processes");
+    assert!(processes > 1);
+}
+
 const SAMPLE: &str = "\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon
 00651000-00652000 r--p 00051000 08:02 173521      /usr/bin/dbus-daemon
@@ -172,127 +206,20 @@ fn sample_lines_parse_exactly() {
         .collect();
     let file = |p: &str| MapPath::File(PathBuf::from(p));
     let special = |p: &str| MapPath::Special(p.to_owned());
+    #[rustfmt::skip]
     let want = vec![
-        (
-            0x400000,
-            0x452000,
-            0,
-            perms("r-xp"),
-            8,
-            2,
-            173521,
-            file("/usr/bin/dbus-daemon"),
-        ),
-        (
-            0x651000,
-            0x652000,
-            0x51000,
-            perms("r--p"),
-            8,
-            2,
-            173521,
-            file("/usr/bin/dbus-daemon"),
-        ),
-        (
-            0xe03000,
-            0xe24000,
-            0,
-            perms("rw-p"),
-            0,
-            0,
-            0,
-            special("[heap]"),
-        ),
-        (
-            0x7f2c4000,
-            0x7f2c5000,
-            0,
-            perms("rwxp"),
-            0,
-            0,
-            0,
-            MapPath::Anonymous,
-        ),
-        (
-            0x7f2c6000,
-            0x7f2c7000,
-            0x1000,
-            perms("r-xs"),
-            0xfd,
-            0x1a,
-            99,
-            MapPath::Deleted("/tmp/jit image".into()),
-        ),
-        (
-            0x7f2c8000,
-            0x7f2c9000,
-            0,
-            perms("r--p"),
-            0,
-            0,
-            0,
-            special("[anon:rover test]"),
-        ),
-        (
-            0x7ffe0000,
-            0x7fff0000,
-            0,
-            perms("rw-p"),
-            0,
-            0,
-            0,
-            special("anon_inode:[perf_event]"),
-        ),
-        (
-            0x80000000,
-            0x80001000,
-            0,
-            perms("r--p"),
-            8,
-            2,
-            7,
-            file("/tmp/odd\nname"),
-        ),
-        (
-            0x35b1800000,
-            0x35b1820000,
-            0,
-            perms("r-xp"),
-            8,
-            2,
-            135522,
-            file("/usr/lib64/my lib (x86).so"),
-        ),
-        (
-            0x7ffcd1d3f000,
-            0x7ffcd1d41000,
-            0,
-            perms("r-xp"),
-            0,
-            0,
-            0,
-            MapPath::Vdso,
-        ),
-        (
-            0x7ffcd1d41000,
-            0x7ffcd1d43000,
-            0,
-            perms("r--p"),
-            0,
-            0,
-            0,
-            special("[vvar]"),
-        ),
-        (
-            0xffffffffff600000,
-            0xffffffffff601000,
-            0,
-            perms("--xp"),
-            0,
-            0,
-            0,
-            special("[vsyscall]"),
-        ),
+        (0x400000, 0x452000, 0, perms("r-xp"), 8, 2, 173521, file("/usr/bin/dbus-daemon")),
+        (0x651000, 0x652000, 0x51000, perms("r--p"), 8, 2, 173521, file("/usr/bin/dbus-daemon")),
+        (0xe03000, 0xe24000, 0, perms("rw-p"), 0, 0, 0, special("[heap]")),
+        (0x7f2c4000, 0x7f2c5000, 0, perms("rwxp"), 0, 0, 0, MapPath::Anonymous),
+        (0x7f2c6000, 0x7f2c7000, 0x1000, perms("r-xs"), 0xfd, 0x1a, 99, MapPath::Deleted("/tmp/jit image".into())),
+        (0x7f2c8000, 0x7f2c9000, 0, perms("r--p"), 0, 0, 0, special("[anon:rover test]")),
+        (0x7ffe0000, 0x7fff0000, 0, perms("rw-p"), 0, 0, 0, special("anon_inode:[perf_event]")),
+        (0x80000000, 0x80001000, 0, perms("r--p"), 8, 2, 7, file("/tmp/odd\nname")),
+        (0x35b1800000, 0x35b1820000, 0, perms("r-xp"), 8, 2, 135522, file("/usr/lib64/my lib (x86).so")),
+        (0x7ffcd1d3f000, 0x7ffcd1d41000, 0, perms("r-xp"), 0, 0, 0, MapPath::Vdso),
+        (0x7ffcd1d41000, 0x7ffcd1d43000, 0, perms("r--p"), 0, 0, 0, special("[vvar]")),
+        (0xffffffffff600000, 0xffffffffff601000, 0, perms("--xp"), 0, 0, 0, special("[vsyscall]")),
     ];
     assert_eq!(got, want);
 }
@@ -408,6 +335,48 @@ fn map_files_opens_mapped_file_even_when_deleted() {
 }
 
 #[test]
+fn deleted_executable_of_a_running_process_is_still_readable() {
+    let dir = std::env::temp_dir().join(format!("rover-maps-exe-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("rover sleep");
+    let sleep = fs::canonicalize(which("sleep")).unwrap();
+    fs::copy(&sleep, &exe).unwrap();
+    let child = Reaped(
+        Command::new(&exe)
+            .arg("30")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    wait_for_exec(pid, "rover sleep");
+    // Replaced during an upgrade: the running image's file is gone.
+    fs::remove_file(&exe).unwrap();
+    let maps = ProcessMaps::read(pid).unwrap();
+    let text = maps
+        .entries()
+        .iter()
+        .find(|e| e.is_executable() && e.path == MapPath::Deleted(exe.clone()))
+        .unwrap_or_else(|| panic!("{:?}", maps.entries()));
+    assert!(!text.root_path(pid).unwrap().exists());
+    if let Some(bytes) = read_map_files(&text.map_files_path(pid)) {
+        assert_eq!(bytes, fs::read(&sleep).unwrap());
+    }
+    drop(child);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The full path of a program on `PATH`.
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap()
+}
+
+#[test]
 fn vdso_image_is_elf_for_self_and_child() {
     let pid = std::process::id();
     let maps = ProcessMaps::read(pid).unwrap();
@@ -448,6 +417,10 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         std::process::id()
     );
 
+    if !is_root() {
+        eprintln!("skipping pid-namespace check: creating a pid namespace needs root");
+        return;
+    }
     let unshare = Command::new("unshare")
         .args(["--pid", "--fork", "sleep", "30"])
         .stdout(Stdio::null())
@@ -457,7 +430,7 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         eprintln!("skipping pid-namespace check: unshare(1) is not installed");
         return;
     };
-    let unshare = Reaped(unshare);
+    let mut unshare = Reaped(unshare);
     let children = format!("/proc/{0}/task/{0}/children", unshare.0.id());
     let deadline = Instant::now() + Duration::from_secs(10);
     let inner = loop {
@@ -465,10 +438,13 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         if let Some(pid) = text.split_whitespace().next() {
             break pid.parse::<u32>().unwrap();
         }
-        if Instant::now() > deadline {
-            eprintln!("skipping pid-namespace check: unshare --pid started no child");
-            return;
+        if let Some(status) = unshare.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut unshare.0.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            panic!("unshare --pid exited with {status}: {stderr}");
         }
+        assert!(Instant::now() < deadline, "unshare --pid started no child");
         std::thread::sleep(Duration::from_millis(10));
     };
     let ns_pid = namespace_pid(inner);
@@ -565,6 +541,24 @@ prop_compose! {
 proptest! {
     // Failures print their minimal case; nothing is written into the tree.
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// On real (non-overlapping) maps, the binary search finds what a
+    /// linear scan finds.
+    #[test]
+    fn find_agrees_with_a_linear_scan(
+        slots in proptest::collection::btree_map(0u64..256, 1u64..=0x1000, 0..40),
+        probes in proptest::collection::vec(0u64..0x101000, 50),
+    ) {
+        let text: String = slots
+            .iter()
+            .map(|(slot, len)| format!("{:x}-{:x} r-xp 00000000 00:00 0\n", slot * 0x1000, slot * 0x1000 + len))
+            .collect();
+        let maps = ProcessMaps::parse(1, &text);
+        for probe in probes {
+            let linear = maps.entries().iter().find(|e| e.contains(probe));
+            prop_assert_eq!(maps.find(probe), linear);
+        }
+    }
 
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC*") {

@@ -149,10 +149,43 @@ fn cache_reloads_when_the_file_changes() {
     assert_eq!(third.find(0x1000).unwrap().name, "uno");
     assert!(Arc::ptr_eq(&third, &cache.get(pid).unwrap()));
 
+    // Rewritten in place, longer: not an append, read again whole.
+    fs::write(&own.0, "1000 10 eins\n2000 10 zwei\n").unwrap();
+    let fourth = cache.get(pid).unwrap();
+    assert_eq!(fourth.find(0x1000).unwrap().name, "eins");
+    assert_eq!(fourth.find(0x2000).unwrap().name, "zwei");
+
+    // Appended by a JIT mid-line: the partial line waits for its newline.
+    let append = |text: &str| {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().append(true).open(&own.0).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append("3000 10 thr");
+    let partial = cache.get(pid).unwrap();
+    assert_eq!(partial.find(0x3000), None);
+    assert!(
+        Arc::ptr_eq(&partial, &fourth),
+        "taken as an append with nothing complete to add, not re-read"
+    );
+    assert_eq!(partial.find(0x2000).unwrap().name, "zwei");
+    append("ee\n4000 10 four\n1000 8 re-emitted\n");
+    let grown = cache.get(pid).unwrap();
+    assert_eq!(grown.find(0x3000), sym("three", 0x3000, 0x10));
+    assert_eq!(grown.find(0x4000).unwrap().name, "four");
+    assert_eq!(grown.find(0x1007), sym("re-emitted", 0x1000, 8));
+    assert_eq!(grown.find(0x1008), sym("eins", 0x1000, 0x10));
+    // The same answers as reading the whole file.
+    let whole = PerfMap::load(&own.0).unwrap();
+    for addr in 0xf00..0x4100 {
+        assert_eq!(grown.find(addr), whole.find(addr), "{addr:#x}");
+    }
+    assert_eq!(grown.len(), whole.len());
+
     assert_eq!(cache.forget_exited(), 0, "this process is alive");
     cache.forget(pid);
     assert!(cache.is_empty());
-    assert_eq!(cache.get(pid).unwrap().find(0x2000).unwrap().name, "dos");
+    assert_eq!(cache.get(pid).unwrap().find(0x2000).unwrap().name, "zwei");
 
     fs::remove_file(&own.0).unwrap();
     assert!(cache.get(pid).is_none(), "file gone");
@@ -180,6 +213,14 @@ fn cache_is_send_and_sync() {
     check::<PerfMap>();
 }
 
+/// Whether this process runs as root (effective uid 0): creating
+/// namespaces and loading BPF programs need it.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    uid.split_whitespace().nth(1) == Some("0")
+}
+
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(std::process::Child);
 
@@ -197,6 +238,10 @@ fn containerised_process_perf_map_is_found_through_its_root() {
     let script = "mount -t tmpfs rover-test /tmp && \
                   echo '1000 20 JS:containerised' > /tmp/perf-$$.map && \
                   echo ready && exec sleep 30";
+    if !is_root() {
+        eprintln!("skipping container check: creating pid and mount namespaces needs root");
+        return;
+    }
     let child = Command::new("unshare")
         .args(["--pid", "--fork", "--mount", "sh", "-c", script])
         .stdout(Stdio::piped())
@@ -327,6 +372,47 @@ proptest! {
         }
     }
 
+    /// Appending lines to a map gives what parsing all the text gives.
+    #[test]
+    fn extending_equals_parsing_everything(
+        first in proptest::collection::vec((0u64..0x400, 0u64..0x80), 0..30),
+        second in proptest::collection::vec((0u64..0x400, 0u64..0x80), 0..30),
+        garbage in "[ -~]{0,8}",
+    ) {
+        let text = |lines: &[(u64, u64)], tag: &str| -> String {
+            lines.iter().enumerate().map(|(i, (start, size))| format!("{start:x} {size:x} {tag}{i}\n")).collect()
+        };
+        let (a, b) = (text(&first, "a"), format!("{}{garbage}\n", text(&second, "b")));
+        let whole = PerfMap::parse(&format!("{a}{b}"));
+        let mut extended = PerfMap::parse(&a);
+        extended.extend(&b);
+        prop_assert_eq!(whole.len(), extended.len());
+        prop_assert_eq!(whole.skipped_lines(), extended.skipped_lines());
+        for addr in 0..0x500u64 {
+            prop_assert_eq!(whole.find(addr), extended.find(addr), "addr {:#x}", addr);
+        }
+    }
+
+    /// Appending lines that overlap nothing (the quick path) also gives what
+    /// parsing all the text gives.
+    #[test]
+    fn extending_with_disjoint_lines_equals_parsing_everything(
+        ranges in proptest::collection::btree_map(0u64..64, (1u64..0x100, any::<bool>()), 0..40),
+    ) {
+        let (mut a, mut b) = (String::new(), String::new());
+        for (slot, (size, second)) in &ranges {
+            let line = format!("{:x} {size:x} fn{slot}\n", slot * 0x100);
+            if *second { b.push_str(&line) } else { a.push_str(&line) }
+        }
+        let whole = PerfMap::parse(&format!("{a}{b}"));
+        let mut extended = PerfMap::parse(&a);
+        extended.extend(&b);
+        prop_assert_eq!(whole.len(), extended.len());
+        for addr in 0..0x4100u64 {
+            prop_assert_eq!(whole.find(addr), extended.find(addr), "addr {:#x}", addr);
+        }
+    }
+
     /// Against a model: the last line covering an address names it.
     #[test]
     fn later_lines_win_like_a_painter(
@@ -356,4 +442,89 @@ proptest! {
             prop_assert_eq!(got, want, "addr {:#x}", addr);
         }
     }
+}
+
+#[test]
+fn agrees_with_perf_on_sampled_jit_addresses() {
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("skipping the comparison with perf: node is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rover-perfmap-perf-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("perf.data");
+    let data = data.to_str().unwrap();
+    let script = "function roverBusyLoop(n) { let s = 0; for (let i = 0; i < n; i++) { s += i % 7; } return s; }\n\
+                  const end = Date.now() + 1500; let t = 0;\n\
+                  while (Date.now() < end) { t += roverBusyLoop(100000); }";
+    let record = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-g",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "1999",
+            "-o",
+            data,
+            "--",
+        ])
+        .args(["node", "--perf-basic-prof", "-e", script])
+        .current_dir(&dir)
+        .output();
+    let record = match record {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("skipping the comparison with perf: perf is not installed");
+            return;
+        }
+        Err(e) => panic!("perf record: {e}"),
+    };
+    let stderr = String::from_utf8_lossy(&record.stderr);
+    assert!(record.status.success(), "perf record: {stderr}");
+    let samples = Command::new("perf")
+        .args(["script", "-i", data, "-F", "pid,ip,sym,dso"])
+        .output()
+        .unwrap();
+    assert!(samples.status.success());
+    let samples = String::from_utf8(samples.stdout).unwrap();
+
+    // Sample header lines carry the pid; callchain lines follow.
+    let pid: u32 = samples
+        .lines()
+        .find_map(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("a sample");
+    let file = OwnPerfMap(PathBuf::from(format!("/tmp/perf-{pid}.map")));
+    let map = PerfMap::load(&file.0).unwrap();
+
+    // perf names from the perf map only addresses outside file mappings
+    // (V8's builtins inside the node binary get its ELF symbols): compare
+    // the samples it attributed to the map.
+    let map_dso = format!(" ({})", file.0.display());
+    let (mut compared, mut agreed, mut named_busy) = (0, 0, 0);
+    for line in samples.lines() {
+        let Some(line) = line.trim().strip_suffix(&map_dso) else {
+            continue;
+        };
+        let (ip, sym) = line.split_once(' ').unwrap();
+        let ip = u64::from_str_radix(ip, 16).unwrap();
+        compared += 1;
+        let found = map.find(ip);
+        if found.is_some_and(|f| f.name == sym) {
+            agreed += 1;
+            named_busy += usize::from(sym.contains("roverBusyLoop"));
+        } else if compared - agreed <= 10 {
+            eprintln!("{ip:#x}: perf says {sym:?}, rover says {found:?}");
+        }
+    }
+    let rate = agreed as f64 / compared.max(1) as f64;
+    eprintln!(
+        "JIT addresses agreeing with perf: {agreed}/{compared} ({:.2}%), {named_busy} in roverBusyLoop",
+        rate * 100.0
+    );
+    assert!(named_busy > 0);
+    assert!(compared >= 100, "too few JIT samples: {compared}");
+    assert!(rate >= 0.99, "{rate}");
+    fs::remove_dir_all(&dir).unwrap();
 }

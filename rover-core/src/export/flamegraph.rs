@@ -72,6 +72,15 @@ fn metric_name(metric: Metric) -> &'static str {
 
 /// Writes an SVG flame graph of `profile` to `out`.
 ///
+/// ```no_run
+/// # fn demo(profile: &rover_core::profile::Profile) -> Result<(), Box<dyn std::error::Error>> {
+/// use rover_core::export::{write_flamegraph, FlameGraphOptions};
+/// let mut options = FlameGraphOptions::on_cpu("checkout service, on-CPU");
+/// options.subtitle = Some("99 Hz, 30 s".into());
+/// write_flamegraph(profile, &options, std::fs::File::create("cpu.svg")?)?;
+/// # Ok(()) }
+/// ```
+///
 /// Fails with [`ExportError::Empty`] when the profile has nothing for the
 /// chosen metric (inferno would draw an error picture instead).
 pub fn write_flamegraph(
@@ -91,6 +100,15 @@ pub fn write_flamegraph(
 /// Writes a differential flame graph to `out`: the shape of `after`,
 /// coloured red where a stack grew since `before` and blue where it shrank,
 /// as `difffolded.pl | flamegraph.pl` draws it.
+///
+/// ```no_run
+/// # fn demo(off: &rover_core::profile::Profile, on: &rover_core::profile::Profile) -> Result<(), Box<dyn std::error::Error>> {
+/// use rover_core::export::{write_differential_flamegraph, FlameGraphOptions};
+/// let mut options = FlameGraphOptions::on_cpu("envoy: tracing off -> on");
+/// options.normalize = true;
+/// write_differential_flamegraph(off, on, &options, std::fs::File::create("diff.svg")?)?;
+/// # Ok(()) }
+/// ```
 pub fn write_differential_flamegraph(
     before: &Profile,
     after: &Profile,

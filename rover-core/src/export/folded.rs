@@ -64,7 +64,8 @@ impl FoldedOptions {
 /// Frames are written root first. Kernel frames get the suffix `_[k]`, JIT
 /// frames `_[j]`, inlined frames `_[i]` (inlined wins over kernel); unknown
 /// frames read `[module+0xOFFSET]` or `[unknown]`. `;` in names becomes `:`
-/// and line breaks become spaces, so every line parses.
+/// and line breaks become spaces, and an empty name or prefix reads
+/// `[unknown]`, so every line parses with one field per frame.
 pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
     // Lines are keyed by (prefix index, stack): threads sharing a prefix
     // share lines, and each prefix string is built once.
@@ -97,6 +98,10 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
                 }
                 FoldedPrefix::None => {}
             }
+            // An empty name would silently drop the first field.
+            if s.is_empty() && options.prefix != FoldedPrefix::None {
+                s.push_str("[unknown]");
+            }
             // Threads with equal prefixes (same comm) share one index.
             let next = prefixes.len() as u32;
             *prefix_ids.entry(s).or_insert_with_key(|s| {
@@ -122,6 +127,14 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
 }
 
 /// Writes [`folded_lines`] to `out`, one per line.
+///
+/// ```no_run
+/// # fn demo(profile: &rover_core::profile::Profile) -> std::io::Result<()> {
+/// use rover_core::export::{write_folded, FoldedOptions};
+/// let file = std::io::BufWriter::new(std::fs::File::create("offcpu.folded")?);
+/// write_folded(profile, &FoldedOptions::off_cpu_time(), file)?;
+/// # Ok(()) }
+/// ```
 pub fn write_folded(
     profile: &Profile,
     options: &FoldedOptions,

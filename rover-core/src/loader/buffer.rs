@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::Pod;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
-use rover_ebpf::abi;
+use rover_ebpf::abi::{self, KernelStack};
 
 use super::LoaderError;
 use super::window::{ErrorCounts, StackLoss, StackSlot};
@@ -90,50 +90,88 @@ impl ErrorTracker {
     }
 }
 
-/// Turns stack ids of either half into deduplicated instruction-pointer lists.
-pub(crate) struct StackResolver<'a> {
-    maps: [&'a StackTraceMap<MapData>; 2],
-    map_name: &'static str,
-    seen: StdHashMap<(u32, u32), StackSlot>,
+/// Turns stack references into deduplicated instruction-pointer lists,
+/// reading each stack once per window.
+#[derive(Default)]
+pub(crate) struct StackResolver {
+    seen: StdHashMap<(&'static str, u64), StackSlot>,
     pub(crate) stacks: Vec<Vec<u64>>,
 }
 
-impl<'a> StackResolver<'a> {
-    pub(crate) fn new(maps: [&'a StackTraceMap<MapData>; 2], map_name: &'static str) -> Self {
-        StackResolver {
-            maps,
-            map_name,
-            seen: StdHashMap::new(),
-            stacks: Vec::new(),
-        }
-    }
-
-    /// Where the stack `id` of stack map `buffer` is, reading it on first use.
-    pub(crate) fn slot(&mut self, buffer: u32, id: i32) -> Result<StackSlot, LoaderError> {
-        let Ok(id) = u32::try_from(id) else {
-            let errno = id.saturating_neg();
-            return Ok(if errno == libc::EFAULT {
-                StackSlot::Empty
-            } else {
-                StackSlot::Lost(StackLoss::from_errno(errno))
-            });
-        };
-        let buffer = buffer & 1;
-        if let Some(slot) = self.seen.get(&(buffer, id)) {
+impl StackResolver {
+    /// The slot of stack `id` of map `map`; `fetch` reads it on first use
+    /// and returns `None` when the map no longer has it.
+    fn resolve(
+        &mut self,
+        map: &'static str,
+        id: u64,
+        fetch: impl FnOnce() -> Result<Option<Vec<u64>>, LoaderError>,
+    ) -> Result<StackSlot, LoaderError> {
+        if let Some(slot) = self.seen.get(&(map, id)) {
             return Ok(*slot);
         }
-        let slot = match self.maps[buffer as usize].get(&id, 0) {
-            Ok(trace) if trace.frames().is_empty() => StackSlot::Empty,
-            Ok(trace) => {
-                self.stacks
-                    .push(trace.frames().iter().map(|frame| frame.ip).collect());
+        let slot = match fetch()? {
+            None => StackSlot::Lost(StackLoss::Vanished),
+            Some(ips) if ips.is_empty() => StackSlot::Empty,
+            Some(ips) => {
+                self.stacks.push(ips);
                 StackSlot::Stack(self.stacks.len() - 1)
             }
-            Err(MapError::KeyNotFound) => StackSlot::Lost(StackLoss::Vanished),
-            Err(error) => return Err(LoaderError::map(self.map_name)(error)),
         };
-        self.seen.insert((buffer, id), slot);
+        self.seen.insert((map, id), slot);
         Ok(slot)
+    }
+
+    /// The slot of an id returned by `bpf_get_stackid` into stack map `map`.
+    pub(crate) fn stack_id(
+        &mut self,
+        map: &StackTraceMap<MapData>,
+        name: &'static str,
+        id: i32,
+    ) -> Result<StackSlot, LoaderError> {
+        let Ok(id) = u32::try_from(id) else {
+            return Ok(errno_slot(id.saturating_neg()));
+        };
+        self.resolve(name, id.into(), || match map.get(&id, 0) {
+            Ok(trace) => Ok(Some(trace.frames().iter().map(|frame| frame.ip).collect())),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(LoaderError::map(name)(error)),
+        })
+    }
+
+    /// The slot of a kernel stack the off-CPU program stored under `hash`.
+    pub(crate) fn kernel_stack(
+        &mut self,
+        map: &HashMap<MapData, u64, KernelStack>,
+        name: &'static str,
+        hash: u64,
+        err: i32,
+    ) -> Result<StackSlot, LoaderError> {
+        if hash == 0 {
+            return Ok(errno_slot(err.saturating_neg()));
+        }
+        self.resolve(name, hash, || match map.get(&hash, 0) {
+            Ok(stack) => Ok(Some(
+                stack
+                    .ips
+                    .iter()
+                    .copied()
+                    .take_while(|ip| *ip != 0)
+                    .collect(),
+            )),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(LoaderError::map(name)(error)),
+        })
+    }
+}
+
+/// -EFAULT (and 0) only mean there is no such stack, e.g. the user stack of
+/// a kernel thread; other errnos mean a stack was lost.
+fn errno_slot(errno: i32) -> StackSlot {
+    if errno == 0 || errno == libc::EFAULT {
+        StackSlot::Empty
+    } else {
+        StackSlot::Lost(StackLoss::from_errno(errno))
     }
 }
 
@@ -172,4 +210,23 @@ pub(crate) fn take_entries<K: Pod, V: Pod>(
         }
     }
     Ok(entries)
+}
+
+/// Removes every entry of a hash map but those whose key is in `keep`.
+pub(crate) fn clear_hash_except<V: Pod>(
+    map: &mut HashMap<MapData, u64, V>,
+    keep: &HashSet<u64>,
+    name: &'static str,
+) -> Result<(), LoaderError> {
+    let keys: Vec<u64> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(LoaderError::map(name))?;
+    for key in keys.into_iter().filter(|key| !keep.contains(key)) {
+        match map.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(error) => return Err(LoaderError::map(name)(error)),
+        }
+    }
+    Ok(())
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use aya::maps::{HashMap, MapData, StackTraceMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use rover_ebpf::abi::{OffCpuKey, OffCpuStart, OffCpuValue};
+use rover_ebpf::abi::{KernelStack, OffCpuKey, OffCpuStart, OffCpuValue};
 
-use super::buffer::{StackResolver, clear_stacks, take_entries};
+use super::buffer::{StackResolver, clear_hash_except, clear_stacks, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
 use super::window::{ErrorCounts, StackSlot, comm_string};
 use super::{Environment, LoaderError, MapSizes, Targets, TaskState, TaskStates};
@@ -18,6 +18,7 @@ const BTF_PROGRAM: &str = "rover_offcpu_btf";
 const TP_PROGRAM: &str = "rover_offcpu_tp";
 const COUNTS: [&str; 2] = ["offcpu_counts0", "offcpu_counts1"];
 const STACKS: [&str; 2] = ["offcpu_stacks0", "offcpu_stacks1"];
+const KSTACKS: [&str; 2] = ["offcpu_kstacks0", "offcpu_kstacks1"];
 const START: &str = "offcpu_start";
 
 /// Where the off-CPU program hooks `sched_switch`.
@@ -116,6 +117,7 @@ pub struct OffCpuWindow {
 pub struct OffCpuProgram {
     counts: [HashMap<MapData, OffCpuKey, OffCpuValue>; 2],
     stacks: [StackTraceMap<MapData>; 2],
+    kstacks: [HashMap<MapData, u64, KernelStack>; 2],
     start: HashMap<MapData, u32, OffCpuStart>,
     start_capacity: u32,
     shared: SharedMaps,
@@ -162,6 +164,8 @@ impl OffCpuProgram {
             .map_max_entries(COUNTS[1], sizes.counts)
             .map_max_entries(STACKS[0], sizes.stacks)
             .map_max_entries(STACKS[1], sizes.stacks)
+            .map_max_entries(KSTACKS[0], sizes.stacks)
+            .map_max_entries(KSTACKS[1], sizes.stacks)
             .map_max_entries(START, sizes.start)
             .load(rover_ebpf::OFFCPU_OBJECT)
             .map_err(|source| LoaderError::Load {
@@ -177,11 +181,16 @@ impl OffCpuProgram {
             take_map(&mut ebpf, STACKS[0], StackTraceMap::try_from)?,
             take_map(&mut ebpf, STACKS[1], StackTraceMap::try_from)?,
         ];
+        let kstacks = [
+            take_map(&mut ebpf, KSTACKS[0], HashMap::try_from)?,
+            take_map(&mut ebpf, KSTACKS[1], HashMap::try_from)?,
+        ];
         let start = take_map(&mut ebpf, START, HashMap::try_from)?;
         let hook = attach_hook(&mut ebpf, config.hook, &environment)?;
         Ok(OffCpuProgram {
             counts,
             stacks,
+            kstacks,
             start,
             start_capacity: sizes.start,
             shared,
@@ -205,78 +214,101 @@ impl OffCpuProgram {
     /// Swaps the halves of the double buffer and returns the blocks counted
     /// in the half the program left.
     ///
-    /// Stacks are taken at switch-out, in the task's own context, into the
-    /// stack map of the half active then; a long block may be counted after
-    /// one or more flips. So the idle stack map is not emptied outright: the
-    /// stacks still referenced by a task that is off CPU, or by a count in
-    /// the active half, are kept until a later drain has read them.
+    /// A user stack is taken at switch-out, in the task's own context, into
+    /// the stack map of the half active then; a long block may be counted
+    /// after one or more flips. So an idle stack map is not emptied outright:
+    /// the stacks still referenced by a task that is off CPU, or by a count
+    /// in the active half, are kept until a later drain has read them. Kernel
+    /// stacks are taken at switch-in into the active half (except with the
+    /// classic tracepoint, which takes them at switch-out) and kept the same way.
     pub fn drain(&mut self) -> Result<OffCpuWindow, LoaderError> {
         let idle = self.shared.buffer.flip()?;
         let active = self.shared.buffer.active() as usize;
         let taken = take_entries(&mut self.counts[idle as usize], COUNTS[idle as usize])?;
-        let (entries, stacks) = {
-            let mut resolver =
-                StackResolver::new([&self.stacks[0], &self.stacks[1]], "offcpu_stacks");
-            let mut entries = Vec::with_capacity(taken.len());
-            for (key, value) in taken {
-                entries.push(OffCpuEntry {
-                    tgid: key.tgid,
-                    tid: key.tid,
-                    comm: comm_string(&key.comm),
-                    state: TaskState::from_bit(key.state),
-                    user_stack: resolver.slot(key.stack_buffer, key.user_stack_id)?,
-                    kernel_stack: resolver.slot(key.stack_buffer, key.kernel_stack_id)?,
-                    switches: value.switches,
-                    total_ns: value.total_ns,
-                });
-            }
-            (entries, resolver.stacks)
-        };
+        let mut resolver = StackResolver::default();
+        let mut entries = Vec::with_capacity(taken.len());
+        for (key, value) in taken {
+            let user = (key.user_stack_buffer & 1) as usize;
+            let kernel = (key.kernel_stack_buffer & 1) as usize;
+            entries.push(OffCpuEntry {
+                tgid: key.tgid,
+                tid: key.tid,
+                comm: comm_string(&key.comm),
+                state: TaskState::from_bit(key.state),
+                user_stack: resolver.stack_id(
+                    &self.stacks[user],
+                    STACKS[user],
+                    key.user_stack_id,
+                )?,
+                kernel_stack: resolver.kernel_stack(
+                    &self.kstacks[kernel],
+                    KSTACKS[kernel],
+                    key.kernel_stack_hash,
+                    key.kernel_stack_err,
+                )?,
+                switches: value.switches,
+                total_ns: value.total_ns,
+            });
+        }
         // The program counts a block before deleting its start record, so a
         // block is always in one of the two maps scanned here, in this order.
-        if let Some(keep) = self.stacks_in_use(idle, active)? {
-            clear_stacks(
-                &mut self.stacks[idle as usize],
-                &keep,
-                STACKS[idle as usize],
-            )?;
+        if let Some((user, kernel)) = self.stacks_in_use(idle, active)? {
+            let idle = idle as usize;
+            clear_stacks(&mut self.stacks[idle], &user, STACKS[idle])?;
+            clear_hash_except(&mut self.kstacks[idle], &kernel, KSTACKS[idle])?;
         }
         Ok(OffCpuWindow {
             entries,
-            stacks,
+            stacks: resolver.stacks,
             errors: self.shared.errors.take()?,
         })
     }
 
-    /// Ids of stack map `idle` that tasks still off CPU, or counts of the
-    /// active half, refer to. `None` when the start map changed so fast that
-    /// its walk did not end: then nothing is freed this time.
-    fn stacks_in_use(&self, idle: u32, active: usize) -> Result<Option<HashSet<u32>>, LoaderError> {
-        let mut keep = HashSet::new();
-        let mut add = |buffer: u32, ids: [i32; 2]| {
-            if buffer == idle {
-                keep.extend(ids.into_iter().filter_map(|id| u32::try_from(id).ok()));
+    /// User stack ids and kernel stack hashes of half `idle` that tasks still
+    /// off CPU, or counts of the active half, refer to. `None` when the start
+    /// map changed so fast that its walk did not end: then nothing is freed.
+    #[allow(clippy::type_complexity)]
+    fn stacks_in_use(
+        &self,
+        idle: u32,
+        active: usize,
+    ) -> Result<Option<(HashSet<u32>, HashSet<u64>)>, LoaderError> {
+        let mut user = HashSet::new();
+        let mut kernel = HashSet::new();
+        let mut add = |user_buffer: u32, user_id: i32, kernel_buffer: u32, hash: u64| {
+            if user_buffer == idle
+                && let Ok(id) = u32::try_from(user_id)
+            {
+                user.insert(id);
+            }
+            if kernel_buffer == idle && hash != 0 {
+                kernel.insert(hash);
             }
         };
         // A walk restarts when its cursor is deleted under it; bound it.
         let limit = 4 * self.start_capacity as usize;
-        let mut walked = 0;
-        for record in self.start.iter() {
+        for (walked, record) in self.start.iter().enumerate() {
             let (_, start) = record.map_err(LoaderError::map(START))?;
             add(
-                start.stack_buffer,
-                [start.user_stack_id, start.kernel_stack_id],
+                start.user_stack_buffer,
+                start.user_stack_id,
+                start.kernel_stack_buffer,
+                start.kernel_stack_hash,
             );
-            walked += 1;
             if walked > limit {
                 return Ok(None);
             }
         }
         for key in self.counts[active].keys() {
             let key = key.map_err(LoaderError::map(COUNTS[active]))?;
-            add(key.stack_buffer, [key.user_stack_id, key.kernel_stack_id]);
+            add(
+                key.user_stack_buffer,
+                key.user_stack_id,
+                key.kernel_stack_buffer,
+                key.kernel_stack_hash,
+            );
         }
-        Ok(Some(keep))
+        Ok(Some((user, kernel)))
     }
 }
 

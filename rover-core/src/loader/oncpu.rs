@@ -159,15 +159,16 @@ impl OnCpuProgram {
         let idle = self.shared.buffer.flip()? as usize;
         let entries = take_entries(&mut self.counts[idle], COUNTS[idle])?;
         let (entries, stacks) = {
-            let mut resolver = StackResolver::new([&self.stacks[0], &self.stacks[1]], STACKS[idle]);
+            let mut resolver = StackResolver::default();
+            let stacks = &self.stacks[idle];
             let mut resolved = Vec::with_capacity(entries.len());
             for (key, samples) in entries {
                 resolved.push(OnCpuEntry {
                     tgid: key.tgid,
                     tid: key.tid,
                     comm: comm_string(&key.comm),
-                    user_stack: resolver.slot(idle as u32, key.user_stack_id)?,
-                    kernel_stack: resolver.slot(idle as u32, key.kernel_stack_id)?,
+                    user_stack: resolver.stack_id(stacks, STACKS[idle], key.user_stack_id)?,
+                    kernel_stack: resolver.stack_id(stacks, STACKS[idle], key.kernel_stack_id)?,
                     samples,
                 });
             }

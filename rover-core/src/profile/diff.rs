@@ -91,6 +91,16 @@ impl ProfileDiff {
 
 impl Profile {
     /// Compares `before` with `after` on `metric`, per stack and per function.
+    ///
+    /// ```
+    /// # fn demo(off: &rover_core::profile::Profile, on: &rover_core::profile::Profile) {
+    /// use rover_core::profile::{Metric, Profile};
+    /// let diff = Profile::diff(off, on, Metric::OnCpuSamples);
+    /// for f in diff.functions.iter().take(5) {
+    ///     println!("{:+8} {}", f.total_delta(), f.name);
+    /// }
+    /// # }
+    /// ```
     pub fn diff(before: &Profile, after: &Profile, metric: Metric) -> ProfileDiff {
         let mut tables = Profile::new();
         let mut sides: [Vec<(StackId, u64)>; 2] = [Vec::new(), Vec::new()];

@@ -4,6 +4,7 @@
 use super::frame::Frame;
 use super::import::Importer;
 use super::model::{Entry, Profile, Thread};
+use super::value::{OffCpuState, OffCpuValue};
 
 impl Profile {
     /// A profile of the rows for which `keep` returns true. `keep` sees the
@@ -55,5 +56,29 @@ impl Profile {
     /// frames match by their `[module+0xOFFSET]` name).
     pub fn filter_function(&self, name: &str) -> Profile {
         self.filter_frames(|f| f.display_name() == name)
+    }
+
+    /// The profile with off-CPU values kept only for `states` (say, only
+    /// uninterruptible waits to see disk I/O); on-CPU samples are kept as
+    /// they are, and rows left empty are dropped.
+    pub fn filter_states(&self, states: &[OffCpuState]) -> Profile {
+        let mut out = Profile::new();
+        let mut importer = Importer::new(self);
+        for entry in self.entries() {
+            let mut value = entry.value;
+            for state in OffCpuState::ALL {
+                if !states.contains(&state) {
+                    value.off_cpu[state.index()] = OffCpuValue::default();
+                }
+            }
+            if value.is_zero() {
+                continue;
+            }
+            let thread = importer.thread(&mut out, entry.thread);
+            let stack = importer.stack(&mut out, entry.stack);
+            out.add_value(thread, stack, &value);
+        }
+        out.merge_metadata(self);
+        out
     }
 }

@@ -7,6 +7,15 @@ use super::model::Profile;
 impl Profile {
     /// Adds every row of `other` into this profile. Rows with the same
     /// thread and the same stack (compared by content, not by id) add up.
+    ///
+    /// ```
+    /// # fn demo(windows: Vec<rover_core::profile::Profile>) {
+    /// let mut whole = rover_core::profile::Profile::new();
+    /// for window in &windows {
+    ///     whole.merge(window);
+    /// }
+    /// # }
+    /// ```
     pub fn merge(&mut self, other: &Profile) {
         let mut importer = Importer::new(other);
         for entry in other.entries() {

@@ -5,7 +5,7 @@ use rover_symbolize::Symbolized;
 
 use super::frame::{Frame, FrameId, FrameOrigin, FrameRecord, frame_view, push_symbolized};
 use super::intern::{Interner, SliceInterner, StringTable};
-use super::value::{Metric, ProfileKind, SampleValue, Value};
+use super::value::{Metric, OffCpuValue, ProfileKind, SampleValue, Value};
 
 /// Dense id of an interned stack within one profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,7 +114,11 @@ pub struct Profile {
     pub(crate) stacks: SliceInterner<FrameId>,
     pub(crate) threads: Interner<ThreadRecord>,
     keys: Interner<(ThreadId, StackId)>,
-    values: Vec<Value>,
+    /// On-CPU samples, one per row.
+    samples: Vec<u64>,
+    /// Off-CPU values, one per row once any off-CPU value arrived and empty
+    /// until then: an on-CPU profile pays 8 bytes per row, not 72.
+    off_cpu_values: Vec<[OffCpuValue; 4]>,
     build_ids: Vec<(u32, u32)>,
     on_cpu: bool,
     off_cpu: bool,
@@ -257,28 +261,72 @@ impl Profile {
     pub fn add(&mut self, thread: ThreadId, stack: StackId, value: SampleValue) {
         self.declare_kind(value.kind());
         let row = self.row(thread, stack);
-        row.add(value);
+        match value {
+            SampleValue::OnCpu { samples } => {
+                if let Some(slot) = self.samples.get_mut(row) {
+                    *slot = slot.saturating_add(samples);
+                }
+            }
+            SampleValue::OffCpu {
+                state,
+                switches,
+                nanos,
+            } => {
+                if let Some(slot) = self.off_cpu_row(row) {
+                    let v = &mut slot[state.index()];
+                    v.switches = v.switches.saturating_add(switches);
+                    v.nanos = v.nanos.saturating_add(nanos);
+                }
+            }
+        }
     }
 
     /// Adds a whole [`Value`] to the (thread, stack) row.
     pub fn add_value(&mut self, thread: ThreadId, stack: StackId, value: &Value) {
+        let row = self.row(thread, stack);
         if value.samples > 0 {
             self.on_cpu = true;
+            if let Some(slot) = self.samples.get_mut(row) {
+                *slot = slot.saturating_add(value.samples);
+            }
         }
-        if value.get(Metric::OffCpuSwitches) > 0 || value.get(Metric::OffCpuNanos) > 0 {
+        if value.off_cpu.iter().any(|v| v.switches > 0 || v.nanos > 0) {
             self.off_cpu = true;
+            if let Some(slot) = self.off_cpu_row(row) {
+                for (mine, theirs) in slot.iter_mut().zip(&value.off_cpu) {
+                    mine.switches = mine.switches.saturating_add(theirs.switches);
+                    mine.nanos = mine.nanos.saturating_add(theirs.nanos);
+                }
+            }
         }
-        self.row(thread, stack).merge(value);
     }
 
-    fn row(&mut self, thread: ThreadId, stack: StackId) -> &mut Value {
+    /// The index of the (thread, stack) row, created empty if new.
+    fn row(&mut self, thread: ThreadId, stack: StackId) -> usize {
         let (index, new) = self.keys.intern_with_flag((thread, stack));
         if new {
-            self.values.push(Value::default());
+            self.samples.push(0);
+            if !self.off_cpu_values.is_empty() {
+                self.off_cpu_values.push(Default::default());
+            }
         }
-        let last = self.values.len().saturating_sub(1);
-        let index = (index as usize).min(last);
-        &mut self.values[index]
+        index as usize
+    }
+
+    /// The off-CPU slot of a row, allocating the off-CPU column on first use.
+    fn off_cpu_row(&mut self, row: usize) -> Option<&mut [OffCpuValue; 4]> {
+        if self.off_cpu_values.len() < self.samples.len() {
+            self.off_cpu_values
+                .resize(self.samples.len(), Default::default());
+        }
+        self.off_cpu_values.get_mut(row)
+    }
+
+    fn value_at(&self, row: usize) -> Value {
+        Value {
+            samples: self.samples.get(row).copied().unwrap_or(0),
+            off_cpu: self.off_cpu_values.get(row).copied().unwrap_or_default(),
+        }
     }
 
     /// Adds one sample: interns its thread and frames (kernel frames first,
@@ -310,12 +358,12 @@ impl Profile {
 
     /// Number of (thread, stack) rows.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.samples.len()
     }
 
     /// True when the profile has no rows.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.samples.is_empty()
     }
 
     /// Every (thread, stack) row, in insertion order.
@@ -323,11 +371,11 @@ impl Profile {
         self.keys
             .items()
             .iter()
-            .zip(&self.values)
-            .map(|(&(thread, stack), &value)| Entry {
+            .enumerate()
+            .map(|(row, &(thread, stack))| Entry {
                 thread,
                 stack,
-                value,
+                value: self.value_at(row),
             })
     }
 
@@ -387,10 +435,12 @@ impl Profile {
 
     /// Sum of `metric` over every row.
     pub fn total(&self, metric: Metric) -> u64 {
-        self.values
-            .iter()
-            .map(|v| v.get(metric))
-            .fold(0, u64::saturating_add)
+        match metric {
+            Metric::OnCpuSamples => self.samples.iter().copied().fold(0, u64::saturating_add),
+            Metric::OffCpuNanos | Metric::OffCpuSwitches => (0..self.off_cpu_values.len())
+                .map(|row| self.value_at(row).get(metric))
+                .fold(0, u64::saturating_add),
+        }
     }
 
     /// An estimate of the heap bytes the profile holds (tables, arenas and
@@ -401,7 +451,8 @@ impl Profile {
             + self.stacks.memory_bytes()
             + self.threads.memory_bytes()
             + self.keys.memory_bytes()
-            + self.values.capacity() * size_of::<Value>()
+            + self.samples.capacity() * size_of::<u64>()
+            + self.off_cpu_values.capacity() * size_of::<[OffCpuValue; 4]>()
             + self.build_ids.capacity() * size_of::<(u32, u32)>()
             + self.scratch.capacity() * size_of::<FrameId>()
     }

@@ -128,6 +128,15 @@ impl Profile {
     /// The `n` functions with the most `metric`, ranked by `order`; ties by
     /// name. Functions are told apart by name, module and kind, so one
     /// function's inlined and outlined copies add up.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::profile::Profile) {
+    /// use rover_core::profile::{Metric, TopOrder};
+    /// for f in profile.top_functions(Metric::OnCpuSamples, TopOrder::Total, 10) {
+    ///     println!("{:>8} {:>8}  {}", f.self_value, f.total_value, f.name);
+    /// }
+    /// # }
+    /// ```
     pub fn top_functions(&self, metric: Metric, order: TopOrder, n: usize) -> Vec<FunctionStat> {
         let totals = FunctionTotals::compute(self, &self.stack_values(metric));
         let mut stats: Vec<FunctionStat> = totals

@@ -22,6 +22,13 @@ use crate::profile::{Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKin
 /// and `process`. An address inside inlined code is one location with one
 /// line per function, innermost first. Modules become mappings, with their
 /// build id when [`Profile::set_build_id`] recorded one.
+///
+/// ```no_run
+/// # fn demo(profile: &rover_core::profile::Profile) -> Result<(), Box<dyn std::error::Error>> {
+/// rover_core::export::write_pprof(profile, std::fs::File::create("rover.pb.gz")?)?;
+/// // then: go tool pprof -top -sample_index=off_cpu rover.pb.gz
+/// # Ok(()) }
+/// ```
 pub fn write_pprof(profile: &Profile, out: impl Write) -> Result<(), ExportError> {
     let message = Encoder::new(profile).encode();
     let mut gz = GzEncoder::new(out, Compression::default());

@@ -1,0 +1,280 @@
+//! The on-CPU and off-CPU programs, for real in the kernel, on fixtures
+//! compiled at test time: a spin in a known function, and a thread that
+//! blocks 20 times for 50 ms in a known function.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use rover_core::loader::{
+    OffCpuConfig, OffCpuEntry, OffCpuHook, OffCpuProgram, OnCpuConfig, OnCpuProgram, StackSlot,
+    Targets, TaskState,
+};
+use support::{Fixture, go, kernel, kernel_names};
+
+const SPIN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
+
+volatile unsigned long sink;
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) void spin_here(double seconds) {
+    double end = now() + seconds;
+    while (now() < end)
+        for (int i = 0; i < 200000; i++)
+            sink += i;
+}
+
+int main(int argc, char **argv) {
+    char go;
+    struct rusage usage;
+    printf("ready\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1)
+        return 1;
+    getrusage(RUSAGE_SELF, &usage);
+    double before = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+                    usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+    spin_here(atof(argv[1]));
+    getrusage(RUSAGE_SELF, &usage);
+    double after = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+                   usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+    printf("%f\n", after - before);
+    return 0;
+}
+"#;
+
+/// Drains every `period` until the child exits, then once more.
+fn drain_until_exit<W>(
+    child: &mut std::process::Child,
+    period: Duration,
+    mut drain: impl FnMut() -> W,
+) -> Vec<W> {
+    let mut windows = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "fixture did not finish");
+        std::thread::sleep(period);
+        windows.push(drain());
+    }
+    windows.push(drain());
+    windows
+}
+
+#[test]
+fn oncpu_attributes_a_spinning_function() {
+    let Some(_lock) = kernel("oncpu_attributes_a_spinning_function") else {
+        return;
+    };
+    const HZ: u64 = 499;
+    let fixture = Fixture::build("spin", SPIN);
+    let mut child = fixture.spawn(&["1.5"]);
+    let pid = child.id();
+    let spin = fixture.function_range(pid, "spin_here");
+    let mut program = OnCpuProgram::attach(&OnCpuConfig {
+        targets: Targets::Pids(vec![pid]),
+        frequency_hz: HZ,
+        ..OnCpuConfig::default()
+    })
+    .unwrap();
+    go(&mut child);
+    let windows = drain_until_exit(&mut child, Duration::from_millis(250), || {
+        program.drain().unwrap()
+    });
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let cpu_seconds: f64 = stdout.trim().parse().unwrap();
+
+    let (mut total, mut in_spin) = (0u64, 0u64);
+    for window in &windows {
+        for entry in &window.entries {
+            assert_eq!(entry.tgid, pid, "a sample of another process: {entry:?}");
+            total += entry.samples;
+            if let StackSlot::Stack(index) = entry.user_stack
+                && spin.contains(&window.stacks[index][0])
+            {
+                in_spin += entry.samples;
+            }
+        }
+    }
+    let expected = cpu_seconds * HZ as f64;
+    println!(
+        "{total} samples, {in_spin} in spin_here; {cpu_seconds:.3} s of CPU -> {expected:.0} expected"
+    );
+    assert!(total > 100, "too few samples: {total}");
+    assert!(
+        in_spin as f64 >= 0.9 * total as f64,
+        "only {in_spin} of {total} samples in spin_here"
+    );
+    // Nothing lost or counted twice across the seven or so buffer flips.
+    assert!(
+        (total as f64 - expected).abs() <= 0.15 * expected,
+        "{total} samples for {expected:.0} expected"
+    );
+}
+
+const BLOCK: &str = r#"
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The syscall is made here, not in libc, so that this function is the
+ * leaf of the user stack (libc is built without frame pointers). */
+__attribute__((noinline)) void block_here(int times, long ms) {
+    for (int i = 0; i < times; i++) {
+        struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+        long ret;
+        __asm__ volatile("syscall"
+                         : "=a"(ret)
+                         : "a"(35 /* nanosleep */), "D"(&t), "S"(0)
+                         : "rcx", "r11", "memory");
+    }
+}
+
+int main(void) {
+    char go;
+    printf("ready\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1)
+        return 1;
+    block_here(20, 50);
+    return 0;
+}
+"#;
+
+/// Runs the blocking fixture under the off-CPU program, draining every
+/// 120 ms so that many 50 ms blocks span a buffer flip, and returns the
+/// entries whose user leaf is in `block_here` and all entries.
+#[cfg(target_arch = "x86_64")]
+fn run_blocking(config: OffCpuConfig) -> (Vec<OffCpuEntry>, Vec<OffCpuEntry>, OffCpuHook) {
+    let fixture = Fixture::build("block", BLOCK);
+    let mut child = fixture.spawn(&[]);
+    let pid = child.id();
+    let block = fixture.function_range(pid, "block_here");
+    let mut program = OffCpuProgram::attach(&OffCpuConfig {
+        targets: Targets::Pids(vec![pid]),
+        ..config
+    })
+    .unwrap();
+    let hook = program.hook();
+    go(&mut child);
+    let windows = drain_until_exit(&mut child, Duration::from_millis(120), || {
+        program.drain().unwrap()
+    });
+    let mut blocked = Vec::new();
+    let mut all = Vec::new();
+    let mut kernel_leaves = HashMap::new();
+    for window in &windows {
+        for entry in &window.entries {
+            assert_eq!(entry.tgid, pid, "another process: {entry:?}");
+            all.push(entry.clone());
+            let StackSlot::Stack(user) = entry.user_stack else {
+                continue;
+            };
+            // On a busy machine the fixture can also be preempted while in
+            // the blocking function; those switches are keyed apart by state
+            // and are not the sleeps this test times.
+            if block.contains(&window.stacks[user][0]) && entry.state == TaskState::Interruptible {
+                let StackSlot::Stack(kernel) = entry.kernel_stack else {
+                    panic!("no kernel stack for the block: {entry:?}");
+                };
+                let names = kernel_names(&window.stacks[kernel]);
+                // The classic tracepoint unwinds in context, from __schedule
+                // up (through __traceiter_sched_switch when several probes
+                // share the tracepoint, as when another tracer runs); the BTF
+                // hook unwinds the saved task at switch-in, where the kernel
+                // leaves out scheduler (__sched) functions.
+                let from_schedule = match names.first().map(String::as_str) {
+                    Some("__schedule") => true,
+                    Some("__traceiter_sched_switch") => {
+                        names.get(1).map(String::as_str) == Some("__schedule")
+                    }
+                    _ => false,
+                };
+                assert!(
+                    names.iter().any(|n| n.contains("nanosleep"))
+                        && (hook == OffCpuHook::BtfTracepoint || from_schedule),
+                    "kernel stack of the block: {names:?}"
+                );
+                *kernel_leaves.entry(names[0].clone()).or_insert(0) += entry.switches;
+                blocked.push(entry.clone());
+            }
+        }
+    }
+    println!("kernel leaves of the blocks: {kernel_leaves:?}");
+    (blocked, all, hook)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn assert_one_second_in_twenty(blocked: &[OffCpuEntry], all: &[OffCpuEntry]) {
+    let switches: u64 = blocked.iter().map(|e| e.switches).sum();
+    let total_ns: u64 = blocked.iter().map(|e| e.total_ns).sum();
+    println!("block_here: {switches} switches, {total_ns} ns");
+    assert_eq!(switches, 20, "all entries of the fixture: {all:#?}");
+    let seconds = total_ns as f64 / 1e9;
+    assert!((0.9..=1.1).contains(&seconds), "{seconds} s off CPU");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn offcpu_times_blocks_on_their_stack() {
+    let Some(_lock) = kernel("offcpu_times_blocks_on_their_stack") else {
+        return;
+    };
+    let (blocked, all, hook) = run_blocking(OffCpuConfig::default());
+    assert_eq!(hook, OffCpuHook::BtfTracepoint);
+    assert_one_second_in_twenty(&blocked, &all);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn offcpu_classic_tracepoint_fallback() {
+    let Some(_lock) = kernel("offcpu_classic_tracepoint_fallback") else {
+        return;
+    };
+    if !rover_core::loader::Environment::check().unwrap().tracefs {
+        eprintln!("skipping offcpu_classic_tracepoint_fallback: tracefs is not mounted");
+        return;
+    }
+    let (blocked, all, hook) = run_blocking(OffCpuConfig {
+        hook: Some(OffCpuHook::Tracepoint),
+        ..OffCpuConfig::default()
+    });
+    assert_eq!(hook, OffCpuHook::Tracepoint);
+    assert_one_second_in_twenty(&blocked, &all);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn offcpu_minimum_block_time_filters() {
+    let Some(_lock) = kernel("offcpu_minimum_block_time_filters") else {
+        return;
+    };
+    let (blocked, all, _) = run_blocking(OffCpuConfig {
+        min_block: Duration::from_millis(100),
+        ..OffCpuConfig::default()
+    });
+    assert!(
+        blocked.is_empty(),
+        "50 ms blocks passed a 100 ms minimum: {blocked:?}"
+    );
+    for entry in all {
+        assert!(entry.total_ns >= entry.switches * 100_000_000, "{entry:?}");
+    }
+}

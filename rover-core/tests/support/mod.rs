@@ -1,0 +1,145 @@
+//! Shared pieces of the kernel tests: the lock that keeps BPF-loading tests
+//! apart, fixtures compiled with gcc at test time, and symbol ranges.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use object::{Object, ObjectSegment, ObjectSymbol};
+use rover_core::loader::{Environment, LoaderError};
+
+static KERNEL: Mutex<()> = Mutex::new(());
+
+/// Serialises the tests that load programs (they count fds and programs),
+/// or returns `None`, saying why, where eBPF cannot run at all.
+pub fn kernel(test: &str) -> Option<MutexGuard<'static, ()>> {
+    match Environment::check() {
+        Ok(_) => Some(KERNEL.lock().unwrap_or_else(|poison| poison.into_inner())),
+        Err(error @ (LoaderError::Privileges { .. } | LoaderError::NoBtf)) => {
+            eprintln!("skipping {test}: {error}");
+            None
+        }
+        Err(error) => panic!("environment check failed: {error}"),
+    }
+}
+
+/// A C program compiled with frame pointers into a fresh folder.
+pub struct Fixture {
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Fixture {
+    pub fn build(name: &str, source: &str) -> Fixture {
+        let dir = TempDir::new(name);
+        let c = dir.0.join(format!("{name}.c"));
+        std::fs::write(&c, source).unwrap();
+        let path = dir.0.join(name);
+        let status = Command::new("gcc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-fno-inline", "-o"])
+            .arg(&path)
+            .arg(&c)
+            .status()
+            .expect("gcc is needed to build the test fixtures");
+        assert!(status.success(), "gcc failed on {name}.c");
+        Fixture { path, _dir: dir }
+    }
+
+    /// Starts the fixture and waits for its `ready` line: `spawn` returns
+    /// while exec may still be mapping the binary. The fixture then waits
+    /// for [`go`] before working.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut child = Command::new(&self.path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.as_mut().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        assert_eq!(line, b"ready", "fixture did not start");
+        child
+    }
+
+    /// The run-time address range of function `name` in process `pid`.
+    pub fn function_range(&self, pid: u32, name: &str) -> std::ops::Range<u64> {
+        let data = std::fs::read(&self.path).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let symbol = file
+            .symbols()
+            .find(|s| s.name() == Ok(name))
+            .unwrap_or_else(|| panic!("{name} not in the fixture's symtab"));
+        let first_vaddr = file
+            .segments()
+            .find(|s| s.file_range().0 == 0)
+            .map(|s| s.address())
+            .unwrap();
+        let bias = load_start(pid, &self.path) - first_vaddr;
+        symbol.address() + bias..symbol.address() + symbol.size() + bias
+    }
+}
+
+/// Start of the mapping of `path` at file offset 0 in `pid`.
+fn load_start(pid: u32, path: &Path) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let path = path.to_str().unwrap();
+    maps.lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 6 && fields[5] == path && u64::from_str_radix(fields[2], 16) == Ok(0))
+                .then(|| u64::from_str_radix(fields[0].split('-').next().unwrap(), 16).unwrap())
+        })
+        .unwrap_or_else(|| panic!("{path} not mapped in {pid}"))
+}
+
+/// Lets a fixture started with [`Fixture::spawn`] begin.
+pub fn go(child: &mut Child) {
+    child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+    child.stdin.as_mut().unwrap().flush().unwrap();
+}
+
+/// A folder removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rover-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Names of the kernel functions holding `ips`, from /proc/kallsyms.
+pub fn kernel_names(ips: &[u64]) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let mut symbols: Vec<(u64, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let kind = fields.next()?;
+            let name = fields.next()?;
+            (address != 0 && matches!(kind, "t" | "T")).then_some((address, name))
+        })
+        .collect();
+    symbols.sort_unstable();
+    ips.iter()
+        .map(
+            |ip| match symbols.partition_point(|(address, _)| address <= ip) {
+                0 => "?".to_string(),
+                i => symbols[i - 1].1.to_string(),
+            },
+        )
+        .collect()
+}
