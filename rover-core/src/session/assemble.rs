@@ -301,3 +301,164 @@ fn is_probe_frame(symbolized: &Symbolized) -> bool {
         Symbolized::Unknown(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loader::ErrorCounts;
+    use crate::profile::{FrameKind, Metric};
+    use crate::session::program::RawEntry;
+
+    #[inline(never)]
+    fn marker_function() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    fn window(stacks: Vec<Vec<u64>>, entries: Vec<RawEntry>) -> RawWindow {
+        RawWindow {
+            entries,
+            stacks,
+            errors: ErrorCounts::default(),
+        }
+    }
+
+    fn entry(user: StackSlot, kernel: StackSlot, samples: u64) -> RawEntry {
+        let pid = std::process::id();
+        RawEntry {
+            tgid: pid,
+            tid: pid,
+            comm: "tester".into(),
+            user,
+            kernel,
+            value: SampleValue::OnCpu { samples },
+        }
+    }
+
+    fn names(profile: &Profile) -> Vec<Vec<String>> {
+        profile
+            .entries()
+            .map(|e| {
+                profile
+                    .stack(e.stack)
+                    .iter()
+                    .filter_map(|id| profile.frame(*id))
+                    .map(|f| f.name.to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_leaf_is_looked_up_at_its_address_and_callers_one_byte_before() {
+        let start = marker_function as *const () as u64;
+        // The same address as leaf and as a caller: a return address equal to
+        // a function's first byte belongs to the call at the end of the
+        // function before it.
+        let raw = window(
+            vec![vec![start, start], vec![start + 1]],
+            vec![
+                entry(StackSlot::Stack(0), StackSlot::Empty, 3),
+                entry(StackSlot::Stack(1), StackSlot::Empty, 2),
+            ],
+        );
+        let mut assembler = Assembler::new(
+            Arc::new(Symbolizer::default()),
+            ProfileKind::OnCpu,
+            Some(99),
+        );
+        let mut stats = WindowStats::default();
+        let profile = assembler.assemble(&raw, 1, 2, &mut stats);
+        let stacks = names(&profile);
+        let two_frames = stacks
+            .iter()
+            .find(|s| s.len() == 2)
+            .expect("a two-frame stack");
+        assert!(two_frames[0].contains("marker_function"), "{two_frames:?}");
+        assert!(!two_frames[1].contains("marker_function"), "{two_frames:?}");
+        assert_eq!(stats.samples, 5);
+        assert_eq!(stats.symbolization.addresses, 3);
+        assert_eq!(profile.total(Metric::OnCpuSamples), 5);
+        assert_eq!(profile.sampling_frequency(), Some(99));
+        assert_eq!(profile.time_range(), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_stack_shared_by_threads_is_interned_once_and_losses_are_counted() {
+        let start = marker_function as *const () as u64;
+        let pid = std::process::id();
+        let mut entries = vec![
+            entry(StackSlot::Stack(0), StackSlot::Empty, 1),
+            entry(
+                StackSlot::Stack(0),
+                StackSlot::Lost(StackLoss::Collision),
+                4,
+            ),
+        ];
+        entries[1].tid = pid + 1;
+        let raw = window(vec![vec![start + 2]], entries);
+        let mut assembler =
+            Assembler::new(Arc::new(Symbolizer::default()), ProfileKind::OnCpu, None);
+        let mut stats = WindowStats::default();
+        let profile = assembler.assemble(&raw, 0, 0, &mut stats);
+        assert_eq!(profile.stack_count(), 1);
+        assert_eq!(profile.len(), 2);
+        assert_eq!(stats.lost_stacks, vec![(StackLoss::Collision, 4)]);
+        assert_eq!(
+            stats.symbolization.addresses, 1,
+            "one lookup for the shared stack"
+        );
+        let frame = profile
+            .frame(profile.stack(profile.entries().next().unwrap().stack)[0])
+            .unwrap();
+        assert_eq!(frame.kind, FrameKind::Native);
+    }
+
+    #[test]
+    fn a_process_that_cannot_be_read_gives_unknown_frames_and_a_failed_source() {
+        // Pids are never this high (pid_max is at most 2^22).
+        let mut gone = entry(StackSlot::Stack(0), StackSlot::Empty, 1);
+        gone.tgid = 4_999_999;
+        gone.tid = 4_999_999;
+        let raw = window(vec![vec![0x1000, 0x2000]], vec![gone]);
+        let mut assembler =
+            Assembler::new(Arc::new(Symbolizer::default()), ProfileKind::OnCpu, None);
+        let mut stats = WindowStats::default();
+        let profile = assembler.assemble(&raw, 0, 0, &mut stats);
+        assert_eq!(stats.symbolization.missed(), 2);
+        assert_eq!(stats.symbolization.failed_sources.len(), 1);
+        assert_eq!(stats.symbolization.failed_sources[0].0, "process 4999999");
+        let names: Vec<(u32, &str)> = profile.processes();
+        assert_eq!(
+            names,
+            vec![(4_999_999, "tester")],
+            "the thread's name stands in"
+        );
+    }
+
+    #[test]
+    fn probe_frames_and_perf_maps_are_recognised() {
+        let sym = |name: &str, module: &str| {
+            Symbolized::Sym(rover_symbolize::Sym {
+                name: Arc::from(name),
+                module: Arc::from(module),
+                module_offset: 0,
+                sym_addr: 0,
+                location: None,
+                inlined: Vec::new(),
+            })
+        };
+        assert!(is_probe_frame(&sym(
+            "bpf_prog_f0d5c25973793402_rover_offcpu_btf",
+            "[kernel.kallsyms]"
+        )));
+        assert!(is_probe_frame(&sym("bpf_trace_run4", "[kernel.kallsyms]")));
+        assert!(is_probe_frame(&sym(
+            "__traceiter_sched_switch",
+            "[kernel.kallsyms]"
+        )));
+        assert!(!is_probe_frame(&sym("__schedule", "[kernel.kallsyms]")));
+        assert!(is_perf_map("/tmp/perf-1234.map"));
+        assert!(is_perf_map("/proc/99/root/tmp/perf-7.map"));
+        assert!(!is_perf_map("/usr/lib/libperf-x.so"));
+    }
+}

@@ -115,3 +115,14 @@ impl Drop for Session {
 pub(crate) fn new_sink() -> WindowSink {
     Arc::new(Mutex::new(Sink::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_and_streams_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::Session>();
+        send_sync::<crate::Profiler>();
+        send_sync::<super::Window>();
+    }
+}

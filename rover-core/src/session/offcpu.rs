@@ -115,7 +115,7 @@ impl OffCpuBuilder {
         check_window(self.window)?;
         let program = OffCpuProgram::attach(&self.config)?;
         spawn(
-            super::program::Program::OffCpu(program),
+            super::program::Program::OffCpu(Box::new(program)),
             self.profiler.symbolizer().clone(),
             None,
             self.window,

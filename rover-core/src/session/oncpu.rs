@@ -106,7 +106,7 @@ impl OnCpuBuilder {
             map_sizes: self.map_sizes,
         })?;
         spawn(
-            super::program::Program::OnCpu(program),
+            super::program::Program::OnCpu(Box::new(program)),
             self.profiler.symbolizer().clone(),
             Some(self.frequency_hz),
             self.window,

@@ -7,10 +7,11 @@ use crate::loader::{
 };
 use crate::profile::{OffCpuState, ProfileKind, SampleValue};
 
-/// An attached program of either kind.
+/// An attached program of either kind (boxed: each holds about a kilobyte
+/// of map handles, and the drain thread moves it once).
 pub(crate) enum Program {
-    OnCpu(OnCpuProgram),
-    OffCpu(OffCpuProgram),
+    OnCpu(Box<OnCpuProgram>),
+    OffCpu(Box<OffCpuProgram>),
 }
 
 /// One counted key of a drained window.
