@@ -101,7 +101,7 @@ fn target_exiting_mid_session_keeps_symbolized_samples() {
     let in_spin = value_through(&whole, "spin_here", Metric::OnCpuSamples);
     eprintln!("exited target: {in_spin} of {total} samples in spin_here");
     assert!(
-        total as f64 > cpu * 99.0 * 0.75,
+        total as f64 > cpu * 99.0 * 0.6,
         "only {total} samples for {cpu:.2} CPU seconds"
     );
     assert!(

@@ -43,34 +43,28 @@ fn blocking_fixture_through_windows_on_block_on() {
     assert_eq!(pids(&whole), vec![pid], "blocks of other processes");
 
     let blocked = whole.filter_function("block_here");
-    let nanos = blocked.total(Metric::OffCpuNanos);
-    let switches = blocked.total(Metric::OffCpuSwitches);
+    let (switches, nanos) = session_fixtures::sleeps_through(&whole, "block_here");
     eprintln!(
-        "block_here: {switches} switches, {:.3} s off CPU",
+        "block_here: {switches} sleeps, {:.3} s off CPU",
         nanos as f64 / 1e9
     );
     assert_eq!(switches, 20);
     let seconds = nanos as f64 / 1e9;
     assert!(
         (0.9..=1.1).contains(&seconds),
-        "{seconds} s off CPU in block_here"
+        "{seconds} s asleep in block_here"
     );
     let options = rover_core::export::FoldedOptions::off_cpu_switches();
     for line in rover_core::export::folded_lines(&blocked, &options) {
         eprintln!("{line}");
     }
-    // Every block was an interruptible sleep, nearly all on one stack (a
-    // kernel stack may rarely be lost to a stack-map bucket collision).
-    let interruptible: u64 = blocked
-        .entries()
-        .map(|e| e.value.off_cpu[OffCpuState::Interruptible.index()].switches)
-        .sum();
-    assert_eq!(interruptible, 20);
+    // Nearly all sleeps on one stack (a kernel stack may rarely be lost to a
+    // stack-map bucket collision).
     let entry = blocked
         .entries()
-        .max_by_key(|e| e.value.get(Metric::OffCpuSwitches))
+        .max_by_key(|e| e.value.off_cpu[OffCpuState::Interruptible.index()].switches)
         .unwrap();
-    assert!(entry.value.get(Metric::OffCpuSwitches) >= 18);
+    assert!(entry.value.off_cpu[OffCpuState::Interruptible.index()].switches >= 18);
     // The kernel part of the stack was symbolized too.
     let kernel_frames = blocked
         .stack(entry.stack)

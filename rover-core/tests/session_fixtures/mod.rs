@@ -23,7 +23,9 @@ pub fn profiler(test: &str) -> Option<Profiler> {
     }
 }
 
-/// Spins in `spin_here` for argv[1] milliseconds once told to go, then exits.
+/// Spins in `spin_here` for argv[1] milliseconds of its own CPU time once
+/// told to go, then exits: CPU time, not wall time, so a busy machine
+/// delays it but does not shorten the work the profiler should see.
 pub const SPIN: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +34,7 @@ pub const SPIN: &str = r#"
 
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
@@ -203,4 +205,16 @@ pub fn cpu_seconds_at_exit(pid: u32) -> f64 {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Switches and nanoseconds of interruptible sleeps on stacks through
+/// `name`: the fixture's own sleeps, without the preemptions that may also
+/// hit the thread inside the same function on a busy machine.
+pub fn sleeps_through(profile: &Profile, name: &str) -> (u64, u64) {
+    use rover_core::profile::OffCpuState;
+    let through = profile.filter_function(name);
+    through
+        .entries()
+        .map(|e| e.value.off_cpu[OffCpuState::Interruptible.index()])
+        .fold((0, 0), |(s, n), v| (s + v.switches, n + v.nanos))
 }
