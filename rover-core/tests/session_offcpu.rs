@@ -32,11 +32,13 @@ fn blocking_fixture_through_windows_on_block_on() {
     assert_eq!(block.line(), "done");
     let whole = session.stop_blocking().unwrap();
     let windows = consumer.join().unwrap();
-    assert!(
-        windows.len() >= 5,
-        "{} windows in over a second",
-        windows.len()
-    );
+    // Every window reached the block_on consumer, in order, the last one
+    // included (how many depends on how busy the machine is).
+    assert!(!windows.is_empty());
+    for (i, window) in windows.iter().enumerate() {
+        assert_eq!(window.stats.index, i as u64);
+        assert_eq!(window.stats.windows_skipped, 0);
+    }
     assert!(whole.has_kind(ProfileKind::OffCpu));
     let window_nanos: u64 = windows.iter().map(|w| w.stats.off_cpu_nanos).sum();
     assert_eq!(window_nanos, whole.total(Metric::OffCpuNanos));
@@ -48,6 +50,19 @@ fn blocking_fixture_through_windows_on_block_on() {
         "block_here: {switches} sleeps, {:.3} s off CPU",
         nanos as f64 / 1e9
     );
+    if switches != 20 {
+        // Say where the other blocks went before failing.
+        let options = rover_core::export::FoldedOptions::off_cpu_switches();
+        for line in rover_core::export::folded_lines(&whole, &options) {
+            eprintln!("{line}");
+        }
+        for w in &windows {
+            eprintln!(
+                "window {}: lost {:?}, lost stacks {:?}, symbolization {:?}",
+                w.stats.index, w.stats.lost, w.stats.lost_stacks, w.stats.symbolization
+            );
+        }
+    }
     assert_eq!(switches, 20);
     let seconds = nanos as f64 / 1e9;
     assert!(
