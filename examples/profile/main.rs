@@ -393,7 +393,20 @@ fn write_outputs(
             .map_err(|e| format!("{}: {e}", path.display()))?;
         written.push(path);
     }
-    if let Some(path) = path_for(&args.svg, Some(format!("rover-demo-{}.svg", mode.label()))) {
+    let svg = path_for(&args.svg, Some(format!("rover-demo-{}.svg", mode.label())));
+    let recorded = match mode {
+        Mode::OnCpu => profile.total(Metric::OnCpuSamples),
+        Mode::OffCpu => profile.total(Metric::OffCpuNanos),
+    };
+    if let Some(path) = svg.as_ref().filter(|_| recorded == 0) {
+        // A flame graph of nothing is no graph: say so instead of failing.
+        println!(
+            "  nothing recorded {}: {} not written",
+            mode.label(),
+            path.display()
+        );
+    }
+    if let Some(path) = svg.filter(|_| recorded > 0) {
         let options = match mode {
             Mode::OnCpu => FlameGraphOptions::on_cpu(title),
             Mode::OffCpu => FlameGraphOptions::off_cpu(title),
