@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use session_fixtures::profiler;
 
+/// The fd count is process-wide: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 #[test]
 fn stopped_and_dropped_sessions_close_every_fd() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
     let Some(profiler) = profiler("stopped_and_dropped_sessions_close_every_fd") else {
         return;
     };
@@ -55,4 +59,39 @@ fn stopped_and_dropped_sessions_close_every_fd() {
             assert_eq!(open_fds(), baseline, "round {round}: fds left after drop");
         }
     }
+}
+
+#[test]
+fn a_slow_consumer_is_told_how_many_windows_it_missed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let Some(profiler) = profiler("a_slow_consumer_is_told_how_many_windows_it_missed") else {
+        return;
+    };
+    let mut session = profiler
+        .on_cpu()
+        .pids([std::process::id()])
+        .window(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let windows = session.windows();
+    // Far more than the stream's 16 buffered windows are drained meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    let consumer = std::thread::spawn(move || {
+        futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(windows))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let whole = session.stop_blocking().unwrap();
+    let delivered = consumer.join().unwrap();
+    let mut next = 0;
+    let mut skipped = 0;
+    for window in &delivered {
+        // Each delivered window says how many were left out just before it.
+        assert_eq!(window.stats.index, next + window.stats.windows_skipped);
+        skipped += window.stats.windows_skipped;
+        next = window.stats.index + 1;
+    }
+    eprintln!("{} windows delivered, {skipped} skipped", delivered.len());
+    assert!(skipped > 0, "no window was skipped");
+    assert!(delivered.len() >= 17);
+    assert!(whole.has_kind(rover_core::profile::ProfileKind::OnCpu));
 }

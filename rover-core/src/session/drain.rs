@@ -89,8 +89,9 @@ impl Drain {
             window_start = drained;
             window_start_unix = end_unix;
             index += 1;
-            skipped = 0;
-            if !publish(&sink, Window { profile, stats }) {
+            if publish(&sink, Window { profile, stats }) {
+                skipped = 0;
+            } else {
                 skipped += 1;
             }
             if last {
