@@ -3,6 +3,7 @@
 //! owns decompressed copies of compressed sections) and parses lazily.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use memmap2::Mmap;
@@ -38,15 +39,42 @@ pub(crate) enum Detail {
     Inlined,
 }
 
+/// Hashes integer keys (addresses) with one multiply per word: the interning
+/// maps sit on the hot path, where SipHash's cost shows.
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type AddrMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
+
 struct State {
     ctx: addr2line::Context<Slice>,
     /// Names and paths interned by the address of their bytes, which stay put
     /// for the context's life: one allocation per distinct string.
-    names: HashMap<(usize, usize), (Arc<str>, bool)>,
-    files: HashMap<(usize, usize), Arc<str>>,
+    names: AddrMap<(usize, usize), (Arc<str>, bool)>,
+    files: AddrMap<(usize, usize), Arc<str>>,
     /// Per function start: whether the first instruction is outside any
     /// inlined function (see [`Lookup::starts_uninlined`]).
-    starts: HashMap<u64, bool>,
+    starts: AddrMap<u64, bool>,
 }
 
 /// The DWARF of one file, ready for lookups.
@@ -98,9 +126,9 @@ impl Dwarf {
         Some(Dwarf {
             state: Mutex::new(State {
                 ctx,
-                names: HashMap::new(),
-                files: HashMap::new(),
-                starts: HashMap::new(),
+                names: AddrMap::default(),
+                files: AddrMap::default(),
+                starts: AddrMap::default(),
             }),
             demangle,
             owned_bytes,

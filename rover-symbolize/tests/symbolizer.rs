@@ -421,3 +421,60 @@ fn kernel_symbols() {
     assert_eq!(s.sym_addr, schedule);
     assert!(matches!(&results[1], Symbolized::Unknown(u) if u.reason == Reason::NoSymbols));
 }
+
+#[test]
+fn symbol_version_suffixes_are_dropped() {
+    let dir = tempdir();
+    let script = dir.path().join("versions.map");
+    std::fs::write(
+        &script,
+        "VER_1 { global: foo; local: *; };\nVER_2 { global: foo; } VER_1;\n",
+    )
+    .unwrap();
+    let source = r#"
+        __attribute__((noinline)) int foo_v1(int x) { return x * 3 + 1; }
+        __attribute__((noinline)) int foo_v2(int x) { return x * 5 + 2; }
+        __asm__(".symver foo_v1, foo@VER_1");
+        __asm__(".symver foo_v2, foo@@VER_2");
+    "#;
+    let lib = build(
+        dir.path(),
+        "gcc",
+        "c",
+        source,
+        "libver.so",
+        &[
+            "-O2",
+            "-shared",
+            "-fPIC",
+            &format!("-Wl,--version-script={}", script.display()),
+        ],
+    );
+    let symtab = run(Command::new("nm").arg(&lib));
+    assert!(
+        symtab.contains("foo@@VER_2") && symtab.contains("foo@VER_1"),
+        "{symtab}"
+    );
+    let addr = |suffix: &str| {
+        symtab
+            .lines()
+            .find(|l| l.ends_with(suffix))
+            .map(|l| u64::from_str_radix(l.split_whitespace().next().unwrap(), 16).unwrap())
+            .unwrap()
+    };
+    let symbolizer = Symbolizer::builder().level(Level::SymbolTable).build();
+    let results = symbolizer
+        .symbolize(
+            &Source::Elf(lib.clone()),
+            &[addr(" foo@VER_1"), addr(" foo@@VER_2")],
+        )
+        .unwrap();
+    for (result, plain) in results.iter().zip(["foo_v1", "foo_v2"]) {
+        let name = &*sym(result).name;
+        assert!(name == "foo" || name == plain, "{name}");
+    }
+    assert!(
+        results.iter().any(|r| &*sym(r).name == "foo"),
+        "the versioned name, without its version, names one"
+    );
+}
