@@ -62,7 +62,7 @@ with_tracer() {
   shift 3
   "$@" >"$log" 2>&1 &
   local pid=$!
-  for _ in $(seq 300); do
+  for _ in $(seq 600); do
     eval "$ready" && break
     sleep 0.1
   done

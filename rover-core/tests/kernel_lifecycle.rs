@@ -53,6 +53,28 @@ fn bad_configurations_are_clear_errors() {
     .unwrap();
     assert!(matches!(error, LoaderError::NoSuchProcess(pid) if pid == dead));
 
+    // A thread id is not a process id: the programs filter on the latter.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        stop_rx.recv().ok();
+    });
+    let tid = tid_rx.recv().unwrap();
+    let error = OnCpuProgram::attach(&OnCpuConfig {
+        targets: Targets::Pids(vec![tid]),
+        ..OnCpuConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        matches!(error, LoaderError::InvalidConfig(ref m) if m.contains("is a thread of process")),
+        "{error}"
+    );
+    stop_tx.send(()).unwrap();
+    thread.join().unwrap();
+
     let error = OnCpuProgram::attach(&OnCpuConfig {
         frequency_hz: 0,
         ..OnCpuConfig::default()

@@ -1,5 +1,6 @@
 /* common.h: what every rover program shares: the target filter, the active
- * half of the double buffer, the per-CPU error counters and the count update. */
+ * half of the double buffer and its in-flight marks, the per-CPU error
+ * counters and the count update. */
 #ifndef ROVER_COMMON_H
 #define ROVER_COMMON_H
 
@@ -29,6 +30,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } active_buffer SEC(".maps");
+
+/* Per CPU, a sequence count that is odd while a program runs: after flipping
+ * `active_buffer` the loader waits for every CPU it saw odd to move on, so no
+ * program still writes the half it is about to read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} in_flight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -68,6 +79,24 @@ static __always_inline __s32 rover_stack_id(void *ctx, void *stacks, __u64 flags
 	else if (id < 0 && id != -EFAULT)
 		rover_error(ROVER_ERR_STACK_OTHER);
 	return id;
+}
+
+/* Marks the program running on this CPU. The atomic add is a full barrier,
+ * so the loader cannot miss the mark and still see the old active half. */
+static __always_inline __u64 *rover_enter(void)
+{
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&in_flight, &zero);
+
+	if (seq)
+		__sync_fetch_and_add(seq, 1);
+	return seq;
+}
+
+static __always_inline void rover_leave(__u64 *seq)
+{
+	if (seq)
+		__sync_fetch_and_add(seq, 1);
 }
 
 static __always_inline __u32 rover_active_buffer(void)

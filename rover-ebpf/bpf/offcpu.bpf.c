@@ -221,10 +221,12 @@ int rover_offcpu_btf(__u64 *ctx)
 	struct task_struct *prev = (struct task_struct *)ctx[1];
 	struct task_struct *next = (struct task_struct *)ctx[2];
 	__u32 state = state_of_task(preempt, prev);
+	__u64 *seq = rover_enter();
 
 	if (state)
 		switch_out(ctx, state, false);
 	switch_in(next->pid, next->comm, next);
+	rover_leave(seq);
 	return 0;
 }
 
@@ -247,9 +249,11 @@ SEC("tracepoint/sched/sched_switch")
 int rover_offcpu_tp(struct trace_event_raw_sched_switch *ctx)
 {
 	__u32 state = state_of_report(ctx->prev_state);
+	__u64 *seq = rover_enter();
 
 	if (state)
 		switch_out(ctx, state, true);
 	switch_in(ctx->next_pid, ctx->next_comm, 0);
+	rover_leave(seq);
 	return 0;
 }

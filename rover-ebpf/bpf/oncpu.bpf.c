@@ -36,12 +36,16 @@ int rover_oncpu(void *ctx)
 	__u32 tgid = id >> 32;
 	__u32 tid = (__u32)id;
 
+	__u64 *seq;
+
 	if (!rover_targeted(tgid, tid))
 		return 0;
+	seq = rover_enter();
 	/* Separate call sites keep each map pointer a verifier constant. */
 	if (rover_active_buffer())
 		record(ctx, &oncpu_counts1, &oncpu_stacks1, tgid, tid);
 	else
 		record(ctx, &oncpu_counts0, &oncpu_stacks0, tgid, tid);
+	rover_leave(seq);
 	return 0;
 }

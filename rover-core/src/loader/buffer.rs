@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::Pod;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
@@ -12,23 +12,28 @@ use rover_ebpf::abi::{self, KernelStack};
 use super::LoaderError;
 use super::window::{ErrorCounts, StackLoss, StackSlot};
 
-/// How long a flip waits before the old half is read. The programs run with
-/// preemption disabled (in the perf interrupt, or in `__schedule`) and take
-/// a few microseconds; one that read the old index just before the flip is
-/// done long before this. A sleep costs the drain thread nothing, where an
-/// in-flight counter would cost every program run two more atomic updates.
-const GRACE: Duration = Duration::from_millis(5);
+/// How long a flip waits at most for a program that was running on some
+/// CPU when the index changed. Programs run for microseconds with
+/// preemption disabled; only a stalled virtual CPU takes longer.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_micros(100);
 
-/// The `active_buffer` map and the loader's copy of its value.
+/// The `active_buffer` map, the `in_flight` sequence counts, and the
+/// loader's copy of the active index.
 pub(crate) struct DoubleBuffer {
     map: Array<MapData, u32>,
+    in_flight: PerCpuArray<MapData, u64>,
     active: u32,
 }
 
 impl DoubleBuffer {
-    pub(crate) fn new(map: Array<MapData, u32>) -> Self {
+    pub(crate) fn new(map: Array<MapData, u32>, in_flight: PerCpuArray<MapData, u64>) -> Self {
         // Array maps start zeroed: the programs begin on half 0.
-        DoubleBuffer { map, active: 0 }
+        DoubleBuffer {
+            map,
+            in_flight,
+            active: 0,
+        }
     }
 
     /// The half the programs write now.
@@ -37,7 +42,9 @@ impl DoubleBuffer {
     }
 
     /// Points the programs at the other half and returns the one they left,
-    /// once no program can still be writing it.
+    /// once no program can still be writing it: every CPU whose sequence
+    /// count was odd (a program running) after the switch has moved on.
+    /// Programs that start later read the new index.
     pub(crate) fn flip(&mut self) -> Result<u32, LoaderError> {
         let idle = self.active;
         let next = idle ^ 1;
@@ -45,8 +52,27 @@ impl DoubleBuffer {
             .set(0, next, 0)
             .map_err(LoaderError::map("active_buffer"))?;
         self.active = next;
-        thread::sleep(GRACE);
-        Ok(idle)
+        let seen = self.sequences()?;
+        let deadline = Instant::now() + MAX_WAIT;
+        loop {
+            let now = self.sequences()?;
+            let running = seen
+                .iter()
+                .zip(&now)
+                .any(|(before, now)| before % 2 == 1 && before == now);
+            if !running || Instant::now() > deadline {
+                return Ok(idle);
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    fn sequences(&self) -> Result<Vec<u64>, LoaderError> {
+        let values = self
+            .in_flight
+            .get(&0, 0)
+            .map_err(LoaderError::map("in_flight"))?;
+        Ok(values.iter().copied().collect())
     }
 }
 

@@ -54,12 +54,13 @@ impl SharedMaps {
         let mut pids = take_map(ebpf, "target_pids", HashMap::try_from)?;
         replace_pids(&mut pids, &resolved.pids)?;
         let active: Array<MapData, u32> = take_map(ebpf, "active_buffer", Array::try_from)?;
+        let in_flight = take_map(ebpf, "in_flight", PerCpuArray::try_from)?;
         let errors: PerCpuArray<MapData, u64> = take_map(ebpf, "errors", PerCpuArray::try_from)?;
         Ok(SharedMaps {
             pids,
             targets_pids: matches!(targets, Targets::Pids(_)),
             pid_capacity,
-            buffer: DoubleBuffer::new(active),
+            buffer: DoubleBuffer::new(active, in_flight),
             errors: ErrorTracker::new(errors),
         })
     }

@@ -66,13 +66,26 @@ pub(crate) fn check_pids(pids: &[u32], capacity: u32) -> Result<(), LoaderError>
             pids.len()
         )));
     }
-    match pids
-        .iter()
-        .find(|pid| **pid == 0 || !Path::new(&format!("/proc/{pid}")).exists())
-    {
-        Some(pid) => Err(LoaderError::NoSuchProcess(*pid)),
-        None => Ok(()),
+    for &pid in pids {
+        // /proc/TID exists for threads too, but the programs filter on the
+        // process id: a thread id would match nothing.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|_| LoaderError::NoSuchProcess(pid))?;
+        let tgid = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Tgid:"))
+            .and_then(|tgid| tgid.trim().parse::<u32>().ok());
+        match tgid {
+            Some(tgid) if tgid == pid => {}
+            Some(tgid) => {
+                return Err(LoaderError::InvalidConfig(format!(
+                    "{pid} is a thread of process {tgid}: target the process id"
+                )));
+            }
+            None => return Err(LoaderError::NoSuchProcess(pid)),
+        }
     }
+    Ok(())
 }
 
 /// Makes the pid map hold exactly `pids`: new ones added before stale ones
