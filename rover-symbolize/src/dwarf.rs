@@ -3,7 +3,8 @@
 //! owns decompressed copies of compressed sections) and parses lazily.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
@@ -11,8 +12,9 @@ use object::{Object, ObjectSection};
 use crate::demangle::{demangle, is_mangled};
 use crate::elf::ElfFile;
 use crate::frame::Location;
+use crate::names::FunctionIndex;
 
-type Slice = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
+pub(crate) type Slice = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
 /// One frame found in DWARF, innermost first in a lookup's output.
 #[derive(Debug, Clone)]
@@ -30,28 +32,56 @@ pub(crate) struct DwarfFrame {
 /// How much of the DWARF a lookup needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Detail {
-    /// Outer function name only.
-    Names,
     /// Outer function name and the line-table location.
     Lines,
     /// Every frame, inlined ones included.
     Inlined,
 }
 
+/// Hashes integer keys (addresses) with one multiply per word: the interning
+/// maps sit on the hot path, where SipHash's cost shows.
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type AddrMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
+
 struct State {
     ctx: addr2line::Context<Slice>,
     /// Names and paths interned by the address of their bytes, which stay put
     /// for the context's life: one allocation per distinct string.
-    names: HashMap<(usize, usize), (Arc<str>, bool)>,
-    files: HashMap<(usize, usize), Arc<str>>,
+    names: AddrMap<(usize, usize), (Arc<str>, bool)>,
+    files: AddrMap<(usize, usize), Arc<str>>,
     /// Per function start: whether the first instruction is outside any
     /// inlined function (see [`Lookup::starts_uninlined`]).
-    starts: HashMap<u64, bool>,
+    starts: AddrMap<u64, bool>,
 }
 
 /// The DWARF of one file, ready for lookups.
 pub(crate) struct Dwarf {
     state: Mutex<State>,
+    sections: Arc<gimli::Dwarf<Slice>>,
+    /// Built on the first `Detail::Names` lookup.
+    functions: OnceLock<FunctionIndex>,
     demangle: bool,
     owned_bytes: usize,
     // Owners of the bytes `state` borrows; fields drop in declaration order,
@@ -92,16 +122,18 @@ impl Dwarf {
             let data: &'static [u8] = unsafe { &*data };
             Ok(gimli::EndianSlice::new(data, endian))
         };
-        let dwarf = gimli::Dwarf::load(&mut section).ok()?;
-        let ctx = addr2line::Context::from_dwarf(dwarf).ok()?;
+        let dwarf = Arc::new(gimli::Dwarf::load(&mut section).ok()?);
+        let ctx = addr2line::Context::from_arc_dwarf(Arc::clone(&dwarf)).ok()?;
         let owned_bytes = owned.iter().map(|b| b.len()).sum();
         Some(Dwarf {
             state: Mutex::new(State {
                 ctx,
-                names: HashMap::new(),
-                files: HashMap::new(),
-                starts: HashMap::new(),
+                names: AddrMap::default(),
+                files: AddrMap::default(),
+                starts: AddrMap::default(),
             }),
+            sections: dwarf,
+            functions: OnceLock::new(),
             demangle,
             owned_bytes,
             _owned: owned,
@@ -109,9 +141,28 @@ impl Dwarf {
         })
     }
 
-    /// Bytes this DWARF owns beyond the mapped file (decompressed sections).
+    /// Bytes this DWARF owns beyond the mapped file (decompressed sections,
+    /// the function index).
     pub(crate) fn owned_bytes(&self) -> usize {
-        self.owned_bytes
+        self.owned_bytes + self.functions.get().map_or(0, FunctionIndex::heap_bytes)
+    }
+
+    /// The innermost DWARF function at `addr`, without line tables.
+    pub(crate) fn function_name(&self, addr: u64, out: &mut Vec<DwarfFrame>) -> bool {
+        let index = self
+            .functions
+            .get_or_init(|| FunctionIndex::build(&self.sections, self.demangle));
+        match index.find(addr) {
+            Some((name, linkage)) => {
+                out.push(DwarfFrame {
+                    name: Some(Arc::clone(name)),
+                    linkage: *linkage,
+                    location: None,
+                });
+                true
+            }
+            None => false,
+        }
     }
 
     /// Locks the context for a run of lookups (one lock per batch).
@@ -185,11 +236,7 @@ impl Lookup<'_> {
                     })
                     .clone()
             });
-            let wants_location = match detail {
-                Detail::Names => false,
-                Detail::Lines => first,
-                Detail::Inlined => true,
-            };
+            let wants_location = detail == Detail::Inlined || first;
             let location = if wants_location {
                 frame.location.as_ref().and_then(|loc| {
                     let file = loc.file?;
@@ -230,7 +277,7 @@ impl Lookup<'_> {
 }
 
 /// Languages whose DWARF names are plain names beside a mangled linkage name.
-fn has_mangling(lang: gimli::DwLang) -> bool {
+pub(crate) fn has_mangling(lang: gimli::DwLang) -> bool {
     matches!(
         lang,
         gimli::DW_LANG_C_plus_plus

@@ -113,8 +113,16 @@ impl fmt::Display for Symbolized {
                     sym.name,
                     sym.module_offset.wrapping_sub(sym.sym_addr)
                 )?;
-                if let Some(loc) = &sym.location {
-                    write!(f, " at {}:{}", loc.file, loc.line.unwrap_or(0))?;
+                match &sym.location {
+                    Some(Location {
+                        file,
+                        line: Some(line),
+                        ..
+                    }) => write!(f, " at {file}:{line}")?,
+                    Some(Location {
+                        file, line: None, ..
+                    }) => write!(f, " at {file}")?,
+                    None => {}
                 }
                 write!(f, " ({})", sym.module)
             }

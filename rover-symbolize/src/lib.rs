@@ -30,6 +30,7 @@ pub mod kallsyms;
 mod kernel;
 pub mod maps;
 mod module;
+mod names;
 pub mod perfmap;
 mod process;
 mod symbolizer;

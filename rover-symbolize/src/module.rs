@@ -113,20 +113,16 @@ impl LoadedFile {
         addr: u64,
         module: &Arc<str>,
         level: Level,
-        lookup: Option<&mut Lookup<'_>>,
+        dwarf: Option<&Dwarf>,
+        mut lookup: Option<&mut Lookup<'_>>,
         scratch: &mut Vec<DwarfFrame>,
     ) -> Symbolized {
         let sym = self.symbols.find(addr);
-        let detail = match level {
-            Level::SymbolTable => None,
-            Level::Names => Some(Detail::Names),
-            Level::Lines => Some(Detail::Lines),
-            Level::Inlined => Some(Detail::Inlined),
-        };
         scratch.clear();
-        let mut lookup = lookup;
-        let have_frames = match (lookup.as_deref_mut(), detail) {
-            (Some(lookup), Some(detail)) => lookup.frames(addr, detail, scratch),
+        let have_frames = match (level, dwarf, lookup.as_deref_mut()) {
+            (Level::Names, Some(dwarf), _) => dwarf.function_name(addr, scratch),
+            (Level::Lines, _, Some(lookup)) => lookup.frames(addr, Detail::Lines, scratch),
+            (Level::Inlined, _, Some(lookup)) => lookup.frames(addr, Detail::Inlined, scratch),
             _ => false,
         };
         if !have_frames {

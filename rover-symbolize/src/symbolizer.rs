@@ -21,7 +21,8 @@ pub enum Level {
     /// Names from the ELF symbol tables (`.symtab`, `.dynsym`) only; DWARF is
     /// never read.
     SymbolTable,
-    /// Function names from DWARF (falling back to the symbol tables).
+    /// Function names from DWARF (falling back to the symbol tables),
+    /// without line programs or inlined subroutines.
     Names,
     /// Names plus file and line. The location is the line-table row for the
     /// address, which lies in the innermost inlined function, as
@@ -285,13 +286,23 @@ impl Symbolizer {
     ) {
         batch.sort_unstable_by_key(|&(addr, _)| addr);
         let dwarf = file.dwarf(self.level);
-        let mut lookup = dwarf.map(|d| d.lock());
+        // Names come from the function index, which needs no lock.
+        let mut lookup = dwarf
+            .filter(|_| self.level >= Level::Lines)
+            .map(|d| d.lock());
         let mut scratch: Vec<DwarfFrame> = Vec::new();
         let mut previous: Option<(u64, usize)> = None;
         for &(addr, idx) in batch.iter() {
             let result = match previous {
                 Some((prev_addr, prev_idx)) if prev_addr == addr => out[prev_idx].clone(),
-                _ => file.resolve(addr, module, self.level, lookup.as_mut(), &mut scratch),
+                _ => file.resolve(
+                    addr,
+                    module,
+                    self.level,
+                    dwarf,
+                    lookup.as_mut(),
+                    &mut scratch,
+                ),
             };
             out[idx] = result;
             previous = Some((addr, idx));

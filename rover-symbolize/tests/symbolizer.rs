@@ -421,3 +421,126 @@ fn kernel_symbols() {
     assert_eq!(s.sym_addr, schedule);
     assert!(matches!(&results[1], Symbolized::Unknown(u) if u.reason == Reason::NoSymbols));
 }
+
+#[test]
+fn symbol_version_suffixes_are_dropped() {
+    let dir = tempdir();
+    let script = dir.path().join("versions.map");
+    std::fs::write(
+        &script,
+        "VER_1 { global: foo; local: *; };\nVER_2 { global: foo; } VER_1;\n",
+    )
+    .unwrap();
+    let source = r#"
+        __attribute__((noinline)) int foo_v1(int x) { return x * 3 + 1; }
+        __attribute__((noinline)) int foo_v2(int x) { return x * 5 + 2; }
+        __asm__(".symver foo_v1, foo@VER_1");
+        __asm__(".symver foo_v2, foo@@VER_2");
+    "#;
+    let lib = build(
+        dir.path(),
+        "gcc",
+        "c",
+        source,
+        "libver.so",
+        &[
+            "-O2",
+            "-shared",
+            "-fPIC",
+            &format!("-Wl,--version-script={}", script.display()),
+        ],
+    );
+    let symtab = run(Command::new("nm").arg(&lib));
+    assert!(
+        symtab.contains("foo@@VER_2") && symtab.contains("foo@VER_1"),
+        "{symtab}"
+    );
+    let addr = |suffix: &str| {
+        symtab
+            .lines()
+            .find(|l| l.ends_with(suffix))
+            .map(|l| u64::from_str_radix(l.split_whitespace().next().unwrap(), 16).unwrap())
+            .unwrap()
+    };
+    let symbolizer = Symbolizer::builder().level(Level::SymbolTable).build();
+    let results = symbolizer
+        .symbolize(
+            &Source::Elf(lib.clone()),
+            &[addr(" foo@VER_1"), addr(" foo@@VER_2")],
+        )
+        .unwrap();
+    for (result, plain) in results.iter().zip(["foo_v1", "foo_v2"]) {
+        let name = &*sym(result).name;
+        assert!(name == "foo" || name == plain, "{name}");
+    }
+    assert!(
+        results.iter().any(|r| &*sym(r).name == "foo"),
+        "the versioned name, without its version, names one"
+    );
+}
+
+#[test]
+fn names_level_agrees_with_the_outer_function_of_full_lookups() {
+    let dir = tempdir();
+    let fixtures = [
+        build(
+            dir.path(),
+            "g++",
+            "cpp",
+            CPP_SOURCE,
+            "names_cpp",
+            &["-O2", "-g"],
+        ),
+        build(
+            dir.path(),
+            "rustc",
+            "rs",
+            RUST_SOURCE,
+            "names_rs",
+            &["-g", "-O", "--edition=2021"],
+        ),
+        build(
+            dir.path(),
+            "gcc",
+            "c",
+            &c_source_with(40),
+            "names_c",
+            &["-O2", "-g"],
+        ),
+    ];
+    for bin in &fixtures {
+        let addrs = function_addrs(bin);
+        let source = Source::Elf(bin.clone());
+        let names = Symbolizer::builder()
+            .level(Level::Names)
+            .build()
+            .symbolize(&source, &addrs)
+            .unwrap();
+        let full = Symbolizer::builder()
+            .level(Level::Inlined)
+            .build()
+            .symbolize(&source, &addrs)
+            .unwrap();
+        let (mut compared, mut same) = (0, 0);
+        for (n, f) in names.iter().zip(&full) {
+            let (n, f) = (sym(n), sym(f));
+            assert!(
+                n.location.as_ref().is_none_or(|l| l.line.is_none()),
+                "Names carries no lines"
+            );
+            assert!(n.inlined.is_empty());
+            if f.inlined.is_empty() {
+                compared += 1;
+                same += usize::from(n.name == f.name);
+            }
+        }
+        println!(
+            "{}: Names agrees with Inlined on {same}/{compared} addresses outside inlined code",
+            bin.display()
+        );
+        assert!(
+            compared > 0 && same * 1000 >= compared * 995,
+            "{same}/{compared}"
+        );
+    }
+}
