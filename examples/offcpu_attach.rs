@@ -2,8 +2,9 @@
 //! second, printing what each window held: the runner of
 //! `benches/offcpu_overhead.sh`, and a quick check that the kernel side works.
 //!
-//! `cargo run --release --example offcpu_attach -- [SECONDS] [--classic]`
-//! (SECONDS defaults to 10; `--classic` uses the classic tracepoint).
+//! `cargo run --release --example offcpu_attach -- [SECONDS] [--classic] [--min-us N]`
+//! (SECONDS defaults to 10; `--classic` uses the classic tracepoint; blocks
+//! shorter than `--min-us` microseconds, default 1, are not counted).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,20 +14,25 @@ use rover_core::loader::{ErrorCounts, OffCpuConfig, OffCpuHook, OffCpuProgram};
 fn main() -> ExitCode {
     let mut seconds = 10u64;
     let mut hook = None;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--classic" => hook = Some(OffCpuHook::Tracepoint),
-            other => match other.parse() {
-                Ok(value) => seconds = value,
-                Err(_) => {
-                    eprintln!("offcpu_attach: usage: offcpu_attach [SECONDS] [--classic]");
-                    return ExitCode::FAILURE;
-                }
-            },
+    let mut min_us = 1u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let parsed = match arg.as_str() {
+            "--classic" => {
+                hook = Some(OffCpuHook::Tracepoint);
+                Some(())
+            }
+            "--min-us" => args.next().and_then(|v| v.parse().ok()).map(|v| min_us = v),
+            other => other.parse().ok().map(|v| seconds = v),
+        };
+        if parsed.is_none() {
+            eprintln!("offcpu_attach: usage: offcpu_attach [SECONDS] [--classic] [--min-us N]");
+            return ExitCode::FAILURE;
         }
     }
     let mut program = match OffCpuProgram::attach(&OffCpuConfig {
         hook,
+        min_block: Duration::from_micros(min_us),
         ..OffCpuConfig::default()
     }) {
         Ok(program) => program,

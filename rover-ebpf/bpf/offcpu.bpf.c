@@ -131,6 +131,8 @@ static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now)
 	if (kernel_now) {
 		stack = scratch();
 		if (stack) {
+			/* Starts at __schedule, or at __traceiter_sched_switch
+			 * when other probes share the tracepoint: no fixed skip. */
 			store_kernel_stack(stack, bpf_get_stack(ctx, stack->ips, sizeof(stack->ips), 0),
 					   &kernel);
 			start.kernel_stack_hash = kernel.hash;

@@ -2,13 +2,12 @@
 //! the chain of inlined frames. The context borrows the mapped file (and
 //! owns decompressed copies of compressed sections) and parses lazily.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 
+use crate::addrmap::AddrMap;
 use crate::demangle::{demangle, is_mangled};
 use crate::elf::ElfFile;
 use crate::frame::Location;
@@ -37,33 +36,6 @@ pub(crate) enum Detail {
     /// Every frame, inlined ones included.
     Inlined,
 }
-
-/// Hashes integer keys (addresses) with one multiply per word: the interning
-/// maps sit on the hot path, where SipHash's cost shows.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type AddrMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
 
 struct State {
     ctx: addr2line::Context<Slice>,

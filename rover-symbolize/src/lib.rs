@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod addrmap;
 mod cache;
 mod debuginfo;
 mod demangle;

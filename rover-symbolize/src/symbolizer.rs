@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::cache::{FileCache, LoadOptions};
 use crate::debuginfo::{BinaryDir, DEFAULT_DEBUG_DIR};
-use crate::dwarf::DwarfFrame;
 use crate::elf::OpenError;
 use crate::error::Error;
 use crate::frame::{Reason, Symbolized, Unknown};
@@ -285,24 +284,12 @@ impl Symbolizer {
         out: &mut [Symbolized],
     ) {
         batch.sort_unstable_by_key(|&(addr, _)| addr);
-        let dwarf = file.dwarf(self.level);
-        // Names come from the function index, which needs no lock.
-        let mut lookup = dwarf
-            .filter(|_| self.level >= Level::Lines)
-            .map(|d| d.lock());
-        let mut scratch: Vec<DwarfFrame> = Vec::new();
+        let mut state = file.batch(self.level);
         let mut previous: Option<(u64, usize)> = None;
         for &(addr, idx) in batch.iter() {
             let result = match previous {
                 Some((prev_addr, prev_idx)) if prev_addr == addr => out[prev_idx].clone(),
-                _ => file.resolve(
-                    addr,
-                    module,
-                    self.level,
-                    dwarf,
-                    lookup.as_mut(),
-                    &mut scratch,
-                ),
+                _ => file.resolve(addr, module, &mut state),
             };
             out[idx] = result;
             previous = Some((addr, idx));

@@ -70,3 +70,34 @@ impl MapSizes {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sessions drain programs from a thread of their own.
+    #[test]
+    fn programs_move_to_a_drain_thread() {
+        fn send<T: Send>() {}
+        send::<OnCpuProgram>();
+        send::<OffCpuProgram>();
+        send::<OnCpuWindow>();
+        send::<OffCpuWindow>();
+        send::<LoaderError>();
+    }
+
+    #[test]
+    fn map_sizes_must_be_positive() {
+        assert!(MapSizes::default().check().is_ok());
+        let error = MapSizes {
+            stacks: 0,
+            ..MapSizes::default()
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: MapSizes::stacks must be at least 1"
+        );
+    }
+}
