@@ -20,7 +20,7 @@ pub struct Agreement {
     /// Same outer name.
     pub same_name: usize,
     /// Different names for the same function start (aliases in the symbol
-    /// table, e.g. `PyObject_Free` and `_PyObject_Free`).
+    /// table, typically functions the linker folded as identical code).
     pub alias: usize,
     /// One name is the other with a compiler suffix (`f.cold`, `f.isra.0`,
     /// `f.part.0`): a symbol-table name against its DWARF function.
