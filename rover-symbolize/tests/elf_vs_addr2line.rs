@@ -100,27 +100,9 @@ fn cpp_templates_and_inlining() {
     );
     // Names as linked: function, file, line and inlined chain must agree.
     check_with("C++ -O2 -g (mangled)", &bin, &bin, false);
-    // Demangled: cpp_demangle and binutils' libiberty print some names
-    // differently (pack expansions, literals in templates), so names are
-    // reported and the locations and chain depth asserted.
-    let addrs = function_addrs(&bin);
-    let theirs = reference(&bin, &addrs, true);
-    let symbolizer = Symbolizer::builder().demangle(true).build();
-    let ours = ours(&symbolizer, &Source::Elf(bin.clone()), &addrs);
-    compare("C++ -O2 -g -C (names as demangled)", &addrs, &ours, &theirs);
-    let ours: Vec<String> = ours.iter().map(|b| locations_only(b)).collect();
-    let theirs: Vec<String> = theirs.iter().map(|b| locations_only(b)).collect();
-    let rate = compare(
-        "C++ -O2 -g -C (locations and chain)",
-        &addrs,
-        &ours,
-        &theirs,
-    );
-    assert!(
-        rate >= MIN_RATE,
-        "C++ locations: agreement {:.2}% is below 99.5%",
-        rate * 100.0
-    );
+    // Demangled: names as binutils prints them (rover demangles C++ through
+    // the C++ runtime's __cxa_demangle, the same libiberty code).
+    check_with("C++ -O2 -g -C", &bin, &bin, true);
 }
 
 #[test]

@@ -356,16 +356,6 @@ pub fn format_addr2line(result: &Symbolized) -> String {
     text
 }
 
-/// The `file:line` lines of an `addr2line -f -i` block, names left out.
-pub fn locations_only(block: &str) -> String {
-    block
-        .lines()
-        .skip(1)
-        .step_by(2)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Compares ours with the reference, prints the agreement rate and the first
 /// disagreements, and returns the rate.
 pub fn compare(label: &str, addrs: &[u64], ours: &[String], theirs: &[String]) -> f64 {
