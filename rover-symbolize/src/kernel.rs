@@ -1,8 +1,14 @@
 //! Symbolizing kernel addresses through `/proc/kallsyms`, loaded once and
-//! kept until evicted (modules loaded later are picked up by reloading when
-//! an address falls outside every known symbol).
+//! kept until evicted. Modules and BPF programs loaded later are picked up by
+//! reloading when an address falls outside every known symbol — but not for
+//! an address that a reload already failed to explain, and not more often
+//! than [`KALLSYMS_RELOAD_INTERVAL`]: reading kallsyms costs tens of milliseconds,
+//! and a profiler that met one unexplained address per window would
+//! otherwise pay it every window.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::frame::{Reason, Sym, Symbolized, Unknown};
@@ -12,43 +18,73 @@ use crate::symbolizer::Symbolizer;
 /// The module name of the core kernel, as perf prints it.
 pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
 
+/// The shortest time between two reloads of kallsyms caused by addresses it
+/// did not explain.
+pub const KALLSYMS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How many addresses that a reload did not explain are remembered; past it
+/// the set starts over (and those addresses may cause one more reload).
+const MAX_UNEXPLAINED: usize = 1 << 16;
+
 /// The loaded kernel symbol table.
 #[derive(Default)]
 pub(crate) struct KernelCache {
-    symbols: Mutex<Option<Arc<KernelSymbols>>>,
+    state: Mutex<KernelState>,
+}
+
+#[derive(Default)]
+struct KernelState {
+    symbols: Option<Arc<KernelSymbols>>,
+    loaded_at: Option<Instant>,
+    /// Addresses still unknown after the last load.
+    unexplained: HashSet<u64>,
 }
 
 impl KernelCache {
-    fn get(&self, reload: bool) -> Result<Arc<KernelSymbols>, Error> {
-        let mut slot = self
-            .symbols
+    /// The table to symbolize `addrs` with: the loaded one, or a fresh load
+    /// when none is loaded, or when an address no load has failed on yet is
+    /// unknown and the last load is old enough.
+    fn get(&self, addrs: &[u64]) -> Result<Arc<KernelSymbols>, Error> {
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(symbols) = slot.as_ref().filter(|_| !reload) {
-            return Ok(Arc::clone(symbols));
+        if let Some(symbols) = state.symbols.clone() {
+            let stale = state
+                .loaded_at
+                .is_none_or(|at| at.elapsed() >= KALLSYMS_RELOAD_INTERVAL);
+            let new_unknown = |a: &u64| {
+                !state.unexplained.contains(a) && symbols.find(*a) == Err(Reason::NoSymbols)
+            };
+            if !stale || !addrs.iter().any(new_unknown) {
+                return Ok(symbols);
+            }
         }
         let symbols = Arc::new(KernelSymbols::load()?);
-        *slot = Some(Arc::clone(&symbols));
+        if state.unexplained.len() > MAX_UNEXPLAINED {
+            state.unexplained.clear();
+        }
+        state.unexplained.extend(
+            addrs
+                .iter()
+                .filter(|&&a| symbols.find(a) == Err(Reason::NoSymbols)),
+        );
+        state.symbols = Some(Arc::clone(&symbols));
+        state.loaded_at = Some(Instant::now());
         Ok(symbols)
     }
 
     pub(crate) fn clear(&self) {
         *self
-            .symbols
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = KernelState::default();
     }
 }
 
 impl Symbolizer {
     pub(crate) fn symbolize_kernel(&self, addrs: &[u64]) -> Result<Vec<Symbolized>, Error> {
-        let mut symbols = self.kernel.get(false)?;
-        if addrs
-            .iter()
-            .any(|&a| symbols.find(a) == Err(Reason::NoSymbols))
-        {
-            symbols = self.kernel.get(true)?;
-        }
+        let symbols = self.kernel.get(addrs)?;
         let core: Arc<str> = Arc::from(KERNEL_MODULE);
         let mut modules: Vec<Arc<str>> = Vec::new();
         let mut module_name = |name: Option<&str>| -> Arc<str> {
@@ -81,5 +117,36 @@ impl Symbolizer {
                 }),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unexplained_addresses_do_not_reload_kallsyms_again() {
+        let cache = KernelCache::default();
+        // Neither address is kernel text: 1 and a user-space address.
+        let first = cache.get(&[1]).unwrap();
+        let again = cache.get(&[1]).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "reloaded for a known failure");
+        // A new unknown address inside the interval does not reload either.
+        let within = cache.get(&[0x7fff_0000_1000]).unwrap();
+        assert!(Arc::ptr_eq(&first, &within), "reloaded within the interval");
+        // Past the interval, a new unknown address reloads once.
+        cache
+            .state
+            .lock()
+            .unwrap()
+            .loaded_at
+            .replace(Instant::now() - KALLSYMS_RELOAD_INTERVAL);
+        let reloaded = cache.get(&[0x7fff_0000_2000]).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &reloaded),
+            "no reload for a new address"
+        );
+        let known = cache.get(&[1, 0x7fff_0000_2000]).unwrap();
+        assert!(Arc::ptr_eq(&reloaded, &known));
     }
 }

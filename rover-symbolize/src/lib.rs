@@ -41,5 +41,5 @@ pub use debuginfo::DEFAULT_DEBUG_DIR;
 pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
-pub use kernel::KERNEL_MODULE;
+pub use kernel::{KALLSYMS_RELOAD_INTERVAL, KERNEL_MODULE};
 pub use symbolizer::{Builder, Level, Module, Source, Symbolizer};
