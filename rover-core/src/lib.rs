@@ -1,7 +1,44 @@
 //! rover-core: typed async eBPF profiling sessions (on-CPU and off-CPU) and
 //! the aggregated profiles they produce.
+//!
+//! A [`Profiler`] checks privileges and the kernel once; its builders start
+//! [`Session`]s; each session publishes symbolized [`Window`]s on a
+//! `futures` stream and returns the whole [`Profile`] from
+//! [`Session::stop`]. No executor is assumed: every session drains on its
+//! own thread, so tokio, async-std, smol and `futures::executor::block_on`
+//! all work.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rover_core::export::{FoldedOptions, write_folded};
+//!
+//! let profiler = rover_core::Profiler::new()?;
+//! let on_cpu = profiler.on_cpu().pids([1234]).start()?;
+//! let off_cpu = profiler.off_cpu().pids([5678]).min_block(Duration::from_micros(100)).start()?;
+//! std::thread::sleep(Duration::from_secs(10));
+//! let cpu = on_cpu.stop_blocking()?;
+//! let blocked = off_cpu.stop_blocking()?;
+//! write_folded(&cpu, &FoldedOptions::on_cpu(), std::fs::File::create("cpu.folded")?)?;
+//! println!("{} ms off CPU", blocked.total(rover_core::profile::Metric::OffCpuNanos) / 1_000_000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Modules: [`profile`] (the model and its operations), [`export`] (folded,
+//! SVG flame graphs, pprof), [`loader`] (the low-level eBPF layer sessions
+//! are built on).
 #![warn(missing_docs)]
 
+mod error;
 pub mod export;
 pub mod loader;
 pub mod profile;
+mod profiler;
+pub mod session;
+mod stats;
+
+pub use error::Error;
+pub use loader::{MapSizes, Targets, TaskState, TaskStates};
+pub use profile::Profile;
+pub use profiler::{Profiler, ProfilerBuilder};
+pub use session::{OffCpuBuilder, OnCpuBuilder, Session, Window};
+pub use stats::{SymbolizationStats, WindowStats};

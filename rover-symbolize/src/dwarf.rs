@@ -2,18 +2,18 @@
 //! the chain of inlined frames. The context borrows the mapped file (and
 //! owns decompressed copies of compressed sections) and parses lazily.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 
+use crate::addrmap::AddrMap;
 use crate::demangle::{demangle, is_mangled};
 use crate::elf::ElfFile;
 use crate::frame::Location;
+use crate::names::FunctionIndex;
 
-type Slice = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
+pub(crate) type Slice = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
 /// One frame found in DWARF, innermost first in a lookup's output.
 #[derive(Debug, Clone)]
@@ -27,44 +27,6 @@ pub(crate) struct DwarfFrame {
     pub(crate) linkage: bool,
     pub(crate) location: Option<Location>,
 }
-
-/// How much of the DWARF a lookup needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Detail {
-    /// Outer function name only.
-    Names,
-    /// Outer function name and the line-table location.
-    Lines,
-    /// Every frame, inlined ones included.
-    Inlined,
-}
-
-/// Hashes integer keys (addresses) with one multiply per word: the interning
-/// maps sit on the hot path, where SipHash's cost shows.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type AddrMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
 
 struct State {
     ctx: addr2line::Context<Slice>,
@@ -80,6 +42,9 @@ struct State {
 /// The DWARF of one file, ready for lookups.
 pub(crate) struct Dwarf {
     state: Mutex<State>,
+    sections: Arc<gimli::Dwarf<Slice>>,
+    /// Built on the first `Detail::Names` lookup.
+    functions: OnceLock<FunctionIndex>,
     demangle: bool,
     owned_bytes: usize,
     // Owners of the bytes `state` borrows; fields drop in declaration order,
@@ -120,8 +85,8 @@ impl Dwarf {
             let data: &'static [u8] = unsafe { &*data };
             Ok(gimli::EndianSlice::new(data, endian))
         };
-        let dwarf = gimli::Dwarf::load(&mut section).ok()?;
-        let ctx = addr2line::Context::from_dwarf(dwarf).ok()?;
+        let dwarf = Arc::new(gimli::Dwarf::load(&mut section).ok()?);
+        let ctx = addr2line::Context::from_arc_dwarf(Arc::clone(&dwarf)).ok()?;
         let owned_bytes = owned.iter().map(|b| b.len()).sum();
         Some(Dwarf {
             state: Mutex::new(State {
@@ -130,6 +95,8 @@ impl Dwarf {
                 files: AddrMap::default(),
                 starts: AddrMap::default(),
             }),
+            sections: dwarf,
+            functions: OnceLock::new(),
             demangle,
             owned_bytes,
             _owned: owned,
@@ -137,9 +104,28 @@ impl Dwarf {
         })
     }
 
-    /// Bytes this DWARF owns beyond the mapped file (decompressed sections).
+    /// Bytes this DWARF owns beyond the mapped file (decompressed sections,
+    /// the function index).
     pub(crate) fn owned_bytes(&self) -> usize {
-        self.owned_bytes
+        self.owned_bytes + self.functions.get().map_or(0, FunctionIndex::heap_bytes)
+    }
+
+    /// The innermost DWARF function at `addr`, without line tables.
+    pub(crate) fn function_name(&self, addr: u64, out: &mut Vec<DwarfFrame>) -> bool {
+        let index = self
+            .functions
+            .get_or_init(|| FunctionIndex::build(&self.sections, self.demangle));
+        match index.find(addr) {
+            Some((name, linkage)) => {
+                out.push(DwarfFrame {
+                    name: Some(Arc::clone(name)),
+                    linkage: *linkage,
+                    location: None,
+                });
+                true
+            }
+            None => false,
+        }
     }
 
     /// Locks the context for a run of lookups (one lock per batch).
@@ -183,9 +169,17 @@ impl Lookup<'_> {
         plain
     }
 
+    /// The line-table location of `addr`, without function or inlined
+    /// frames.
+    pub(crate) fn location(&mut self, addr: u64) -> Option<Location> {
+        let State { ctx, files, .. } = &mut *self.state;
+        let loc = ctx.find_location(addr).ok().flatten()?;
+        intern_location(files, &loc)
+    }
+
     /// Appends the frames at `addr` to `out`, innermost first. Returns false
     /// when DWARF knows nothing about the address.
-    pub(crate) fn frames(&mut self, addr: u64, detail: Detail, out: &mut Vec<DwarfFrame>) -> bool {
+    pub(crate) fn frames(&mut self, addr: u64, out: &mut Vec<DwarfFrame>) -> bool {
         let State {
             ctx, names, files, ..
         } = &mut *self.state;
@@ -193,7 +187,6 @@ impl Lookup<'_> {
             return false;
         };
         let start = out.len();
-        let mut first = true;
         while let Ok(Some(frame)) = iter.next() {
             let name = frame.function.as_ref().map(|f| {
                 let mangling = f.language.is_some_and(has_mangling);
@@ -213,26 +206,10 @@ impl Lookup<'_> {
                     })
                     .clone()
             });
-            let wants_location = match detail {
-                Detail::Names => false,
-                Detail::Lines => first,
-                Detail::Inlined => true,
-            };
-            let location = if wants_location {
-                frame.location.as_ref().and_then(|loc| {
-                    let file = loc.file?;
-                    let key = (file.as_ptr() as usize, file.len());
-                    let file = files.entry(key).or_insert_with(|| Arc::from(file)).clone();
-                    Some(Location {
-                        file,
-                        line: loc.line,
-                        column: loc.column,
-                    })
-                })
-            } else {
-                None
-            };
-            first = false;
+            let location = frame
+                .location
+                .as_ref()
+                .and_then(|loc| intern_location(files, loc));
             let (name, linkage) = match name {
                 Some((n, l)) => (Some(n), l),
                 None => (None, false),
@@ -243,22 +220,12 @@ impl Lookup<'_> {
                 location,
             });
         }
-        if detail != Detail::Inlined && out.len() > start + 1 {
-            // Keep the outer function's name with the innermost location.
-            let location = out[start].location.take();
-            let outer = out.pop().map(|mut f| {
-                f.location = location;
-                f
-            });
-            out.truncate(start);
-            out.extend(outer);
-        }
         out.len() > start
     }
 }
 
 /// Languages whose DWARF names are plain names beside a mangled linkage name.
-fn has_mangling(lang: gimli::DwLang) -> bool {
+pub(crate) fn has_mangling(lang: gimli::DwLang) -> bool {
     matches!(
         lang,
         gimli::DW_LANG_C_plus_plus
@@ -271,4 +238,19 @@ fn has_mangling(lang: gimli::DwLang) -> bool {
             | gimli::DW_LANG_Ada83
             | gimli::DW_LANG_Ada95
     )
+}
+
+/// A location whose file is interned by the address of its bytes.
+fn intern_location(
+    files: &mut AddrMap<(usize, usize), Arc<str>>,
+    loc: &addr2line::Location<'_>,
+) -> Option<Location> {
+    let file = loc.file?;
+    let key = (file.as_ptr() as usize, file.len());
+    let file = files.entry(key).or_insert_with(|| Arc::from(file)).clone();
+    Some(Location {
+        file,
+        line: loc.line,
+        column: loc.column,
+    })
 }

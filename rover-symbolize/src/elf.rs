@@ -177,6 +177,23 @@ impl ElfFile {
             let at = (bytes.as_ptr() as usize).checked_sub(base)?;
             (at + bytes.len() <= len).then_some(at)
         };
+        // End address of each executable section, by section index, read
+        // once rather than per symbol. A debug-only file keeps its `.text`
+        // header (as NOBITS), flags included: test the flag, not contents.
+        let mut code_ends: Vec<Option<u64>> = Vec::new();
+        for section in obj.sections() {
+            let i = section.index().0;
+            if code_ends.len() <= i {
+                code_ends.resize(i + 1, None);
+            }
+            let executable = matches!(
+                section.flags(),
+                object::SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0
+            );
+            if executable {
+                code_ends[i] = Some(section.address().saturating_add(section.size()));
+            }
+        }
         for table in [obj.symbols(), obj.dynamic_symbols()] {
             let mut file: u32 = u32::MAX;
             for sym in table {
@@ -197,21 +214,12 @@ impl ElfFile {
                 if !matches!(st_type, STT_FUNC | STT_GNU_IFUNC | STT_NOTYPE) || sym.is_undefined() {
                     continue;
                 }
-                let Some(section) = sym
+                let Some(section_end) = sym
                     .section_index()
-                    .and_then(|i| obj.section_by_index(i).ok())
+                    .and_then(|i| code_ends.get(i.0).copied().flatten())
                 else {
                     continue;
                 };
-                // A debug-only file keeps its `.text` header (as NOBITS),
-                // flags included: test the flag, not the contents.
-                let executable = matches!(
-                    section.flags(),
-                    object::SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0
-                );
-                if !executable {
-                    continue;
-                }
                 let Ok(name) = sym.name_bytes() else { continue };
                 let name = strip_version(name);
                 if name.is_empty() || (st_type == STT_NOTYPE && name.starts_with(b"$")) {
@@ -227,7 +235,7 @@ impl ElfFile {
                 out.push(RawSymbol {
                     addr: sym.address(),
                     size: sym.size(),
-                    section_end: section.address().saturating_add(section.size()),
+                    section_end,
                     name_off,
                     name_len,
                     src,

@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod addrmap;
 mod cache;
 mod debuginfo;
 mod demangle;
@@ -30,6 +31,7 @@ pub mod kallsyms;
 mod kernel;
 pub mod maps;
 mod module;
+mod names;
 pub mod perfmap;
 mod process;
 mod symbolizer;

@@ -7,11 +7,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::debuginfo::{BinaryDir, find_debug_file};
-use crate::dwarf::{Detail, Dwarf, DwarfFrame, Lookup};
+use crate::dwarf::{Dwarf, DwarfFrame, Lookup};
 use crate::elf::ElfFile;
 use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
-use crate::symtab::SymbolTable;
+use crate::symtab::{Names, SymbolTable};
 use crate::{Level, Module};
+
+/// What one batch of lookups in a module holds: its locks and scratch
+/// space, taken once for the whole batch.
+pub(crate) struct Batch<'a> {
+    level: Level,
+    dwarf: Option<&'a Dwarf>,
+    lookup: Option<Lookup<'a>>,
+    names: Names<'a>,
+    scratch: Vec<DwarfFrame>,
+}
 
 /// A module ready for lookups, shared by every process that maps it.
 pub(crate) struct LoadedFile {
@@ -70,6 +80,20 @@ impl LoadedFile {
         }
     }
 
+    /// Takes what a batch of lookups at `level` needs: the DWARF (loaded on
+    /// first need), its lock (not for names, which need none) and the symbol
+    /// names cache's lock.
+    pub(crate) fn batch(&self, level: Level) -> Batch<'_> {
+        let dwarf = self.dwarf(level);
+        Batch {
+            level,
+            dwarf,
+            lookup: dwarf.filter(|_| level >= Level::Lines).map(Dwarf::lock),
+            names: self.symbols.names(),
+            scratch: Vec::new(),
+        }
+    }
+
     /// Whether DWARF is available, in the file or its debug file.
     pub(crate) fn has_dwarf(&self) -> bool {
         self.elf.has_dwarf || self.debug.is_some()
@@ -112,27 +136,43 @@ impl LoadedFile {
         &self,
         addr: u64,
         module: &Arc<str>,
-        level: Level,
-        lookup: Option<&mut Lookup<'_>>,
-        scratch: &mut Vec<DwarfFrame>,
+        batch: &mut Batch<'_>,
     ) -> Symbolized {
+        let Batch {
+            level,
+            dwarf,
+            lookup,
+            names,
+            scratch,
+        } = batch;
+        let (level, dwarf) = (*level, *dwarf);
+        let mut lookup = lookup.as_mut();
         let sym = self.symbols.find(addr);
-        let detail = match level {
-            Level::SymbolTable => None,
-            Level::Names => Some(Detail::Names),
-            Level::Lines => Some(Detail::Lines),
-            Level::Inlined => Some(Detail::Inlined),
-        };
         scratch.clear();
-        let mut lookup = lookup;
-        let have_frames = match (lookup.as_deref_mut(), detail) {
-            (Some(lookup), Some(detail)) => lookup.frames(addr, detail, scratch),
+        let have_frames = match (level, dwarf, lookup.as_deref_mut()) {
+            (Level::Names, Some(dwarf), _) => dwarf.function_name(addr, scratch),
+            // The outer function from the index and the line-table row:
+            // inlined subroutines are never parsed.
+            (Level::Lines, Some(dwarf), Some(lookup)) => {
+                let named = dwarf.function_name(addr, scratch);
+                let location = lookup.location(addr);
+                match scratch.first_mut() {
+                    Some(frame) => frame.location = location,
+                    None => scratch.extend(location.map(|l| DwarfFrame {
+                        name: None,
+                        linkage: false,
+                        location: Some(l),
+                    })),
+                }
+                named || !scratch.is_empty()
+            }
+            (Level::Inlined, _, Some(lookup)) => lookup.frames(addr, scratch),
             _ => false,
         };
         if !have_frames {
             return match sym {
                 Some(s) => Symbolized::Sym(Sym {
-                    name: Arc::clone(s.name),
+                    name: names.get(s.index),
                     module: Arc::clone(module),
                     module_offset: addr,
                     sym_addr: s.addr,
@@ -155,14 +195,14 @@ impl LoadedFile {
             if let Some(first) = scratch.first_mut()
                 && !first.linkage
             {
-                first.name = Some(Arc::clone(s.name));
+                first.name = Some(names.get(s.index));
             }
             if scratch.len() > 1
                 && let Some(outer) = scratch.last_mut()
                 && !outer.linkage
                 && lookup.is_some_and(|l| l.starts_uninlined(s.addr))
             {
-                outer.name = Some(Arc::clone(s.name));
+                outer.name = Some(names.get(s.index));
             }
         }
         let Some(outer) = scratch.pop() else {
@@ -170,7 +210,7 @@ impl LoadedFile {
         };
         let name = match (outer.name, &sym) {
             (Some(n), _) => n,
-            (None, Some(s)) => Arc::clone(s.name),
+            (None, Some(s)) => names.get(s.index),
             (None, None) => return unknown(module, addr, Reason::NoSymbols),
         };
         let inlined = scratch

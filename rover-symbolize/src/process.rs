@@ -14,8 +14,11 @@ use crate::error::Error;
 use crate::frame::{Reason, Sym, Symbolized, Unknown};
 use crate::maps::{MapEntry, MapPath, ProcessMaps, read_vdso};
 use crate::module::{LoadedFile, unknown};
-use crate::perfmap::{PerfMapCache, perf_map_path};
+use crate::perfmap::{PerfMap, PerfMapCache, perf_map_path};
 use crate::symbolizer::{Symbolizer, unmapped};
+
+/// A perf map and the module name its symbols carry.
+type NamedPerfMap = (Arc<PerfMap>, Arc<str>);
 
 /// Process maps by pid, the modules opened for their mappings, and their
 /// perf maps.
@@ -25,6 +28,9 @@ pub(crate) struct ProcessCache {
     /// By (pid, mapping start, inode): kept so that a process that exited
     /// (its `/proc` entries gone) still resolves until forgotten.
     opened: Mutex<HashMap<(u32, u64, u64), Arc<LoadedFile>>>,
+    /// The last perf map seen per pid and its module name, for the same
+    /// reason.
+    last_perf_maps: Mutex<HashMap<u32, NamedPerfMap>>,
     pub(crate) perf_maps: PerfMapCache,
 }
 
@@ -56,15 +62,42 @@ impl ProcessCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn last_perf_maps(&self) -> MutexGuard<'_, HashMap<u32, NamedPerfMap>> {
+        self.last_perf_maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The perf map of `pid`: reloaded if its file changed, else the last one
+    /// seen (the process may have exited).
+    fn perf_map(&self, pid: u32) -> Option<NamedPerfMap> {
+        let fresh = self.perf_maps.get(pid).zip(perf_map_path(pid).ok());
+        match fresh {
+            Some((map, path)) => {
+                // Shown as the process sees it: /tmp/perf-NSPID.map.
+                let shown = path.to_string_lossy().into_owned();
+                let shown = shown
+                    .find("/root/")
+                    .map_or(shown.as_str(), |at| &shown[at + 5..]);
+                let found = (map, Arc::from(shown));
+                self.last_perf_maps().insert(pid, found.clone());
+                Some(found)
+            }
+            None => self.last_perf_maps().get(&pid).cloned(),
+        }
+    }
+
     pub(crate) fn forget(&self, pid: u32) {
         self.lock().remove(&pid);
         self.opened().retain(|&(p, _, _), _| p != pid);
+        self.last_perf_maps().remove(&pid);
         self.perf_maps.forget(pid);
     }
 
     pub(crate) fn clear(&self) {
         self.lock().clear();
         self.opened().clear();
+        self.last_perf_maps().clear();
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -138,7 +171,17 @@ impl Symbolizer {
                     Err(reason) => return fill(batch, out, &module, entry, reason),
                 }
             }
-            MapPath::Anonymous | MapPath::Special(_) => return self.symbolize_jit(pid, batch, out),
+            MapPath::Anonymous | MapPath::Special(_) if entry.is_executable() => {
+                return self.symbolize_jit(pid, batch, out);
+            }
+            MapPath::Anonymous | MapPath::Special(_) => {
+                // Data (heap, stack): mapped, but no code to name.
+                let module: Arc<str> = Arc::from(match &entry.path {
+                    MapPath::Special(name) => name.as_str(),
+                    _ => "[anon]",
+                });
+                return fill(batch, out, &module, entry, Reason::NoSymbols);
+            }
         };
         // Absolute address -> offset in the file -> the file's own virtual
         // address, through its PT_LOAD headers.
@@ -203,19 +246,13 @@ impl Symbolizer {
 
     /// Anonymous executable memory: JIT code named by the perf map.
     fn symbolize_jit(&self, pid: u32, batch: &[(u64, usize)], out: &mut [Symbolized]) {
-        let perf_map = self.processes.perf_maps.get(pid);
-        let module: Option<Arc<str>> = perf_map_path(pid).ok().map(|p| {
-            let shown = p.to_string_lossy().into_owned();
-            // Shown as the process sees it: /tmp/perf-NSPID.map.
-            let shown = shown
-                .find("/root/")
-                .map_or(shown.clone(), |at| shown[at + 5..].to_string());
-            Arc::from(shown)
-        });
+        let perf_map = self.processes.perf_map(pid);
         for &(addr, idx) in batch {
-            let found = perf_map.as_ref().and_then(|m| m.find(addr));
-            out[idx] = match (found, &module) {
-                (Some(sym), Some(module)) => Symbolized::Sym(Sym {
+            let found = perf_map
+                .as_ref()
+                .and_then(|(m, module)| Some((m.find(addr)?, module)));
+            out[idx] = match found {
+                Some((sym, module)) => Symbolized::Sym(Sym {
                     name: Arc::from(sym.name),
                     module: Arc::clone(module),
                     module_offset: addr,

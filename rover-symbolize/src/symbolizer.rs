@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::cache::{FileCache, LoadOptions};
 use crate::debuginfo::{BinaryDir, DEFAULT_DEBUG_DIR};
-use crate::dwarf::DwarfFrame;
 use crate::elf::OpenError;
 use crate::error::Error;
 use crate::frame::{Reason, Symbolized, Unknown};
@@ -21,11 +20,13 @@ pub enum Level {
     /// Names from the ELF symbol tables (`.symtab`, `.dynsym`) only; DWARF is
     /// never read.
     SymbolTable,
-    /// Function names from DWARF (falling back to the symbol tables).
+    /// Function names from DWARF (falling back to the symbol tables),
+    /// without line programs or inlined subroutines.
     Names,
     /// Names plus file and line. The location is the line-table row for the
     /// address, which lies in the innermost inlined function, as
-    /// `addr2line` without `-i` prints it.
+    /// `addr2line` without `-i` prints it. Inlined subroutines are not
+    /// parsed.
     Lines,
     /// Names, file and line, and the chain of inlined functions.
     #[default]
@@ -284,14 +285,12 @@ impl Symbolizer {
         out: &mut [Symbolized],
     ) {
         batch.sort_unstable_by_key(|&(addr, _)| addr);
-        let dwarf = file.dwarf(self.level);
-        let mut lookup = dwarf.map(|d| d.lock());
-        let mut scratch: Vec<DwarfFrame> = Vec::new();
+        let mut state = file.batch(self.level);
         let mut previous: Option<(u64, usize)> = None;
         for &(addr, idx) in batch.iter() {
             let result = match previous {
                 Some((prev_addr, prev_idx)) if prev_addr == addr => out[prev_idx].clone(),
-                _ => file.resolve(addr, module, self.level, lookup.as_mut(), &mut scratch),
+                _ => file.resolve(addr, module, &mut state),
             };
             out[idx] = result;
             previous = Some((addr, idx));

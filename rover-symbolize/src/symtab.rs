@@ -2,10 +2,11 @@
 //! of a file and of its separate debug file) searched by binary search.
 //! Names stay in the mapped files and become shared strings on first use.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use memmap2::Mmap;
 
+use crate::addrmap::AddrMap;
 use crate::demangle::demangle;
 
 /// A function symbol as read from one file, before sorting.
@@ -24,20 +25,24 @@ pub(crate) struct RawSymbol {
     pub(crate) global: bool,
 }
 
+/// 24 bytes a symbol: sizes past 4 GiB are clamped, names are at most
+/// 2 GiB long, and the top bit of `name_len` says which file holds the name.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     addr: u64,
-    end: u64,
+    size: u32,
     name_off: u32,
     name_len: u32,
     file: u32,
-    src: u8,
 }
+
+const SRC_BIT: u32 = 1 << 31;
 
 /// A symbol found for an address.
 pub(crate) struct Found<'a> {
     pub(crate) addr: u64,
-    pub(crate) name: &'a Arc<str>,
+    /// Its index, for [`Names::get`].
+    pub(crate) index: u32,
     /// Source file named by a preceding `STT_FILE` symbol (local symbols).
     pub(crate) file: Option<&'a Arc<str>>,
 }
@@ -45,10 +50,29 @@ pub(crate) struct Found<'a> {
 /// Function symbols sorted by address, one per address.
 pub(crate) struct SymbolTable {
     entries: Vec<Entry>,
-    names: Vec<OnceLock<Arc<str>>>,
+    /// Names made into shared strings, only for symbols resolved so far.
+    names: Mutex<AddrMap<u32, Arc<str>>>,
     files: Vec<Arc<str>>,
     maps: Vec<Arc<Mmap>>,
     demangle: bool,
+}
+
+/// The locked name cache of a table, held for a batch.
+pub(crate) struct Names<'a> {
+    table: &'a SymbolTable,
+    cache: MutexGuard<'a, AddrMap<u32, Arc<str>>>,
+}
+
+impl Names<'_> {
+    /// The (demangled, if asked) name of symbol `index`.
+    pub(crate) fn get(&mut self, index: u32) -> Arc<str> {
+        let table = self.table;
+        Arc::clone(
+            self.cache
+                .entry(index)
+                .or_insert_with(|| table.make_name(index)),
+        )
+    }
 }
 
 /// How many preceding symbols to try when the nearest one ends before the
@@ -82,20 +106,22 @@ impl SymbolTable {
                 let next = raw.get(i + 1).map_or(u64::MAX, |n| n.addr);
                 next.min(s.section_end).max(s.addr.saturating_add(1))
             };
+            if s.name_len & SRC_BIT != 0 {
+                continue;
+            }
             entries.push(Entry {
                 addr: s.addr,
-                end,
+                size: u32::try_from(end - s.addr).unwrap_or(u32::MAX),
                 name_off: s.name_off,
-                name_len: s.name_len,
+                name_len: s.name_len | if s.src != 0 { SRC_BIT } else { 0 },
                 file: s.file,
-                src: s.src,
             });
         }
+        drop(raw);
         entries.shrink_to_fit();
-        let names = (0..entries.len()).map(|_| OnceLock::new()).collect();
         SymbolTable {
             entries,
-            names,
+            names: Mutex::default(),
             files,
             maps,
             demangle,
@@ -109,38 +135,55 @@ impl SymbolTable {
 
     /// Approximate heap bytes held by the table.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry>()
-            + self.names.capacity() * size_of::<OnceLock<Arc<str>>>()
+        let names = self
+            .names
+            .lock()
+            .map_or(0, |n| n.capacity() * (size_of::<(u32, Arc<str>)>() + 24));
+        self.entries.capacity() * size_of::<Entry>() + names
+    }
+
+    /// Locks the name cache for a batch of lookups.
+    pub(crate) fn names(&self) -> Names<'_> {
+        let cache = self
+            .names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Names { table: self, cache }
     }
 
     /// The symbol whose `[start, end)` holds `addr`.
     pub(crate) fn find(&self, addr: u64) -> Option<Found<'_>> {
         let idx = self.entries.partition_point(|e| e.addr <= addr);
         let lo = idx.saturating_sub(NESTING);
-        let i = (lo..idx).rev().find(|&i| self.entries[i].end > addr)?;
+        let i = (lo..idx).rev().find(|&i| {
+            let e = &self.entries[i];
+            addr - e.addr < u64::from(e.size)
+        })?;
         let e = &self.entries[i];
         Some(Found {
             addr: e.addr,
-            name: self.name(i),
+            index: u32::try_from(i).ok()?,
             file: self.files.get(e.file as usize),
         })
     }
 
-    fn name(&self, i: usize) -> &Arc<str> {
-        self.names[i].get_or_init(|| {
-            let e = &self.entries[i];
-            let start = e.name_off as usize;
-            let bytes = self
-                .maps
-                .get(e.src as usize)
-                .and_then(|m| m.get(start..start + e.name_len as usize))
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(bytes);
-            if self.demangle {
-                Arc::from(demangle(&text))
-            } else {
-                Arc::from(text)
-            }
-        })
+    fn make_name(&self, index: u32) -> Arc<str> {
+        let Some(e) = self.entries.get(index as usize) else {
+            return Arc::from("??");
+        };
+        let src = usize::from(e.name_len & SRC_BIT != 0);
+        let start = e.name_off as usize;
+        let len = (e.name_len & !SRC_BIT) as usize;
+        let bytes = self
+            .maps
+            .get(src)
+            .and_then(|m| m.get(start..start + len))
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(bytes);
+        if self.demangle {
+            Arc::from(demangle(&text))
+        } else {
+            Arc::from(text)
+        }
     }
 }

@@ -298,7 +298,10 @@ fn exited_process_resolves_from_cache_until_evicted() {
     let pid = stopped.pid();
     let bias = load_bias(pid, &bin);
     let vaddrs = function_addrs(&bin);
-    let absolute: Vec<u64> = vaddrs.iter().map(|v| v + bias).collect();
+    let mut absolute: Vec<u64> = vaddrs.iter().map(|v| v + bias).collect();
+    absolute.push(stopped.jit + 4);
+    let map_path = PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    std::fs::write(&map_path, format!("{:x} 10 jitted::gone\n", stopped.jit)).unwrap();
     let symbolizer = Symbolizer::default();
     let before = symbolizer
         .symbolize(&Source::Process(pid), &absolute)
@@ -311,10 +314,13 @@ fn exited_process_resolves_from_cache_until_evicted() {
         "{modules:?}"
     );
     stopped.kill();
+    std::fs::remove_file(&map_path).unwrap();
     let after = symbolizer
         .symbolize(&Source::Process(pid), &absolute)
         .unwrap();
     assert_eq!(before, after);
+    assert!(matches!(after.last(), Some(Symbolized::Sym(s)) if &*s.name == "jitted::gone"));
+    assert!(after.iter().all(|r| matches!(r, Symbolized::Sym(_))));
     assert_eq!(symbolizer.cached_processes(), 1);
     symbolizer.evict_process(pid);
     assert!(matches!(
@@ -327,8 +333,18 @@ fn exited_process_resolves_from_cache_until_evicted() {
 fn unmapped_address_and_missing_pid() {
     let symbolizer = Symbolizer::default();
     let me = std::process::id();
-    let results = symbolizer.symbolize(&Source::Process(me), &[0x10]).unwrap();
+    let local = 0u64;
+    let stack_addr = &local as *const u64 as u64;
+    let results = symbolizer
+        .symbolize(&Source::Process(me), &[0x10, stack_addr])
+        .unwrap();
     assert!(matches!(&results[0], Symbolized::Unknown(u) if u.reason == Reason::Unmapped));
+    // Mapped but not code: the thread's stack.
+    assert!(
+        matches!(&results[1], Symbolized::Unknown(u) if u.reason == Reason::NoSymbols && u.module.is_some()),
+        "{:?}",
+        results[1]
+    );
     // Pids above the kernel's pid_max never exist.
     let missing = 4_194_304 + 17;
     assert!(matches!(

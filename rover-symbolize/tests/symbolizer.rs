@@ -478,3 +478,69 @@ fn symbol_version_suffixes_are_dropped() {
         "the versioned name, without its version, names one"
     );
 }
+
+#[test]
+fn names_level_agrees_with_the_outer_function_of_full_lookups() {
+    let dir = tempdir();
+    let fixtures = [
+        build(
+            dir.path(),
+            "g++",
+            "cpp",
+            CPP_SOURCE,
+            "names_cpp",
+            &["-O2", "-g"],
+        ),
+        build(
+            dir.path(),
+            "rustc",
+            "rs",
+            RUST_SOURCE,
+            "names_rs",
+            &["-g", "-O", "--edition=2021"],
+        ),
+        build(
+            dir.path(),
+            "gcc",
+            "c",
+            &c_source_with(40),
+            "names_c",
+            &["-O2", "-g"],
+        ),
+    ];
+    for bin in &fixtures {
+        let addrs = function_addrs(bin);
+        let source = Source::Elf(bin.clone());
+        let names = Symbolizer::builder()
+            .level(Level::Names)
+            .build()
+            .symbolize(&source, &addrs)
+            .unwrap();
+        let full = Symbolizer::builder()
+            .level(Level::Inlined)
+            .build()
+            .symbolize(&source, &addrs)
+            .unwrap();
+        let (mut compared, mut same) = (0, 0);
+        for (n, f) in names.iter().zip(&full) {
+            let (n, f) = (sym(n), sym(f));
+            assert!(
+                n.location.as_ref().is_none_or(|l| l.line.is_none()),
+                "Names carries no lines"
+            );
+            assert!(n.inlined.is_empty());
+            if f.inlined.is_empty() {
+                compared += 1;
+                same += usize::from(n.name == f.name);
+            }
+        }
+        println!(
+            "{}: Names agrees with Inlined on {same}/{compared} addresses outside inlined code",
+            bin.display()
+        );
+        assert!(
+            compared > 0 && same * 1000 >= compared * 995,
+            "{same}/{compared}"
+        );
+    }
+}

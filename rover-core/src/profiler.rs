@@ -1,0 +1,128 @@
+//! The entry point: a [`Profiler`] checks privileges and the kernel once,
+//! holds the shared symbolizer, and starts typed sessions.
+
+use std::sync::Arc;
+
+use rover_symbolize::{Level, Symbolizer};
+
+use crate::Error;
+use crate::loader::Environment;
+use crate::session::{OffCpuBuilder, OnCpuBuilder};
+
+/// Starts profiling sessions. Cheap to clone; every session of a profiler
+/// shares its [`Symbolizer`] and so its caches of parsed files.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rover_core::Error> {
+/// use futures::StreamExt;
+/// use std::time::Duration;
+///
+/// let profiler = rover_core::Profiler::new()?;
+/// let mut session = profiler
+///     .on_cpu()
+///     .pids([1234])
+///     .frequency(99)
+///     .window(Duration::from_secs(5))
+///     .start()?;
+/// let mut windows = session.windows();
+/// if let Some(window) = windows.next().await {
+///     println!("{} samples", window.stats.samples);
+/// }
+/// let whole = session.stop().await?;
+/// println!("{} distinct stacks", whole.stack_count());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Profiler {
+    symbolizer: Arc<Symbolizer>,
+    environment: Environment,
+}
+
+impl std::fmt::Debug for Profiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profiler")
+            .field("environment", &self.environment)
+            .field("symbolizer_level", &self.symbolizer.level())
+            .finish()
+    }
+}
+
+impl Profiler {
+    /// Checks that this process may profile (root, or CAP_BPF with
+    /// CAP_PERFMON) and that the kernel has BTF, with a default symbolizer
+    /// (names, lines and inlined frames, demangled).
+    pub fn new() -> Result<Self, Error> {
+        Profiler::builder().build()
+    }
+
+    /// Configures the symbolizer before the checks.
+    pub fn builder() -> ProfilerBuilder {
+        ProfilerBuilder::default()
+    }
+
+    /// Starts configuring an on-CPU session (timer sampling of running threads).
+    pub fn on_cpu(&self) -> OnCpuBuilder {
+        OnCpuBuilder::new(self.clone())
+    }
+
+    /// Starts configuring an off-CPU session (time threads spend blocked).
+    pub fn off_cpu(&self) -> OffCpuBuilder {
+        OffCpuBuilder::new(self.clone())
+    }
+
+    /// The symbolizer every session of this profiler uses.
+    pub fn symbolizer(&self) -> &Arc<Symbolizer> {
+        &self.symbolizer
+    }
+
+    /// What the checks found: tracefs, the kernel's sampling-rate limit.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+}
+
+/// Configures a [`Profiler`].
+#[derive(Default)]
+pub struct ProfilerBuilder {
+    symbolizer: Option<Arc<Symbolizer>>,
+    level: Option<Level>,
+    demangle: Option<bool>,
+}
+
+impl ProfilerBuilder {
+    /// Uses this symbolizer (shared, e.g. with other profilers or tools).
+    pub fn symbolizer(mut self, symbolizer: Arc<Symbolizer>) -> Self {
+        self.symbolizer = Some(symbolizer);
+        self
+    }
+
+    /// Detail of symbolization for the default symbolizer (default: inlined frames).
+    pub fn level(mut self, level: Level) -> Self {
+        self.level = Some(level);
+        self
+    }
+
+    /// Whether the default symbolizer demangles Rust and C++ names (default: yes).
+    pub fn demangle(mut self, demangle: bool) -> Self {
+        self.demangle = Some(demangle);
+        self
+    }
+
+    /// Runs the privilege and kernel checks and builds the profiler.
+    pub fn build(self) -> Result<Profiler, Error> {
+        let environment = Environment::check()?;
+        let symbolizer = match self.symbolizer {
+            Some(symbolizer) => symbolizer,
+            None => Arc::new(
+                Symbolizer::builder()
+                    .level(self.level.unwrap_or_default())
+                    .demangle(self.demangle.unwrap_or(true))
+                    .build(),
+            ),
+        };
+        Ok(Profiler {
+            symbolizer,
+            environment,
+        })
+    }
+}

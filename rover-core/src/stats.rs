@@ -1,0 +1,72 @@
+//! What a session measured about itself in one window: samples taken and
+//! lost, stacks, symbolization misses and the time spent draining.
+
+use std::time::Duration;
+
+use rover_symbolize::Reason;
+
+use crate::loader::{ErrorCounts, StackLoss};
+
+/// Statistics of one window of a session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// Window number, from 0.
+    pub index: u64,
+    /// How long the window lasted (from the previous drain to this one).
+    pub duration: Duration,
+    /// On-CPU samples, or off-CPU blocks, counted in the window.
+    pub samples: u64,
+    /// Off-CPU sessions: nanoseconds off CPU counted in the window.
+    pub off_cpu_nanos: u64,
+    /// Distinct (thread, stacks) keys the kernel side counted.
+    pub keys: usize,
+    /// Distinct stacks (kernel and user stacks, as the kernel recorded them).
+    pub distinct_stacks: usize,
+    /// What the kernel side could not record, summed over CPUs.
+    pub lost: ErrorCounts,
+    /// Samples counted whose user or kernel stack was not recorded, by why.
+    pub lost_stacks: Vec<(StackLoss, u64)>,
+    /// How symbolization of the window went.
+    pub symbolization: SymbolizationStats,
+    /// Time to swap and read the kernel maps.
+    pub drain_time: Duration,
+    /// Time to symbolize the window and build its profile.
+    pub symbolize_time: Duration,
+    /// Windows left out of the stream before this one because the consumer
+    /// was behind (they are still in the profile `stop()` returns).
+    pub windows_skipped: u64,
+}
+
+impl WindowStats {
+    /// Samples (on-CPU) or blocks (off-CPU) the kernel side dropped because
+    /// a map was full; lost stacks of counted samples are in `lost_stacks`.
+    pub fn lost_total(&self) -> u64 {
+        self.lost.count_map_full + self.lost.start_map_full
+    }
+}
+
+/// How the addresses of one window were symbolized.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolizationStats {
+    /// Distinct addresses looked up (each distinct stack once per window).
+    pub addresses: u64,
+    /// Of those, how many could not be resolved, by reason.
+    pub misses: Vec<(Reason, u64)>,
+    /// Sources (a process, the kernel) that could not be read at all, with
+    /// the error; their addresses are counted in `misses` as unmapped.
+    pub failed_sources: Vec<(String, String)>,
+}
+
+impl SymbolizationStats {
+    /// All unresolved addresses.
+    pub fn missed(&self) -> u64 {
+        self.misses.iter().map(|(_, n)| n).sum()
+    }
+
+    pub(crate) fn count_miss(&mut self, reason: &Reason) {
+        match self.misses.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.misses.push((reason.clone(), 1)),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! A cgroup v2 target through a session: only the tasks of the cgroup are
+//! sampled.
+
+mod session_fixtures;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rover_core::profile::Metric;
+use session_fixtures::{Fixture, SPIN, pids, profiler, value_through};
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// on hybrid hierarchies).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        if after.split_whitespace().next() != Some("cgroup2") {
+            return None;
+        }
+        before.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// A fresh cgroup, removed when dropped (once its processes are gone).
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_cgroup_session_samples_only_its_tasks() {
+    let Some(profiler) = profiler("a_cgroup_session_samples_only_its_tasks") else {
+        return;
+    };
+    let Some(mount) = cgroup2_mount() else {
+        eprintln!("skipping a_cgroup_session_samples_only_its_tasks: no cgroup v2 mount");
+        return;
+    };
+    let cgroup = Cgroup(mount.join(format!("rover-session-test-{}", std::process::id())));
+    std::fs::create_dir(&cgroup.0).unwrap();
+    let fixture = Fixture::build("spin", SPIN);
+    let mut inside = fixture.spawn(&["600"]);
+    let mut outside = fixture.spawn(&["600"]);
+    std::fs::write(cgroup.0.join("cgroup.procs"), inside.pid().to_string()).unwrap();
+    let session = profiler
+        .on_cpu()
+        .cgroup(&cgroup.0)
+        .window(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    inside.go();
+    outside.go();
+    let cpu = session_fixtures::cpu_seconds_at_exit(inside.pid());
+    inside.wait();
+    outside.wait();
+    let whole = session.stop_blocking().unwrap();
+    let in_spin = value_through(&whole, "spin_here", Metric::OnCpuSamples);
+    eprintln!("cgroup session: {in_spin} samples in spin_here for {cpu:.2} CPU seconds");
+    assert_eq!(
+        pids(&whole),
+        vec![inside.pid()],
+        "samples from outside the cgroup"
+    );
+    assert!(
+        in_spin as f64 > cpu * 99.0 * 0.6,
+        "{in_spin} samples for {cpu:.2} s"
+    );
+}

@@ -1,0 +1,96 @@
+//! A real session's profile exported: folded stacks read back by inferno,
+//! and pprof read by `go tool pprof -top`.
+
+mod session_fixtures;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rover_core::export::{
+    FlameGraphOptions, FoldedOptions, write_flamegraph, write_folded, write_pprof,
+};
+use rover_core::profile::Metric;
+use session_fixtures::{BLOCK, Fixture, SPIN, profiler};
+
+#[test]
+fn session_profiles_export_to_folded_svg_and_pprof() {
+    let Some(profiler) = profiler("session_profiles_export_to_folded_svg_and_pprof") else {
+        return;
+    };
+    let spin_fixture = Fixture::build("spin", SPIN);
+    let block_fixture = Fixture::build("block", BLOCK);
+    let mut spin = spin_fixture.spawn(&["800"]);
+    let mut block = block_fixture.spawn(&[]);
+    let on_cpu = profiler
+        .on_cpu()
+        .pids([spin.pid()])
+        .window(Duration::from_millis(250))
+        .start()
+        .unwrap();
+    let off_cpu = profiler
+        .off_cpu()
+        .pids([block.pid()])
+        .window(Duration::from_millis(250))
+        .start()
+        .unwrap();
+    spin.go();
+    block.go();
+    assert_eq!(block.line(), "done");
+    spin.wait();
+    let cpu = on_cpu.stop_blocking().unwrap();
+    let blocked = off_cpu.stop_blocking().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Folded stacks: inferno parses every line and draws the graph.
+    let mut folded = Vec::new();
+    write_folded(&cpu, &FoldedOptions::on_cpu(), &mut folded).unwrap();
+    let text = String::from_utf8(folded).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let folded_total: u64 = lines
+        .iter()
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(folded_total, cpu.total(Metric::OnCpuSamples));
+    assert!(
+        lines.iter().any(|l| l.contains(";main;spin_here")),
+        "{text}"
+    );
+    let mut svg = Vec::new();
+    let mut options = inferno::flamegraph::Options::default();
+    inferno::flamegraph::from_lines(&mut options, lines.iter().copied(), &mut svg).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.contains("spin_here"));
+    let mut own_svg = Vec::new();
+    write_flamegraph(
+        &blocked,
+        &FlameGraphOptions::off_cpu("blocking fixture"),
+        &mut own_svg,
+    )
+    .unwrap();
+    assert!(String::from_utf8(own_svg).unwrap().contains("block_here"));
+
+    // pprof: go tool pprof reads both files and names the functions.
+    for (profile, name, function) in [
+        (&cpu, "cpu.pb.gz", "spin_here"),
+        (&blocked, "off.pb.gz", "block_here"),
+    ] {
+        let path = dir.path().join(name);
+        write_pprof(profile, std::fs::File::create(&path).unwrap()).unwrap();
+        let output = match Command::new("go")
+            .args(["tool", "pprof", "-top"])
+            .arg(&path)
+            .output()
+        {
+            Ok(output) => output,
+            Err(error) => panic!("go (Debian golang-go) is needed to read pprof files: {error}"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "go tool pprof failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!("{stdout}");
+        assert!(stdout.contains(function), "{function} not in:\n{stdout}");
+    }
+}

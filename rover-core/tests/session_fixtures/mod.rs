@@ -1,0 +1,220 @@
+//! Shared pieces of the session tests: a profiler (or the reason there is
+//! none), C fixtures built with gcc at test time, and profile queries.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use rover_core::profile::{Metric, Profile};
+use rover_core::{Error, Profiler};
+
+/// A profiler, or `None` after printing why eBPF cannot run here (not root,
+/// no BTF): the only reasons a kernel test may skip.
+pub fn profiler(test: &str) -> Option<Profiler> {
+    match Profiler::new() {
+        Ok(profiler) => Some(profiler),
+        Err(error) if error.is_privileges() || error.is_kernel_feature() => {
+            eprintln!("skipping {test}: {error}");
+            None
+        }
+        Err(error) => panic!("profiler checks failed: {error}"),
+    }
+}
+
+/// Spins in `spin_here` for argv[1] milliseconds of its own CPU time once
+/// told to go, then exits: CPU time, not wall time, so a busy machine
+/// delays it but does not shorten the work the profiler should see.
+pub const SPIN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) unsigned long spin_here(double until) {
+    volatile unsigned long x = 0;
+    while (now() < until) {
+        for (int i = 0; i < 100000; i++) x += i;
+    }
+    return x;
+}
+
+int main(int argc, char **argv) {
+    double ms = argc > 1 ? atof(argv[1]) : 1000;
+    char go;
+    printf("ready\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1) return 1;
+    spin_here(now() + ms / 1000.0);
+    return 0;
+}
+"#;
+
+/// Blocks 20 times for 50 ms in `block_here` once told to go. The sleep is
+/// a raw syscall so the user stack's leaf is `block_here` itself (libc's
+/// wrapper has no frame pointer and would hide its caller).
+pub const BLOCK: &str = r#"
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void block_here(void) {
+    struct timespec ts = { 0, 50 * 1000 * 1000 };
+    long ret;
+    __asm__ volatile ("syscall" : "=a"(ret) : "a"(35), "D"(&ts), "S"(0) : "rcx", "r11", "memory");
+}
+
+int main(void) {
+    char go;
+    printf("ready\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1) return 1;
+    for (int i = 0; i < 20; i++) block_here();
+    printf("done\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1) return 1;
+    return 0;
+}
+"#;
+
+/// A C program compiled with frame pointers into a fresh folder.
+pub struct Fixture {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn build(name: &str, source: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join(format!("{name}.c"));
+        std::fs::write(&c, source).unwrap();
+        let path = dir.path().join(name);
+        let status = Command::new("gcc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-fno-inline", "-o"])
+            .arg(&path)
+            .arg(&c)
+            .status()
+            .expect("gcc is needed to build the test fixtures");
+        assert!(status.success(), "gcc failed on {name}.c");
+        Fixture { path, _dir: dir }
+    }
+
+    /// Starts the fixture and waits for its `ready` line, so its binary is
+    /// mapped before a session starts.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = Command::new(&self.path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert_eq!(read_line(&mut child), "ready", "fixture did not start");
+        Running { child }
+    }
+}
+
+/// A running fixture; killed when dropped.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the fixture start its work.
+    pub fn go(&mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
+    }
+
+    /// Waits for the fixture's next output line.
+    pub fn line(&mut self) -> String {
+        read_line(&mut self.child)
+    }
+
+    pub fn wait(&mut self) {
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_line(child: &mut Child) -> String {
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// The value of the rows whose stack passes through function `name`.
+pub fn value_through(profile: &Profile, name: &str, metric: Metric) -> u64 {
+    profile.filter_function(name).total(metric)
+}
+
+/// Every distinct pid in the profile.
+pub fn pids(profile: &Profile) -> Vec<u32> {
+    let mut pids: Vec<u32> = profile
+        .processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Fails unless `result` is the error `matches` accepts; prints the message.
+pub fn expect_error<T>(result: Result<T, Error>, what: &str, matches: impl Fn(&Error) -> bool) {
+    match result {
+        Ok(_) => panic!("{what}: expected an error"),
+        Err(error) => {
+            eprintln!("{what}: {error}");
+            assert!(matches(&error), "{what}: unexpected error {error:?}");
+        }
+    }
+}
+
+/// CPU seconds (user + system) a fixture used, read once it has exited and
+/// before it is reaped (a zombie keeps its times).
+pub fn cpu_seconds_at_exit(pid: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields[0] == "Z" {
+            let utime: f64 = fields[11].parse().unwrap();
+            let stime: f64 = fields[12].parse().unwrap();
+            return (utime + stime) / ticks;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Switches and nanoseconds of interruptible sleeps on stacks through
+/// `name`: the fixture's own sleeps, without the preemptions that may also
+/// hit the thread inside the same function on a busy machine.
+pub fn sleeps_through(profile: &Profile, name: &str) -> (u64, u64) {
+    use rover_core::profile::OffCpuState;
+    let through = profile.filter_function(name);
+    through
+        .entries()
+        .map(|e| e.value.off_cpu[OffCpuState::Interruptible.index()])
+        .fold((0, 0), |(s, n), v| (s + v.switches, n + v.nanos))
+}

@@ -1,0 +1,152 @@
+//! On-CPU sessions for real in the kernel: a fixture spinning in a known
+//! function, its windows consumed from tokio; configuration errors.
+
+mod session_fixtures;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rover_core::loader::LoaderError;
+use rover_core::profile::{FrameKind, Metric, ProfileKind};
+use rover_core::{Error, Profile};
+use session_fixtures::{
+    Fixture, SPIN, cpu_seconds_at_exit, expect_error, pids, profiler, value_through,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_fixture_through_windows_on_tokio() {
+    let Some(profiler) = profiler("spinning_fixture_through_windows_on_tokio") else {
+        return;
+    };
+    let fixture = Fixture::build("spin", SPIN);
+    let mut spin = fixture.spawn(&["1500"]);
+    let pid = spin.pid();
+    let mut session = profiler
+        .on_cpu()
+        .pids([pid])
+        .frequency(99)
+        .window(Duration::from_millis(250))
+        .start()
+        .unwrap();
+    let mut windows = session.windows();
+    spin.go();
+    let mut from_windows = Profile::new();
+    let mut window_samples = 0;
+    let mut count = 0;
+    // Windows arrive on tokio while the fixture runs; then stop collects the
+    // last one and the whole profile.
+    while count < 7 {
+        let window = tokio::time::timeout(Duration::from_secs(5), windows.next())
+            .await
+            .expect("a window every 250 ms")
+            .expect("the stream stays open while the session runs");
+        assert_eq!(window.stats.index, count);
+        assert!(window.profile.has_kind(ProfileKind::OnCpu));
+        assert_eq!(
+            window.stats.samples,
+            window.profile.total(Metric::OnCpuSamples)
+        );
+        window_samples += window.stats.samples;
+        from_windows.merge(&window.profile);
+        count += 1;
+    }
+    let cpu = cpu_seconds_at_exit(pid);
+    spin.wait();
+    let whole = session.stop().await.unwrap();
+    // The stream ends after the session's last window.
+    while let Some(window) = windows.next().await {
+        window_samples += window.stats.samples;
+        from_windows.merge(&window.profile);
+    }
+    let total = whole.total(Metric::OnCpuSamples);
+    assert_eq!(
+        total, window_samples,
+        "the whole profile is the sum of its windows"
+    );
+    assert_eq!(from_windows.total(Metric::OnCpuSamples), total);
+    // 99 Hz of the CPU time it really got (other work shares the CPUs).
+    let expected = cpu * 99.0;
+    eprintln!("{total} samples for {cpu:.2} CPU seconds ({expected:.0} expected)");
+    assert!(cpu > 0.3, "the fixture barely ran ({cpu} s)");
+    assert!(
+        (total as f64) > expected * 0.75 && (total as f64) < expected * 1.25 + 5.0,
+        "{total} samples for {cpu:.2} CPU seconds at 99 Hz"
+    );
+    assert_eq!(pids(&whole), vec![pid], "samples of other processes");
+    let in_spin = value_through(&whole, "spin_here", Metric::OnCpuSamples);
+    eprintln!("{in_spin} of {total} samples in spin_here");
+    assert!(
+        in_spin * 10 >= total * 9,
+        "only {in_spin} of {total} samples in spin_here"
+    );
+    // spin_here's frames are resolved with the fixture's file and line.
+    let frame = whole
+        .entries()
+        .flat_map(|e| whole.stack(e.stack).to_vec())
+        .filter_map(|id| whole.frame(id))
+        .find(|f| f.name == "spin_here")
+        .expect("a spin_here frame");
+    assert_eq!(frame.kind, FrameKind::Native);
+    assert!(frame.file.is_some_and(|file| file.ends_with("spin.c")));
+    let top = whole.top_functions(
+        Metric::OnCpuSamples,
+        rover_core::profile::TopOrder::Total,
+        3,
+    );
+    assert!(top.iter().any(|f| f.name == "spin_here"), "top: {top:?}");
+}
+
+#[test]
+fn bad_configurations_are_clear_errors() {
+    let Some(profiler) = profiler("bad_configurations_are_clear_errors") else {
+        return;
+    };
+    expect_error(profiler.on_cpu().start(), "no targets", |e| {
+        matches!(e, Error::NoTargets)
+    });
+    expect_error(profiler.off_cpu().start(), "no targets (off-CPU)", |e| {
+        matches!(e, Error::NoTargets)
+    });
+    // Pids are never reused this high: pid_max is at most 2^22.
+    expect_error(
+        profiler.on_cpu().pids([4_999_999]).start(),
+        "no such pid",
+        |e| matches!(e, Error::Loader(LoaderError::NoSuchProcess(4_999_999))),
+    );
+    let me = std::process::id();
+    expect_error(
+        profiler.on_cpu().pids([me]).frequency(0).start(),
+        "0 Hz",
+        |e| matches!(e, Error::Loader(LoaderError::ZeroFrequency)),
+    );
+    let max = profiler.environment().max_sample_rate;
+    expect_error(
+        profiler.on_cpu().pids([me]).frequency(max + 1).start(),
+        "above the kernel's limit",
+        |e| matches!(e, Error::Loader(LoaderError::FrequencyTooHigh { .. })),
+    );
+    expect_error(
+        profiler
+            .on_cpu()
+            .pids([me])
+            .window(Duration::from_millis(1))
+            .start(),
+        "1 ms window",
+        |e| matches!(e, Error::InvalidConfig(_)),
+    );
+    expect_error(
+        profiler
+            .off_cpu()
+            .pids([me])
+            .min_block(Duration::from_millis(10))
+            .max_block(Duration::from_millis(1))
+            .start(),
+        "min above max",
+        |e| matches!(e, Error::Loader(LoaderError::InvalidConfig(_))),
+    );
+    expect_error(
+        profiler.on_cpu().cgroup("/nonexistent/cgroup").start(),
+        "missing cgroup",
+        |e| matches!(e, Error::Loader(LoaderError::Cgroup { .. })),
+    );
+}

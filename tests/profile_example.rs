@@ -1,0 +1,118 @@
+//! The README's first command, the `profile` example, run as a user would:
+//! the demo end to end, and its one-line errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// `cargo test` builds the examples next to the test binaries' folder.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join("profile");
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn demo_writes_flame_graphs_and_finds_the_demo_functions() {
+    if !is_root() {
+        eprintln!("skipping demo_writes_flame_graphs_and_finds_the_demo_functions: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(example())
+        .args(["--duration", "3"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}\n{stdout}");
+    assert!(output.status.success());
+    for name in ["rover-demo-on-cpu.svg", "rover-demo-off-cpu.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(svg.starts_with("<?xml"), "{name} is not an SVG");
+        assert!(stdout.contains(&format!("wrote {}", dir.path().join(name).display())));
+    }
+    // The burning functions lead on-CPU; the blocking ones show off-CPU.
+    assert!(stdout.contains("profile::demo::count_primes"));
+    assert!(stdout.contains("profile::demo::hash_round"));
+    assert!(stdout.contains("profile::demo::timer_wait"));
+    assert!(stdout.contains("profile::demo::pipe_read"));
+    assert!(stdout.contains("summary: profiled"));
+    assert!(
+        stderr.contains("on-CPU") && stderr.contains("samples"),
+        "no progress line"
+    );
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    for args in [
+        &["--bogus"][..],
+        &["--mode", "sideways"],
+        &["--pid", "12", "--all"],
+        &["--frequency", "many"],
+    ] {
+        let output = Command::new(example()).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let lines = stderr_lines(&output);
+        eprintln!("{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].starts_with("error:"));
+    }
+    if !is_root() {
+        return;
+    }
+    for (args, expected) in [
+        (&["--pid", "4999999"][..], "process 4999999 does not exist"),
+        (&["--pid", "1", "--frequency", "0"], "at least 1 Hz"),
+        (&["--duration", "0"], "--duration"),
+    ] {
+        let output = Command::new(example()).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let lines = stderr_lines(&output);
+        eprintln!("{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].contains(expected), "{args:?}: {lines:?}");
+    }
+}
+
+#[test]
+fn without_privileges_a_one_line_error() {
+    if !is_root() {
+        eprintln!("skipping without_privileges_a_one_line_error: needs root to drop privileges");
+        return;
+    }
+    // setpriv (util-linux) runs the example as nobody with no capabilities.
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(example())
+        .args(["--pid", "1"])
+        .output()
+        .unwrap();
+    let lines = stderr_lines(&output);
+    eprintln!("{lines:?}");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("missing privileges"), "{lines:?}");
+}
