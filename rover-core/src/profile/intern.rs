@@ -148,23 +148,17 @@ impl<T: Hash + Eq + Copy> SliceInterner<T> {
     }
 }
 
-/// Interns strings in one `String` arena; id 0 is always the empty string so
-/// "absent" needs no `Option`.
+/// Interns strings as byte slices of one [`SliceInterner`]; id 0 is always
+/// the empty string so "absent" needs no `Option`.
 #[derive(Clone)]
 pub(crate) struct StringTable {
-    arena: String,
-    spans: Vec<(u32, u32)>,
-    index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    bytes: SliceInterner<u8>,
 }
 
 impl Default for StringTable {
     fn default() -> Self {
         let mut table = Self {
-            arena: String::new(),
-            spans: Vec::new(),
-            index: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            bytes: SliceInterner::default(),
         };
         table.intern("");
         table
@@ -173,53 +167,24 @@ impl Default for StringTable {
 
 impl StringTable {
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        let hash = self.hasher.hash_one(s);
-        let Self {
-            arena,
-            spans,
-            index,
-            hasher,
-        } = self;
-        let at = |spans: &[(u32, u32)], id: u32| {
-            let (start, len) = spans[id as usize];
-            start as usize..start as usize + len as usize
-        };
-        match index.entry(
-            hash,
-            |&id| arena[at(spans, id)] == *s,
-            |&id| hasher.hash_one(&arena[at(spans, id)]),
-        ) {
-            Entry::Occupied(slot) => *slot.get(),
-            Entry::Vacant(slot) => {
-                let id = next_id(spans.len());
-                let start = next_id(arena.len());
-                arena.push_str(s);
-                spans.push((start, next_id(s.len())));
-                slot.insert(id);
-                id
-            }
-        }
+        self.bytes.intern(s.as_bytes())
     }
 
     /// The string for `id`; unknown ids read as "" rather than panicking.
+    /// Every stored slice came from a `&str`, so the UTF-8 check never fails.
     pub(crate) fn get(&self, id: u32) -> &str {
-        self.spans
-            .get(id as usize)
-            .and_then(|&(start, len)| {
-                self.arena
-                    .get(start as usize..start as usize + len as usize)
-            })
+        self.bytes
+            .get(id)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
             .unwrap_or("")
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.spans.len()
+        self.bytes.len()
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.arena.capacity()
-            + self.spans.capacity() * size_of::<(u32, u32)>()
-            + self.index.allocation_size()
+        self.bytes.memory_bytes()
     }
 }
 
