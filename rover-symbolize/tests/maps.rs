@@ -49,16 +49,21 @@ fn spawn_sleep() -> Reaped {
     )
 }
 
-/// Waits until the child has exec'd `exe` and settled (sleeping): while
-/// execve runs, its maps are still being built.
+/// Waits until the child has exec'd `exe` and settled in its nanosleep:
+/// while execve and the dynamic loader run, its maps are still being built
+/// (the vDSO is mapped late in execve), and a task can be in state `S`
+/// there too, so the state alone is not enough — the wait channel tells
+/// that it reached the sleep itself.
 fn wait_for_exec(pid: u32, exe_name: &str) -> ProcessMaps {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let maps = ProcessMaps::read(pid).unwrap();
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        let maps = ProcessMaps::read(pid).unwrap();
         let sleeping = stat
             .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('S'));
+            .is_some_and(|(_, rest)| rest.starts_with('S'))
+            && wchan.contains("nanosleep");
         let exec_done = maps.entries().iter().any(|e| match &e.path {
             MapPath::File(p) => p.file_name().is_some_and(|n| n == exe_name),
             _ => false,
