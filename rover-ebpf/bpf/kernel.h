@@ -47,8 +47,13 @@ typedef _Bool bool;
 #define REPORT_ZOMBIE 0x20
 #define REPORT_MAX 0x100
 
+struct sched_entity {
+	unsigned long long sum_exec_runtime;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	unsigned int __state;
+	struct sched_entity se;
 	int pid;
 	int tgid;
 	char comm[16];

@@ -104,22 +104,91 @@ static __always_inline struct rover_kernel_stack *scratch(void)
 	return bpf_map_lookup_elem(&offcpu_scratch, &zero);
 }
 
+/* Adds a block of `delta` ns that left `start` to the counts, when it passes
+ * the filters. `kernel` replaces the start record's kernel stack (taken at
+ * switch-in), or is NULL to keep it (taken at switch-out). */
+static __always_inline void count_block(struct rover_offcpu_start *start, __u32 tid, __u64 delta,
+					const char *comm, struct kernel_stack_ref *kernel)
+{
+	struct rover_offcpu_value initial;
+	struct rover_offcpu_key key;
+
+	if (delta < min_block_ns || delta > max_block_ns)
+		return;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.tgid = start->tgid;
+	key.tid = tid;
+	key.user_stack_id = start->user_stack_id;
+	key.user_stack_buffer = start->user_stack_buffer;
+	key.kernel_stack_hash = start->kernel_stack_hash;
+	key.kernel_stack_buffer = start->kernel_stack_buffer;
+	key.kernel_stack_err = start->kernel_stack_err;
+	key.state = start->state;
+	if (kernel) {
+		key.kernel_stack_hash = kernel->hash;
+		key.kernel_stack_buffer = kernel->buffer;
+		key.kernel_stack_err = kernel->err;
+	}
+	bpf_probe_read_kernel_str(key.comm, sizeof(key.comm), comm);
+	initial.switches = 1;
+	initial.total_ns = delta;
+	if (rover_active_buffer())
+		rover_count(&offcpu_counts1, &key, &initial, 1, delta, true);
+	else
+		rover_count(&offcpu_counts0, &key, &initial, 1, delta, true);
+}
+
+/* The task going off CPU still has a start record: it ran again without the
+ * kernel reporting its switch-in (some kernels do not trace a CPU leaving
+ * idle). It has run without a break since then (every switch-out is
+ * reported), so its block ended `runtime - start->runtime_ns` before now.
+ * Counted here, rather than lost; the kernel stack, where it is taken at
+ * switch-in, cannot be any more. */
+static __always_inline void close_unseen(__u32 tid, const char *comm, __u64 now, __u64 runtime,
+					 bool kernel_at_out)
+{
+	struct rover_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
+	struct kernel_stack_ref unseen = {
+		.hash = 0,
+		.buffer = 0,
+		.err = ROVER_STACK_ERR_SWITCH_IN_UNSEEN,
+	};
+	__u64 ran, elapsed;
+
+	if (!start)
+		return;
+	rover_error(ROVER_ERR_SWITCH_IN_UNSEEN);
+	ran = runtime > start->runtime_ns ? runtime - start->runtime_ns : 0;
+	elapsed = now > start->timestamp_ns ? now - start->timestamp_ns : 0;
+	count_block(start, tid, elapsed > ran ? elapsed - ran : 0, comm,
+		    kernel_at_out ? 0 : &unseen);
+	bpf_map_delete_elem(&offcpu_start, &tid);
+}
+
 /* The user stack must be taken here, in the task's own context: the user
  * stack of a task that is not `current` cannot be read. `kernel_now` takes
- * the kernel stack here too, for the hook that cannot reach it later. */
-static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now)
+ * the kernel stack here too, for the hook that cannot reach it later.
+ * `state` is 0 for a task that exits: it only closes what it left. */
+static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, const char *comm,
+				       __u64 runtime)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rover_offcpu_start start;
 	struct kernel_stack_ref kernel;
 	struct rover_kernel_stack *stack;
 	__u32 tid = (__u32)id;
+	__u64 now;
 
-	if (!(state & state_mask) || !rover_targeted(id >> 32, tid))
+	if (!rover_targeted(id >> 32, tid))
 		return;
-	start.timestamp_ns = bpf_ktime_get_ns();
+	now = bpf_ktime_get_ns();
+	close_unseen(tid, comm, now, runtime, kernel_now);
+	if (!(state & state_mask))
+		return;
+	start.timestamp_ns = now;
 	start.tgid = id >> 32;
 	start.state = state;
+	start.runtime_ns = runtime;
 	start.user_stack_buffer = rover_active_buffer();
 	if (start.user_stack_buffer)
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks1, BPF_F_USER_STACK);
@@ -149,45 +218,23 @@ static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now)
 static __always_inline void switch_in(__u32 tid, const char *comm, struct task_struct *next)
 {
 	struct rover_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
-	struct rover_offcpu_value initial;
-	struct kernel_stack_ref kernel;
+	struct kernel_stack_ref kernel, *taken = 0;
 	struct rover_kernel_stack *stack;
-	struct rover_offcpu_key key;
 	__u64 delta;
 
 	if (!start)
 		return;
 	delta = bpf_ktime_get_ns() - start->timestamp_ns;
-	if (delta >= min_block_ns && delta <= max_block_ns) {
-		__builtin_memset(&key, 0, sizeof(key));
-		key.tgid = start->tgid;
-		key.tid = tid;
-		key.user_stack_id = start->user_stack_id;
-		key.user_stack_buffer = start->user_stack_buffer;
-		key.kernel_stack_hash = start->kernel_stack_hash;
-		key.kernel_stack_buffer = start->kernel_stack_buffer;
-		key.kernel_stack_err = start->kernel_stack_err;
-		key.state = start->state;
-		if (next) {
-			stack = scratch();
-			if (stack) {
-				store_kernel_stack(stack,
-						   bpf_get_task_stack(next, stack->ips,
-								      sizeof(stack->ips), 0),
-						   &kernel);
-				key.kernel_stack_hash = kernel.hash;
-				key.kernel_stack_buffer = kernel.buffer;
-				key.kernel_stack_err = kernel.err;
-			}
+	if (next && delta >= min_block_ns && delta <= max_block_ns) {
+		stack = scratch();
+		if (stack) {
+			store_kernel_stack(stack,
+					   bpf_get_task_stack(next, stack->ips, sizeof(stack->ips), 0),
+					   &kernel);
+			taken = &kernel;
 		}
-		bpf_probe_read_kernel_str(key.comm, sizeof(key.comm), comm);
-		initial.switches = 1;
-		initial.total_ns = delta;
-		if (rover_active_buffer())
-			rover_count(&offcpu_counts1, &key, &initial, 1, delta, true);
-		else
-			rover_count(&offcpu_counts0, &key, &initial, 1, delta, true);
 	}
+	count_block(start, tid, delta, comm, taken);
 	/* Deleted only after counting: the loader relies on a block being
 	 * visible in the start map or in the count map at every moment. */
 	bpf_map_delete_elem(&offcpu_start, &tid);
@@ -213,7 +260,7 @@ static __always_inline __u32 state_of_task(bool preempt, struct task_struct *pre
 }
 
 /* An exiting task's last switch-out (state 0 here) is never followed by a
- * switch-in, so it is not recorded. */
+ * switch-in, so it is not recorded (it only closes an unseen switch-in). */
 SEC("tp_btf/sched_switch")
 int rover_offcpu_btf(__u64 *ctx)
 {
@@ -223,8 +270,7 @@ int rover_offcpu_btf(__u64 *ctx)
 	__u32 state = state_of_task(preempt, prev);
 	__u64 *seq = rover_enter();
 
-	if (state)
-		switch_out(ctx, state, false);
+	switch_out(ctx, state, false, prev->comm, BPF_CORE_READ(prev, se.sum_exec_runtime));
 	switch_in(next->pid, next->comm, next);
 	rover_leave(seq);
 	return 0;
@@ -249,10 +295,10 @@ SEC("tracepoint/sched/sched_switch")
 int rover_offcpu_tp(struct trace_event_raw_sched_switch *ctx)
 {
 	__u32 state = state_of_report(ctx->prev_state);
+	struct task_struct *prev = (struct task_struct *)bpf_get_current_task();
 	__u64 *seq = rover_enter();
 
-	if (state)
-		switch_out(ctx, state, true);
+	switch_out(ctx, state, true, ctx->prev_comm, BPF_CORE_READ(prev, se.sum_exec_runtime));
 	switch_in(ctx->next_pid, ctx->next_comm, 0);
 	rover_leave(seq);
 	return 0;

@@ -25,7 +25,16 @@
 #define ROVER_ERR_STACK_OTHER 2
 #define ROVER_ERR_COUNT_MAP_FULL 3
 #define ROVER_ERR_START_MAP_FULL 4
-#define ROVER_ERR_MAX 5
+/* Not a drop: a block whose switch-in the kernel did not report (some
+ * kernels do not trace a CPU leaving idle), counted at the task's next
+ * switch-out with an estimated end and, where the kernel stack is taken at
+ * switch-in, without it. */
+#define ROVER_ERR_SWITCH_IN_UNSEEN 5
+#define ROVER_ERR_MAX 6
+
+/* `kernel_stack_err` of such a block when its kernel stack, taken at
+ * switch-in, could not be: outside the errno range. */
+#define ROVER_STACK_ERR_SWITCH_IN_UNSEEN (-4096)
 
 /* On-CPU count key; the value is a __u64 sample count. Stack ids index the
  * stack map of the same buffer as the count map holding the key; a negative
@@ -81,6 +90,10 @@ struct rover_offcpu_start {
 	__u64 kernel_stack_hash;
 	__u32 kernel_stack_buffer;
 	__s32 kernel_stack_err;
+	/* The task's `se.sum_exec_runtime` at switch-out: when the kernel does
+	 * not report its switch-in, the time it ran since then, known at its next
+	 * switch-out, tells when the block ended. */
+	__u64 runtime_ns;
 };
 
 #endif

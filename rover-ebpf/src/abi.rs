@@ -32,8 +32,16 @@ pub const ERR_STACK_OTHER: u32 = 2;
 pub const ERR_COUNT_MAP_FULL: u32 = 3;
 /// Error map index: the off-CPU start map was full, the block was dropped.
 pub const ERR_START_MAP_FULL: u32 = 4;
+/// Error map index, not a drop: an off-CPU block whose switch-in the kernel
+/// did not report (some kernels do not trace a CPU leaving idle), counted at
+/// the task's next switch-out with an estimated end.
+pub const ERR_SWITCH_IN_UNSEEN: u32 = 5;
 /// Number of error map entries.
-pub const ERR_MAX: u32 = 5;
+pub const ERR_MAX: u32 = 6;
+/// `kernel_stack_err` of a block whose switch-in was not reported, where the
+/// kernel stack is taken at switch-in: it could not be taken. Outside the
+/// errno range.
+pub const STACK_ERR_SWITCH_IN_UNSEEN: i32 = -4096;
 
 /// Key of the on-CPU count maps (`struct rover_oncpu_key`); the value is a
 /// `u64` sample count.
@@ -118,6 +126,9 @@ pub struct OffCpuStart {
     pub kernel_stack_buffer: u32,
     /// With a hash of 0: the helper's negative errno, or 0.
     pub kernel_stack_err: i32,
+    /// The task's `se.sum_exec_runtime` at switch-out, to date the end of a
+    /// block whose switch-in the kernel did not report.
+    pub runtime_ns: u64,
 }
 
 // SAFETY: plain `repr(C)` integers and byte arrays with no padding (checked
@@ -180,7 +191,7 @@ mod tests {
 
     #[test]
     fn offcpu_start_layout() {
-        assert_eq!(size_of::<OffCpuStart>(), 40);
+        assert_eq!(size_of::<OffCpuStart>(), 48);
         assert_eq!(align_of::<OffCpuStart>(), 8);
         assert_eq!(offset_of!(OffCpuStart, timestamp_ns), 0);
         assert_eq!(offset_of!(OffCpuStart, tgid), 8);
@@ -190,6 +201,7 @@ mod tests {
         assert_eq!(offset_of!(OffCpuStart, kernel_stack_hash), 24);
         assert_eq!(offset_of!(OffCpuStart, kernel_stack_buffer), 32);
         assert_eq!(offset_of!(OffCpuStart, kernel_stack_err), 36);
+        assert_eq!(offset_of!(OffCpuStart, runtime_ns), 40);
     }
 
     /// A constant changed on one side only would make the programs and the
@@ -208,11 +220,15 @@ mod tests {
             ("ROVER_ERR_STACK_OTHER", ERR_STACK_OTHER),
             ("ROVER_ERR_COUNT_MAP_FULL", ERR_COUNT_MAP_FULL),
             ("ROVER_ERR_START_MAP_FULL", ERR_START_MAP_FULL),
+            ("ROVER_ERR_SWITCH_IN_UNSEEN", ERR_SWITCH_IN_UNSEEN),
             ("ROVER_ERR_MAX", ERR_MAX),
         ] {
             let line = format!("#define {name} {value}\n");
             assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
         }
+        let line =
+            format!("#define ROVER_STACK_ERR_SWITCH_IN_UNSEEN ({STACK_ERR_SWITCH_IN_UNSEEN})\n");
+        assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
         for (name, bit) in [
             ("ROVER_STATE_PREEMPTED", STATE_PREEMPTED),
             ("ROVER_STATE_INTERRUPTIBLE", STATE_INTERRUPTIBLE),
