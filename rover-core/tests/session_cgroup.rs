@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rover_core::profile::Metric;
-use session_fixtures::{Fixture, SPIN, pids, profiler, value_through};
+use session_fixtures::{Fixture, SPIN, Start, pids, profiler, value_through};
 
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
 /// on hybrid hierarchies).
@@ -43,8 +43,8 @@ fn a_cgroup_session_samples_only_its_tasks() {
     let cgroup = Cgroup(mount.join(format!("rover-session-test-{}", std::process::id())));
     std::fs::create_dir(&cgroup.0).unwrap();
     let fixture = Fixture::build("spin", SPIN);
-    let mut inside = fixture.spawn(&["600"]);
-    let mut outside = fixture.spawn(&["600"]);
+    let mut inside = fixture.start(&["600"]);
+    let mut outside = fixture.start(&["600"]);
     std::fs::write(cgroup.0.join("cgroup.procs"), inside.pid().to_string()).unwrap();
     let session = profiler
         .on_cpu()

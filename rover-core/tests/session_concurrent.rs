@@ -6,7 +6,7 @@ mod session_fixtures;
 use std::time::Duration;
 
 use rover_core::profile::{Metric, ProfileKind};
-use session_fixtures::{BLOCK, Fixture, SPIN, pids, profiler, value_through};
+use session_fixtures::{BLOCK, Fixture, SPIN, Start, pids, profiler, value_through};
 
 #[test]
 fn concurrent_sessions_see_only_their_targets() {
@@ -15,8 +15,8 @@ fn concurrent_sessions_see_only_their_targets() {
     };
     let spin_fixture = Fixture::build("spin", SPIN);
     let block_fixture = Fixture::build("block", BLOCK);
-    let mut spin = spin_fixture.spawn(&["1000"]);
-    let mut block = block_fixture.spawn(&[]);
+    let mut spin = spin_fixture.start(&["1000"]);
+    let mut block = block_fixture.start(&[]);
     let on_cpu = profiler
         .on_cpu()
         .pids([spin.pid()])
@@ -82,7 +82,7 @@ fn target_exiting_mid_session_keeps_symbolized_samples() {
         return;
     };
     let fixture = Fixture::build("spin", SPIN);
-    let mut spin = fixture.spawn(&["600"]);
+    let mut spin = fixture.start(&["600"]);
     let pid = spin.pid();
     let session = profiler
         .on_cpu()

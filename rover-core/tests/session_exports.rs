@@ -10,7 +10,7 @@ use rover_core::export::{
     FlameGraphOptions, FoldedOptions, write_flamegraph, write_folded, write_pprof,
 };
 use rover_core::profile::Metric;
-use session_fixtures::{BLOCK, Fixture, SPIN, profiler};
+use session_fixtures::{BLOCK, Fixture, SPIN, Start, profiler};
 
 #[test]
 fn session_profiles_export_to_folded_svg_and_pprof() {
@@ -19,8 +19,8 @@ fn session_profiles_export_to_folded_svg_and_pprof() {
     };
     let spin_fixture = Fixture::build("spin", SPIN);
     let block_fixture = Fixture::build("block", BLOCK);
-    let mut spin = spin_fixture.spawn(&["800"]);
-    let mut block = block_fixture.spawn(&[]);
+    let mut spin = spin_fixture.start(&["800"]);
+    let mut block = block_fixture.start(&[]);
     let on_cpu = profiler
         .on_cpu()
         .pids([spin.pid()])

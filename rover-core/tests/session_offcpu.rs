@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rover_core::profile::{Metric, OffCpuState, ProfileKind};
-use session_fixtures::{BLOCK, Fixture, pids, profiler, value_through};
+use session_fixtures::{BLOCK, Fixture, Start, pids, profiler, value_through};
 
 #[test]
 fn blocking_fixture_through_windows_on_block_on() {
@@ -15,7 +15,7 @@ fn blocking_fixture_through_windows_on_block_on() {
         return;
     };
     let fixture = Fixture::build("block", BLOCK);
-    let mut block = fixture.spawn(&[]);
+    let mut block = fixture.start(&[]);
     let pid = block.pid();
     let mut session = profiler
         .off_cpu()
@@ -96,7 +96,7 @@ fn blocks_under_the_minimum_are_not_counted() {
         return;
     };
     let fixture = Fixture::build("block", BLOCK);
-    let mut block = fixture.spawn(&[]);
+    let mut block = fixture.start(&[]);
     let pid = block.pid();
     let session = profiler
         .off_cpu()

@@ -10,7 +10,7 @@ use rover_core::loader::LoaderError;
 use rover_core::profile::{FrameKind, Metric, ProfileKind};
 use rover_core::{Error, Profile};
 use session_fixtures::{
-    Fixture, SPIN, cpu_seconds_at_exit, expect_error, pids, profiler, value_through,
+    Fixture, SPIN, Start, cpu_seconds_at_exit, expect_error, pids, profiler, value_through,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,7 @@ async fn spinning_fixture_through_windows_on_tokio() {
         return;
     };
     let fixture = Fixture::build("spin", SPIN);
-    let mut spin = fixture.spawn(&["1500"]);
+    let mut spin = fixture.start(&["1500"]);
     let pid = spin.pid();
     let mut session = profiler
         .on_cpu()

@@ -4,8 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use rover_core::profile::{Metric, Profile};
 use rover_core::{Error, Profiler};
@@ -84,39 +83,25 @@ int main(void) {
 }
 "#;
 
-/// A C program compiled with frame pointers into a fresh folder.
-pub struct Fixture {
-    pub path: PathBuf,
-    _dir: tempfile::TempDir,
+/// The kernel tests' fixture builder: `build` compiles, `spawn` starts and
+/// waits for the `ready` line. [`Start::start`] wraps the child in a
+/// [`Running`] that the session tests drive.
+#[path = "../support/mod.rs"]
+mod support;
+
+pub use support::Fixture;
+
+/// Starts a fixture as a [`Running`] (its binary mapped before a session
+/// starts, as [`Fixture::spawn`] waits for `ready`).
+pub trait Start {
+    fn start(&self, args: &[&str]) -> Running;
 }
 
-impl Fixture {
-    pub fn build(name: &str, source: &str) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let c = dir.path().join(format!("{name}.c"));
-        std::fs::write(&c, source).unwrap();
-        let path = dir.path().join(name);
-        let status = Command::new("gcc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-fno-inline", "-o"])
-            .arg(&path)
-            .arg(&c)
-            .status()
-            .expect("gcc is needed to build the test fixtures");
-        assert!(status.success(), "gcc failed on {name}.c");
-        Fixture { path, _dir: dir }
-    }
-
-    /// Starts the fixture and waits for its `ready` line, so its binary is
-    /// mapped before a session starts.
-    pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = Command::new(&self.path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        assert_eq!(read_line(&mut child), "ready", "fixture did not start");
-        Running { child }
+impl Start for Fixture {
+    fn start(&self, args: &[&str]) -> Running {
+        Running {
+            child: self.spawn(args),
+        }
     }
 }
 

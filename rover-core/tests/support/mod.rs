@@ -27,15 +27,20 @@ pub fn kernel(test: &str) -> Option<MutexGuard<'static, ()>> {
 /// A C program compiled with frame pointers into a fresh folder.
 pub struct Fixture {
     pub path: PathBuf,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     pub fn build(name: &str, source: &str) -> Fixture {
-        let dir = TempDir::new(name);
-        let c = dir.0.join(format!("{name}.c"));
+        // A folder of its own: tests running at once build fixtures of the
+        // same name.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rover-{name}-"))
+            .tempdir()
+            .unwrap();
+        let c = dir.path().join(format!("{name}.c"));
         std::fs::write(&c, source).unwrap();
-        let path = dir.0.join(name);
+        let path = dir.path().join(name);
         let status = Command::new("gcc")
             .args(["-O1", "-g", "-fno-omit-frame-pointer", "-fno-inline", "-o"])
             .arg(&path)
@@ -101,23 +106,6 @@ fn load_start(pid: u32, path: &Path) -> u64 {
 pub fn go(child: &mut Child) {
     child.stdin.as_mut().unwrap().write_all(b"g").unwrap();
     child.stdin.as_mut().unwrap().flush().unwrap();
-}
-
-/// A folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rover-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Names of the kernel functions holding `ips`, from /proc/kallsyms.
