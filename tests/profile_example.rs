@@ -61,6 +61,51 @@ fn demo_writes_flame_graphs_and_finds_the_demo_functions() {
 }
 
 #[test]
+fn ctrl_c_stops_early_and_still_writes_the_files() {
+    if !is_root() {
+        eprintln!("skipping ctrl_c_stops_early_and_still_writes_the_files: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(example())
+        .args(["--duration", "60"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // As a terminal's Ctrl-C: SIGINT to the example (its demo child gets
+    // one too from a terminal; here the example stops it itself).
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}\n{stdout}");
+    assert!(output.status.success(), "{:?}", output.status);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "did not stop on SIGINT"
+    );
+    assert!(stderr.contains("interrupted"));
+    assert!(stdout.contains("summary: profiled"));
+    for name in ["rover-demo-on-cpu.svg", "rover-demo-off-cpu.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(svg.starts_with("<?xml"), "{name} is not an SVG");
+    }
+    // The demo child was stopped and its scratch file removed.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
 fn bad_arguments_are_one_line_errors() {
     for args in [
         &["--bogus"][..],

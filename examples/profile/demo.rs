@@ -88,13 +88,19 @@ fn timer_wait(duration: Duration) {
     std::thread::sleep(black_box(duration));
 }
 
+/// The file the demo workload of process `pid` writes and syncs: in the
+/// current folder, as /tmp is often tmpfs, where fsync waits on nothing.
+/// The parent removes it too, when it stops the workload early.
+pub fn scratch_file(pid: u32) -> Option<std::path::PathBuf> {
+    let dir = std::env::current_dir().ok()?;
+    Some(dir.join(format!(".rover-demo-{pid}.tmp")))
+}
+
 #[inline(never)]
 fn sync_to_disk(until: Instant) {
-    let Ok(dir) = std::env::current_dir() else {
+    let Some(path) = scratch_file(std::process::id()) else {
         return;
     };
-    // A file in the current folder: /tmp is often tmpfs, where fsync waits on nothing.
-    let path = dir.join(format!(".rover-demo-{}.tmp", std::process::id()));
     let Ok(mut file) = std::fs::File::create(&path) else {
         return;
     };

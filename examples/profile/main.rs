@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -177,7 +178,11 @@ fn run(args: &Args) -> Result<(), String> {
 
     let started = Instant::now();
     let progress = spawn_progress(&mut sessions, duration);
-    std::thread::sleep(duration);
+    if interrupted_within(duration)? {
+        eprintln!(
+            "\ninterrupted: stopping and writing what was collected (Ctrl-C again to quit now)"
+        );
+    }
     let mut profiles = Vec::new();
     for (mode, session) in sessions {
         let profile = session.stop_blocking().map_err(|e| e.to_string())?;
@@ -229,6 +234,21 @@ fn run(args: &Args) -> Result<(), String> {
         println!("  wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Waits `duration`, or less if Ctrl-C comes first (then returns true). A
+/// second Ctrl-C exits at once, with the usual status of a SIGINT death.
+fn interrupted_within(duration: Duration) -> Result<bool, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let presses = AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
+            std::process::exit(130);
+        }
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    Ok(rx.recv_timeout(duration).is_ok())
 }
 
 /// Running totals of the windows, for the progress line and the summary.
@@ -486,6 +506,10 @@ impl Drop for DemoChild {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // Killed before it could remove its scratch file.
+        if let Some(path) = demo::scratch_file(self.0.id()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
