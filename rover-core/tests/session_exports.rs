@@ -4,6 +4,8 @@
 mod session_fixtures;
 
 use std::process::Command;
+
+use object::Object;
 use std::time::Duration;
 
 use rover_core::export::{
@@ -93,4 +95,31 @@ fn session_profiles_export_to_folded_svg_and_pprof() {
         eprintln!("{stdout}");
         assert!(stdout.contains(function), "{function} not in:\n{stdout}");
     }
+
+    // The fixture's GNU build id (gcc writes one) reaches the profile and
+    // the pprof mapping of its binary, as `go tool pprof -raw` lists it.
+    let binary = std::fs::canonicalize(&spin_fixture.path).unwrap();
+    let data = std::fs::read(&binary).unwrap();
+    let expected: String = object::File::parse(&*data)
+        .unwrap()
+        .build_id()
+        .unwrap()
+        .expect("gcc wrote no build id")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let module = binary.to_string_lossy();
+    assert_eq!(cpu.build_id(&module), Some(expected.as_str()));
+    let raw = Command::new("go")
+        .args(["tool", "pprof", "-raw"])
+        .arg(dir.path().join("cpu.pb.gz"))
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw.stdout);
+    let mapping = raw
+        .lines()
+        .skip_while(|line| !line.starts_with("Mappings"))
+        .find(|line| line.contains(&*module))
+        .unwrap_or_else(|| panic!("no mapping of {module} in:\n{raw}"));
+    assert!(mapping.contains(&expected), "{mapping}");
 }

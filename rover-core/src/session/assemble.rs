@@ -225,6 +225,9 @@ impl Assembler {
                     .collect()
             }
         };
+        if let Source::Process(pid) = source {
+            self.record_build_ids(*pid, &symbolized, profile);
+        }
         let mut out = Vec::with_capacity(indices.len());
         let mut results = symbolized.iter();
         for &index in indices {
@@ -252,6 +255,40 @@ impl Assembler {
             out.push((index, ids));
         }
         out
+    }
+}
+
+impl Assembler {
+    /// Records in `profile` the GNU build id of each file module of process
+    /// `pid` that `symbolized` names, for the pprof mappings. The symbolizer
+    /// has the files open already; a process gone since keeps its cached maps.
+    fn record_build_ids(&self, pid: u32, symbolized: &[Symbolized], profile: &mut Profile) {
+        let mut wanted: Vec<&str> = symbolized
+            .iter()
+            .filter_map(|s| match s {
+                Symbolized::Sym(sym) => Some(&*sym.module),
+                Symbolized::Unknown(unknown) => unknown.module.as_deref(),
+            })
+            .filter(|module| module.starts_with('/') && profile.build_id(module).is_none())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return;
+        }
+        let Ok(modules) = self.symbolizer.process_modules(pid) else {
+            return;
+        };
+        for module in modules {
+            let Some(build_id) = &module.build_id else {
+                continue;
+            };
+            let path = module.path.to_string_lossy();
+            if wanted.binary_search(&&*path).is_ok() {
+                let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+                profile.set_build_id(&path, &hex);
+            }
+        }
     }
 }
 
