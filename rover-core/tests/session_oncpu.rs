@@ -150,3 +150,62 @@ fn bad_configurations_are_clear_errors() {
         |e| matches!(e, Error::Loader(LoaderError::Cgroup { .. })),
     );
 }
+
+/// An agent following a service: the session moves from one spinning
+/// process to another while it runs. Windows that start after the change
+/// hold only the new target; the whole profile holds both.
+#[test]
+fn targets_change_while_the_session_runs() {
+    let Some(profiler) = profiler("targets_change_while_the_session_runs") else {
+        return;
+    };
+    let fixture = Fixture::build("spin", SPIN);
+    let mut first = fixture.start(&["3000"]);
+    let mut second = fixture.start(&["3000"]);
+    let (a, b) = (first.pid(), second.pid());
+    let mut session = profiler
+        .on_cpu()
+        .pids([a])
+        .window(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let windows = session.windows();
+    first.go();
+    second.go();
+    std::thread::sleep(Duration::from_millis(700));
+    let changed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    session.set_pids_blocking([b]).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let whole = session.stop_blocking().unwrap();
+    let windows: Vec<_> = futures::executor::block_on(windows.collect());
+    assert_eq!(
+        pids(&whole),
+        vec![a.min(b), a.max(b)],
+        "both targets in turn"
+    );
+    let mut after = 0;
+    for window in &windows {
+        let (start, _) = window.profile.time_range().unwrap();
+        if start > changed {
+            after += 1;
+            let seen = pids(&window.profile);
+            assert!(
+                seen.is_empty() || seen == vec![b],
+                "window {} after the change saw {seen:?}",
+                window.stats.index
+            );
+        }
+    }
+    assert!(after >= 2, "only {after} windows after the change");
+    assert!(value_through(&whole, "spin_here", Metric::OnCpuSamples) > 0);
+
+    // A session on every process has no pid list to change.
+    let all = profiler.on_cpu().all().start().unwrap();
+    expect_error(all.set_pids_blocking([a]), "set_pids on --all", |e| {
+        matches!(e, Error::Loader(LoaderError::InvalidConfig(_)))
+    });
+    drop(all);
+}

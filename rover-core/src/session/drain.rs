@@ -19,6 +19,8 @@ use crate::stats::WindowStats;
 pub(crate) enum Control {
     /// Drain the last window, detach and hand back the whole profile.
     Stop,
+    /// Replace the target processes of a pids session, and say how it went.
+    SetPids(Vec<u32>, oneshot::Sender<Result<(), Error>>),
 }
 
 /// Where the drain thread publishes windows: a sender is set once the user
@@ -66,6 +68,11 @@ impl Drain {
             let last = match control.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => false,
                 Ok(Control::Stop) => true,
+                Ok(Control::SetPids(pids, reply)) => {
+                    // Samples already counted stay in this window.
+                    let _ = reply.send(program.set_targets(&pids).map_err(Error::Loader));
+                    continue;
+                }
                 // The handle was dropped: detach without a last window.
                 Err(RecvTimeoutError::Disconnected) => break Ok(whole),
             };

@@ -94,6 +94,34 @@ impl Session {
         futures::executor::block_on(self.stop())
     }
 
+    /// Replaces the processes a session started with `pids(...)` records,
+    /// while it runs: an agent following a service's processes as they come
+    /// and go. What was counted before stays in its window; tasks of a
+    /// dropped process that are off CPU already are still counted when they
+    /// come back (their block started while targeted). Fails for a session
+    /// that targets a cgroup or every process, and for a pid list the
+    /// program's pid map cannot hold. The future waits only on a channel;
+    /// it resolves once the drain thread has applied the change (after the
+    /// window it may be draining).
+    pub async fn set_pids(&self, pids: impl IntoIterator<Item = u32>) -> Result<(), Error> {
+        let Some(control) = &self.control else {
+            return Err(Error::DrainThreadLost);
+        };
+        let (reply, result) = oneshot::channel();
+        let pids: Vec<u32> = pids.into_iter().collect();
+        // The queue holds one request; a second waits for the thread to take
+        // the first, which it does between windows.
+        control
+            .send(Control::SetPids(pids, reply))
+            .map_err(|_| Error::DrainThreadLost)?;
+        result.await.unwrap_or(Err(Error::DrainThreadLost))
+    }
+
+    /// [`Session::set_pids`] for code without an executor.
+    pub fn set_pids_blocking(&self, pids: impl IntoIterator<Item = u32>) -> Result<(), Error> {
+        futures::executor::block_on(self.set_pids(pids))
+    }
+
     fn request_stop(&mut self) -> Option<oneshot::Receiver<Result<Profile, Error>>> {
         if let Some(control) = self.control.take() {
             // A full or closed queue means the thread is stopping already.

@@ -39,6 +39,14 @@ impl Program {
         }
     }
 
+    /// Replaces the target pids of a program attached to pids.
+    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), LoaderError> {
+        match self {
+            Program::OnCpu(program) => program.set_targets(pids),
+            Program::OffCpu(program) => program.set_targets(pids),
+        }
+    }
+
     pub fn drain(&mut self) -> Result<RawWindow, LoaderError> {
         match self {
             Program::OnCpu(program) => Ok(RawWindow::from_on_cpu(program.drain()?)),
