@@ -9,6 +9,7 @@
 #
 #   bash benches/offcpu_overhead.sh            # LOOPS=200000 REPS=5 MIN_US=1
 #   MIN_US=1000 bash benches/offcpu_overhead.sh  # both tools with a 1 ms minimum block
+#   ROVER=/other/build/offcpu_attach bash benches/offcpu_overhead.sh
 #
 # CPU=N pins the workload to one CPU (both ends of the pipe then switch on
 # it every message); by default the scheduler places it, as in the issue's
@@ -28,8 +29,14 @@ for tool in perf bpftool "$offcputime"; do
 done
 [ "$(id -u)" = 0 ] || { echo "offcpu_overhead: run as root" >&2; exit 1; }
 
-cargo build --release --quiet --example offcpu_attach
-rover=target/release/examples/offcpu_attach
+# ROVER=PATH measures another build of examples/offcpu_attach (e.g. an older
+# commit's, to compare two versions of the program on the same machine).
+if [ -n "${ROVER:-}" ]; then
+  rover=$ROVER
+else
+  cargo build --release --quiet --example offcpu_attach
+  rover=target/release/examples/offcpu_attach
+fi
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
