@@ -76,6 +76,13 @@ pub(crate) struct SymbolTable {
     /// Symbol ids, sorted by address; at one address only the symbol whose
     /// name binutils would print.
     order: Vec<u32>,
+    /// The address of every [`STRIDE`]th symbol of `order`, less `base`:
+    /// a lookup binary searches this, then reads the symbols of one stride
+    /// from the files. Empty if the addresses span more than 4 GiB; lookups
+    /// then search `order` reading the files.
+    coarse: Vec<u32>,
+    /// The lowest address of `order`.
+    base: u64,
     sources: Vec<Source>,
     maps: Vec<Arc<Mmap>>,
     /// Names made into shared strings, only for symbols resolved so far.
@@ -100,6 +107,15 @@ impl Cache {
         map.insert(id, Arc::clone(s));
     }
 }
+
+/// One address of `order` in `coarse` for this many symbols: a byte a
+/// symbol. A lookup then reads at most `STRIDE - 1` symbols from the files,
+/// independent reads the processor overlaps, where a binary search of the
+/// files waits for each of its reads in turn (on `librustc_driver`, 17 of
+/// them). Measured on the `names` level of libpython, which looks a symbol up
+/// per address: a stride of 16 is about 6% slower, one of 1 (4 bytes a
+/// symbol) about 5% faster.
+const STRIDE: usize = 4;
 
 /// How many preceding symbols to try when the nearest one ends before the
 /// address: enough for symbols nested in a larger one (aliases, local labels).
@@ -148,7 +164,7 @@ impl SymbolTable {
         for (source, files) in sources.iter_mut().zip(files) {
             source.files = files;
         }
-        let order = {
+        let (order, coarse, base) = {
             let view = View::new(&sources, &maps);
             // Sorted as (address, id) pairs, which compare without reading
             // the files: faster than sorting the ids by reading their symbols,
@@ -170,10 +186,24 @@ impl SymbolTable {
             // Collected in place: the pairs' buffer becomes the ids'.
             let mut order: Vec<u32> = pairs.into_iter().map(|(_, id)| id).collect();
             order.shrink_to_fit();
-            order
+            let addr = |id: u32| view.symbol(id).map_or(u64::MAX, |s| s.addr);
+            let base = order.first().map_or(0, |&id| addr(id));
+            let mut coarse = Vec::with_capacity(order.len().div_ceil(STRIDE));
+            for &id in order.iter().step_by(STRIDE) {
+                match addr(id).checked_sub(base).map(u32::try_from) {
+                    Some(Ok(offset)) => coarse.push(offset),
+                    _ => {
+                        coarse = Vec::new();
+                        break;
+                    }
+                }
+            }
+            (order, coarse, base)
         };
         SymbolTable {
             order,
+            coarse,
+            base,
             sources,
             maps,
             cache: Mutex::default(),
@@ -202,6 +232,7 @@ impl SymbolTable {
                 + c.string_bytes
         });
         self.order.capacity() * size_of::<u32>()
+            + self.coarse.capacity() * size_of::<u32>()
             + self.sources.capacity() * size_of::<Source>()
             + sources
             + self.maps.capacity() * size_of::<Arc<Mmap>>()
@@ -257,7 +288,32 @@ impl Reader<'_> {
     pub(crate) fn find(&self, addr: u64) -> Option<Found> {
         let order = &self.table.order;
         let view = &self.view;
-        let idx = order.partition_point(|&id| view.symbol(id).is_some_and(|s| s.addr <= addr));
+        // The symbols at or before `addr` are `order[..idx]`: the coarse
+        // search narrows `idx` down to one stride, sorted, where it is the
+        // count of those at or before `addr`.
+        let coarse = &self.table.coarse;
+        let at_or_before = |&id: &u32| view.symbol(id).is_some_and(|s| s.addr <= addr);
+        let idx = if coarse.is_empty() {
+            order.partition_point(at_or_before)
+        } else {
+            let strides = match addr.checked_sub(self.table.base).map(u32::try_from) {
+                None => 0,
+                Some(Ok(offset)) => coarse.partition_point(|&a| a <= offset),
+                Some(Err(_)) => coarse.len(),
+            };
+            match strides {
+                0 => 0,
+                k => {
+                    let lo = (k - 1) * STRIDE + 1;
+                    let stride = order.get(lo..(k * STRIDE).min(order.len()));
+                    lo + stride
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|id| at_or_before(id))
+                        .count()
+                }
+            }
+        };
         let lo = idx.saturating_sub(NESTING);
         for i in (lo..idx).rev() {
             let id = *order.get(i)?;
