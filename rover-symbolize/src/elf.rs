@@ -8,19 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionKind, SegmentFlags};
+use object::elf::{self, FileHeader32, FileHeader64};
+use object::endian::{Endianness, U32};
+use object::read::elf::{FileHeader, SectionHeader};
+use object::{Object, ObjectSection, ObjectSegment, SectionKind, SegmentFlags};
 
-use crate::symtab::RawSymbol;
+use crate::symtab::{Class, Layout};
 
 /// `p_flags` bit marking an executable segment.
 const PF_X: u32 = 1;
-/// ELF symbol types that can name code.
-const STT_NOTYPE: u8 = 0;
-const STT_FUNC: u8 = 2;
-const STT_FILE: u8 = 4;
-const STT_GNU_IFUNC: u8 = 10;
-/// `sh_flags` bit marking a section of code.
-const SHF_EXECINSTR: u64 = 4;
 
 /// Identity of a file on disk: device, inode, modification time and size.
 /// Two paths with the same identity are the same file (hard links, bind
@@ -166,85 +162,90 @@ impl ElfFile {
         Some(offset - seg.offset + seg.vaddr)
     }
 
-    /// The function symbols of `.symtab` and `.dynsym`, with the source file
-    /// named by the `STT_FILE` symbol preceding each local one.
-    pub(crate) fn raw_symbols(&self, src: u8, out: &mut Vec<RawSymbol>, files: &mut Vec<Arc<str>>) {
-        let Ok(obj) = parse(&self.map) else { return };
-        let base = self.map.as_ptr() as usize;
-        let len = self.map.len();
-        // Offset of a name inside the mapping; names of sane files always are.
-        let offset_of = |bytes: &[u8]| {
-            let at = (bytes.as_ptr() as usize).checked_sub(base)?;
-            (at + bytes.len() <= len).then_some(at)
+    /// Where the `.symtab` and `.dynsym` of this file lie in its mapping,
+    /// for a [`SymbolTable`](crate::symtab::SymbolTable) to read in place;
+    /// `map` says which of the table's mappings this file's is.
+    pub(crate) fn symbol_tables(&self, map: usize) -> Vec<Layout> {
+        let data: &[u8] = &self.map;
+        let layouts = match object::FileKind::parse(data) {
+            Ok(object::FileKind::Elf32) => layouts::<FileHeader32<Endianness>>(data, map),
+            Ok(object::FileKind::Elf64) => layouts::<FileHeader64<Endianness>>(data, map),
+            _ => Ok(Vec::new()),
         };
-        // End address of each executable section, by section index, read
-        // once rather than per symbol. A debug-only file keeps its `.text`
-        // header (as NOBITS), flags included: test the flag, not contents.
-        let mut code_ends: Vec<Option<u64>> = Vec::new();
-        for section in obj.sections() {
-            let i = section.index().0;
-            if code_ends.len() <= i {
-                code_ends.resize(i + 1, None);
-            }
-            let executable = matches!(
-                section.flags(),
-                object::SectionFlags::Elf { sh_flags } if sh_flags & SHF_EXECINSTR != 0
-            );
-            if executable {
-                code_ends[i] = Some(section.address().saturating_add(section.size()));
-            }
-        }
-        for table in [obj.symbols(), obj.dynamic_symbols()] {
-            let mut file: u32 = u32::MAX;
-            for sym in table {
-                let object::SymbolFlags::Elf { st_info, .. } = sym.flags() else {
-                    continue;
-                };
-                let st_type = st_info & 0xf;
-                if st_type == STT_FILE {
-                    file = match sym.name() {
-                        Ok(name) if !name.is_empty() => {
-                            files.push(Arc::from(name));
-                            u32::try_from(files.len() - 1).unwrap_or(u32::MAX)
-                        }
-                        _ => u32::MAX,
-                    };
-                    continue;
-                }
-                if !matches!(st_type, STT_FUNC | STT_GNU_IFUNC | STT_NOTYPE) || sym.is_undefined() {
-                    continue;
-                }
-                let Some(section_end) = sym
-                    .section_index()
-                    .and_then(|i| code_ends.get(i.0).copied().flatten())
-                else {
-                    continue;
-                };
-                let Ok(name) = sym.name_bytes() else { continue };
-                let name = strip_version(name);
-                if name.is_empty() || (st_type == STT_NOTYPE && name.starts_with(b"$")) {
-                    continue;
-                }
-                let (Some(name_off), Ok(name_len)) = (offset_of(name), u32::try_from(name.len()))
-                else {
-                    continue;
-                };
-                let Ok(name_off) = u32::try_from(name_off) else {
-                    continue;
-                };
-                out.push(RawSymbol {
-                    addr: sym.address(),
-                    size: sym.size(),
-                    section_end,
-                    name_off,
-                    name_len,
-                    src,
-                    file: if sym.is_local() { file } else { u32::MAX },
-                    global: sym.is_global(),
-                });
-            }
-        }
+        layouts.unwrap_or_default()
     }
+}
+
+fn layouts<Elf: FileHeader<Endian = Endianness>>(
+    data: &[u8],
+    map: usize,
+) -> object::read::Result<Vec<Layout>> {
+    let class = if Elf::is_type_64_sized() {
+        Class::Elf64
+    } else {
+        Class::Elf32
+    };
+    let header = Elf::parse(data)?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    // End address of each executable section, by section index. A debug-only
+    // file keeps its `.text` header (as NOBITS), flags included: test the
+    // flag, not contents.
+    let code_ends: Box<[Option<u64>]> = sections
+        .iter()
+        .map(|s| {
+            let flags: u64 = s.sh_flags(endian).into();
+            let (addr, size): (u64, u64) = (s.sh_addr(endian).into(), s.sh_size(endian).into());
+            (flags & u64::from(elf::SHF_EXECINSTR) != 0).then(|| addr.saturating_add(size))
+        })
+        .collect();
+    // Where a slice of `data` lies in it.
+    let range_of = |bytes: &[u8]| {
+        let start = (bytes.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+        let end = start.checked_add(bytes.len())?;
+        (end <= data.len()).then_some(start..end)
+    };
+    let mut out = Vec::new();
+    for (sh_type, dynamic) in [(elf::SHT_SYMTAB, false), (elf::SHT_DYNSYM, true)] {
+        // The same tables, found the same way, as `object::File` reads.
+        let Ok(table) = sections.symbols(endian, data, sh_type) else {
+            continue;
+        };
+        if table.is_empty() {
+            continue;
+        }
+        let Some(syms) = range_of(object::pod::bytes_of_slice(table.symbols())) else {
+            continue;
+        };
+        // As `object`'s string table: the section's extent, even where it
+        // runs past the file (then no name reads).
+        let strs = sections
+            .section(table.string_section())
+            .ok()
+            .and_then(|s| {
+                let start = usize::try_from(s.sh_offset(endian).into()).ok()?;
+                let size = usize::try_from(s.sh_size(endian).into()).ok()?;
+                Some(start..start.checked_add(size)?)
+            })
+            .unwrap_or(0..0);
+        let shndx = sections
+            .section(table.shndx_section())
+            .ok()
+            .and_then(|s| s.data_as_array::<U32<Endianness>, _>(endian, data).ok())
+            .and_then(|a| range_of(object::pod::bytes_of_slice(a)))
+            .unwrap_or(0..0);
+        out.push(Layout {
+            map,
+            class,
+            endian,
+            dynamic,
+            syms,
+            strs,
+            shndx,
+            code_ends: code_ends.clone(),
+        });
+    }
+    Ok(out)
 }
 
 fn parse(map: &Mmap) -> Result<object::File<'_>, OpenError> {

@@ -10,7 +10,7 @@ use crate::debuginfo::{BinaryDir, find_debug_file};
 use crate::dwarf::{Dwarf, DwarfFrame, Lookup};
 use crate::elf::ElfFile;
 use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
-use crate::symtab::{Names, SymbolTable};
+use crate::symtab::{Reader, SymbolTable};
 use crate::{Level, Module};
 
 /// What one batch of lookups in a module holds: its locks and scratch
@@ -19,7 +19,7 @@ pub(crate) struct Batch<'a> {
     level: Level,
     dwarf: Option<&'a Dwarf>,
     lookup: Option<Lookup<'a>>,
-    names: Names<'a>,
+    symbols: Reader<'a>,
     scratch: Vec<DwarfFrame>,
 }
 
@@ -49,15 +49,13 @@ impl LoadedFile {
         } else {
             find_debug_file(&elf, at, debug_dirs)
         };
-        let mut raw = Vec::new();
-        let mut files = Vec::new();
+        let mut tables = elf.symbol_tables(0);
         let mut maps = vec![Arc::clone(&elf.map)];
-        elf.raw_symbols(0, &mut raw, &mut files);
         if let Some((_, d)) = &debug {
+            tables.extend(d.symbol_tables(maps.len()));
             maps.push(Arc::clone(&d.map));
-            d.raw_symbols(1, &mut raw, &mut files);
         }
-        let symbols = SymbolTable::new(raw, files, maps, demangle);
+        let symbols = SymbolTable::new(tables, maps, demangle);
         LoadedFile {
             elf,
             path: path.to_path_buf(),
@@ -82,7 +80,7 @@ impl LoadedFile {
 
     /// Takes what a batch of lookups at `level` needs: the DWARF (loaded on
     /// first need), its lock (not for names, which need none) and the symbol
-    /// names cache's lock.
+    /// table's reader (its names cache locked).
     pub(crate) fn batch(&self, level: Level) -> Batch<'_> {
         let dwarf = self.dwarf(level);
         Batch {
@@ -91,7 +89,7 @@ impl LoadedFile {
             lookup: dwarf
                 .filter(|_| level >= Level::Lines)
                 .and_then(Dwarf::lock),
-            names: self.symbols.names(),
+            symbols: self.symbols.reader(),
             scratch: Vec::new(),
         }
     }
@@ -144,12 +142,12 @@ impl LoadedFile {
             level,
             dwarf,
             lookup,
-            names,
+            symbols,
             scratch,
         } = batch;
         let (level, dwarf) = (*level, *dwarf);
         let mut lookup = lookup.as_mut();
-        let sym = self.symbols.find(addr);
+        let sym = symbols.find(addr);
         scratch.clear();
         let have_frames = match (level, dwarf, lookup.as_deref_mut()) {
             (Level::Names, Some(dwarf), _) => dwarf.function_name(addr, scratch),
@@ -174,12 +172,12 @@ impl LoadedFile {
         if !have_frames {
             return match sym {
                 Some(s) => Symbolized::Sym(Sym {
-                    name: names.get(s.index),
+                    name: symbols.name(s.id),
                     module: Arc::clone(module),
                     module_offset: addr,
                     sym_addr: s.addr,
-                    location: s.file.map(|f| Location {
-                        file: Arc::clone(f),
+                    location: symbols.file(s.id).map(|file| Location {
+                        file,
                         line: None,
                         column: None,
                     }),
@@ -197,14 +195,14 @@ impl LoadedFile {
             if let Some(first) = scratch.first_mut()
                 && !first.linkage
             {
-                first.name = Some(names.get(s.index));
+                first.name = Some(symbols.name(s.id));
             }
             if scratch.len() > 1
                 && let Some(outer) = scratch.last_mut()
                 && !outer.linkage
                 && lookup.is_some_and(|l| l.starts_uninlined(s.addr))
             {
-                outer.name = Some(names.get(s.index));
+                outer.name = Some(symbols.name(s.id));
             }
         }
         let Some(outer) = scratch.pop() else {
@@ -212,7 +210,7 @@ impl LoadedFile {
         };
         let name = match (outer.name, &sym) {
             (Some(n), _) => n,
-            (None, Some(s)) => names.get(s.index),
+            (None, Some(s)) => symbols.name(s.id),
             (None, None) => return unknown(module, addr, Reason::NoSymbols),
         };
         let inlined = scratch

@@ -196,6 +196,39 @@ fn symbol_sizes_are_honoured_and_zero_sizes_handled() {
     assert_eq!(&*sym(&results[0]).name, "_init");
 }
 
+/// A C file with a local (static) function and a global one.
+const LOCAL_SOURCE: &str = r#"
+__attribute__((noinline)) static int twice(volatile int x) { return 2 * x; }
+__attribute__((noinline)) int thrice(volatile int x) { return 3 * x; }
+int main(int argc, char **argv) { (void)argv; return twice(argc) + thrice(argc); }
+"#;
+
+#[test]
+fn local_symbols_carry_their_source_file_without_dwarf() {
+    let dir = tempdir();
+    let bin = build(dir.path(), "gcc", "c", LOCAL_SOURCE, "local", &["-O2"]);
+    let twice = nm_sizes(&bin)
+        .into_iter()
+        .find(|s| s.2.starts_with("twice"))
+        .expect("static twice() in .symtab")
+        .0;
+    let thrice = addr_of(&bin, "thrice");
+    let results = Symbolizer::builder()
+        .level(Level::SymbolTable)
+        .build()
+        .symbolize(&Source::Elf(bin.clone()), &[twice, thrice, twice + 1])
+        .unwrap();
+    // The `STT_FILE` symbol before a local one names its source file; a
+    // global symbol has none.
+    for r in [&results[0], &results[2]] {
+        let loc = sym(r).location.as_ref().expect("a file for a local symbol");
+        assert!(loc.file.ends_with("local.c"), "{loc:?}");
+        assert!(loc.line.is_none());
+    }
+    assert_eq!(&*sym(&results[1]).name, "thrice");
+    assert!(sym(&results[1]).location.is_none());
+}
+
 /// Builds a binary and its separate debug file; returns (full, stripped
 /// without debug link, debug file).
 fn split_debug(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
