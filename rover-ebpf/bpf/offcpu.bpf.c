@@ -139,8 +139,8 @@ static __always_inline void count_block(struct rover_offcpu_start *start, __u32 
 }
 
 /* The task going off CPU still has a start record: it ran again without the
- * kernel reporting its switch-in (some kernels do not trace a CPU leaving
- * idle). It has run without a break since then (every switch-out is
+ * kernel reporting its switch-in (some kernels, in some VMs, at times skip
+ * one). It has run without a break since then (every switch-out is
  * reported), so its block ended `runtime - start->runtime_ns` before now.
  * Counted here, rather than lost; the kernel stack, where it is taken at
  * switch-in, cannot be any more. */

@@ -26,7 +26,7 @@
 #define ROVER_ERR_COUNT_MAP_FULL 3
 #define ROVER_ERR_START_MAP_FULL 4
 /* Not a drop: a block whose switch-in the kernel did not report (some
- * kernels do not trace a CPU leaving idle), counted at the task's next
+ * kernels, in some VMs, at times skip a switch-in), counted at the task's next
  * switch-out with an estimated end and, where the kernel stack is taken at
  * switch-in, without it. */
 #define ROVER_ERR_SWITCH_IN_UNSEEN 5

@@ -33,7 +33,7 @@ pub const ERR_COUNT_MAP_FULL: u32 = 3;
 /// Error map index: the off-CPU start map was full, the block was dropped.
 pub const ERR_START_MAP_FULL: u32 = 4;
 /// Error map index, not a drop: an off-CPU block whose switch-in the kernel
-/// did not report (some kernels do not trace a CPU leaving idle), counted at
+/// did not report (some kernels, in some VMs, at times skip one), counted at
 /// the task's next switch-out with an estimated end.
 pub const ERR_SWITCH_IN_UNSEEN: u32 = 5;
 /// Number of error map entries.

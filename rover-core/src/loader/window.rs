@@ -26,8 +26,8 @@ pub enum StackLoss {
     Errno(i32),
     /// The id was recorded but the stack was gone when drained.
     Vanished,
-    /// The kernel did not report the task's switch-in (some kernels do not
-    /// trace a CPU leaving idle), where the off-CPU program takes the kernel
+    /// The kernel did not report the task's switch-in (some kernels, in
+    /// some VMs, at times skip one), where the off-CPU program takes the kernel
     /// stack: the block is counted, its kernel stack could not be taken.
     SwitchInUnseen,
 }
@@ -58,7 +58,7 @@ pub struct ErrorCounts {
     /// Off-CPU blocks dropped because the start map was full.
     pub start_map_full: u64,
     /// Not a drop: off-CPU blocks whose switch-in the kernel did not report
-    /// (some kernels, in some VMs, do not trace a CPU leaving idle). Each is
+    /// (some kernels, in some VMs, at times skip one). Each is
     /// still counted, at the task's next switch-out, its end dated by the
     /// CPU time the task used since; with the BTF hook its kernel stack is
     /// missing ([`StackLoss::SwitchInUnseen`]). Left out of [`total`](Self::total).
