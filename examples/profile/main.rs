@@ -20,7 +20,7 @@ use rover_core::export::{
     FlameGraphOptions, FoldedOptions, write_flamegraph, write_folded, write_pprof,
 };
 use rover_core::profile::{FrameKind, Metric, TopOrder};
-use rover_core::{Profile, Profiler, Session, Window};
+use rover_core::{Profile, Profiler, Session, Targets, Window};
 
 /// Profile processes on-CPU or off-CPU with eBPF (needs root, or CAP_BPF and
 /// CAP_PERFMON). With no target, profiles a built-in demo workload both ways.
@@ -141,33 +141,26 @@ fn run(args: &Args) -> Result<(), String> {
         args.pids.clone()
     };
 
+    let targets = if let Some(cgroup) = &args.cgroup {
+        Targets::Cgroup(cgroup.clone())
+    } else if args.all {
+        Targets::All
+    } else {
+        Targets::Pids(pids)
+    };
     let mut sessions = Vec::new();
     for mode in &modes {
         let session = match mode {
-            Mode::OnCpu => {
-                let builder = profiler.on_cpu().frequency(args.frequency);
-                let builder = if let Some(cgroup) = &args.cgroup {
-                    builder.cgroup(cgroup)
-                } else if args.all {
-                    builder.all()
-                } else {
-                    builder.pids(pids.iter().copied())
-                };
-                builder.start()
-            }
-            Mode::OffCpu => {
-                let builder = profiler
-                    .off_cpu()
-                    .min_block(Duration::from_micros(args.min_block_us));
-                let builder = if let Some(cgroup) = &args.cgroup {
-                    builder.cgroup(cgroup)
-                } else if args.all {
-                    builder.all()
-                } else {
-                    builder.pids(pids.iter().copied())
-                };
-                builder.start()
-            }
+            Mode::OnCpu => profiler
+                .on_cpu()
+                .frequency(args.frequency)
+                .targets(targets.clone())
+                .start(),
+            Mode::OffCpu => profiler
+                .off_cpu()
+                .min_block(Duration::from_micros(args.min_block_us))
+                .targets(targets.clone())
+                .start(),
         }
         .map_err(|e| e.to_string())?;
         sessions.push((*mode, session));

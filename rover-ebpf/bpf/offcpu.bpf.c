@@ -169,18 +169,21 @@ static __always_inline void close_unseen(__u32 tid, const char *comm, __u64 now,
  * stack of a task that is not `current` cannot be read. `kernel_now` takes
  * the kernel stack here too, for the hook that cannot reach it later.
  * `state` is 0 for a task that exits: it only closes what it left. */
-static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, const char *comm,
-				       __u64 runtime)
+static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, const char *comm)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rover_offcpu_start start;
 	struct kernel_stack_ref kernel;
 	struct rover_kernel_stack *stack;
+	struct task_struct *task;
 	__u32 tid = (__u32)id;
-	__u64 now;
+	__u64 now, runtime;
 
 	if (!rover_targeted(id >> 32, tid))
 		return;
+	/* Read only for targeted tasks: this runs at every context switch. */
+	task = (struct task_struct *)bpf_get_current_task();
+	runtime = BPF_CORE_READ(task, se.sum_exec_runtime);
 	now = bpf_ktime_get_ns();
 	close_unseen(tid, comm, now, runtime, kernel_now);
 	if (!(state & state_mask))
@@ -270,7 +273,7 @@ int rover_offcpu_btf(__u64 *ctx)
 	__u32 state = state_of_task(preempt, prev);
 	__u64 *seq = rover_enter();
 
-	switch_out(ctx, state, false, prev->comm, BPF_CORE_READ(prev, se.sum_exec_runtime));
+	switch_out(ctx, state, false, prev->comm);
 	switch_in(next->pid, next->comm, next);
 	rover_leave(seq);
 	return 0;
@@ -295,10 +298,9 @@ SEC("tracepoint/sched/sched_switch")
 int rover_offcpu_tp(struct trace_event_raw_sched_switch *ctx)
 {
 	__u32 state = state_of_report(ctx->prev_state);
-	struct task_struct *prev = (struct task_struct *)bpf_get_current_task();
 	__u64 *seq = rover_enter();
 
-	switch_out(ctx, state, true, ctx->prev_comm, BPF_CORE_READ(prev, se.sum_exec_runtime));
+	switch_out(ctx, state, true, ctx->prev_comm);
 	switch_in(ctx->next_pid, ctx->next_comm, 0);
 	rover_leave(seq);
 	return 0;
