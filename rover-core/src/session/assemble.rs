@@ -2,6 +2,7 @@
 //! symbolized [`Profile`]: each distinct stack symbolized once per window,
 //! kernel stacks through kallsyms and user stacks per process.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ pub(crate) struct Assembler {
     kind: ProfileKind,
     frequency_hz: Option<u64>,
     process_names: HashMap<u32, Arc<str>>,
+    /// GNU build id (hex) of each file module seen, `None` for a module
+    /// without one or that could not be described: asked of the symbolizer
+    /// once per module for the session, not once per window.
+    build_ids: RefCell<HashMap<Arc<str>, Option<Arc<str>>>>,
 }
 
 /// The frames of one window's stacks, symbolized once each.
@@ -38,6 +43,7 @@ impl Assembler {
             kind,
             frequency_hz,
             process_names: HashMap::new(),
+            build_ids: RefCell::default(),
         }
     }
 
@@ -260,34 +266,45 @@ impl Assembler {
 
 impl Assembler {
     /// Records in `profile` the GNU build id of each file module of process
-    /// `pid` that `symbolized` names, for the pprof mappings. The symbolizer
-    /// has the files open already; a process gone since keeps its cached maps.
+    /// `pid` that `symbolized` names, for the pprof mappings. Modules not
+    /// seen before in the session are described by the symbolizer (which
+    /// has their files open already; a process gone since keeps its cached
+    /// maps), once.
     fn record_build_ids(&self, pid: u32, symbolized: &[Symbolized], profile: &mut Profile) {
-        let mut wanted: Vec<&str> = symbolized
-            .iter()
-            .filter_map(|s| match s {
-                Symbolized::Sym(sym) => Some(&*sym.module),
-                Symbolized::Unknown(unknown) => unknown.module.as_deref(),
-            })
-            .filter(|module| module.starts_with('/') && profile.build_id(module).is_none())
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        if wanted.is_empty() {
+        let mut known = self.build_ids.borrow_mut();
+        let mut new: Vec<&Arc<str>> = Vec::new();
+        for module in symbolized.iter().filter_map(|s| match s {
+            Symbolized::Sym(sym) => Some(&sym.module),
+            Symbolized::Unknown(unknown) => unknown.module.as_ref(),
+        }) {
+            if !module.starts_with('/') || profile.build_id(module).is_some() {
+                continue;
+            }
+            match known.get(module) {
+                Some(Some(build_id)) => profile.set_build_id(module, build_id),
+                Some(None) => {}
+                None => new.push(module),
+            }
+        }
+        if new.is_empty() {
             return;
         }
-        let Ok(modules) = self.symbolizer.process_modules(pid) else {
-            return;
-        };
-        for module in modules {
-            let Some(build_id) = &module.build_id else {
+        let described = self.symbolizer.process_modules(pid).unwrap_or_default();
+        for module in new {
+            if known.contains_key(module) {
                 continue;
-            };
-            let path = module.path.to_string_lossy();
-            if wanted.binary_search(&&*path).is_ok() {
-                let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-                profile.set_build_id(&path, &hex);
             }
+            let build_id = described
+                .iter()
+                .find(|m| m.path.to_string_lossy() == **module)
+                .and_then(|m| m.build_id.as_ref())
+                .map(|id| {
+                    Arc::<str>::from(id.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                });
+            if let Some(build_id) = &build_id {
+                profile.set_build_id(module, build_id);
+            }
+            known.insert(Arc::clone(module), build_id);
         }
     }
 }
