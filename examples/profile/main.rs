@@ -322,7 +322,7 @@ fn print_top(mode: Mode, profile: &Profile, n: usize) {
                 "{:>8} {:>6} {:>8} {:>6}  function",
                 "self", "self%", "total", "total%"
             );
-            for f in profile.top_functions(Metric::OnCpuSamples, TopOrder::Self_, n) {
+            for f in profile.top_functions(Metric::OnCpuSamples, TopOrder::SelfValue, n) {
                 println!(
                     "{:>8} {:>5.1}% {:>8} {:>5.1}%  {}",
                     f.self_value,
@@ -400,7 +400,7 @@ fn write_outputs(
     if let Some(path) = path_for(&args.folded, None) {
         let options = match mode {
             Mode::OnCpu => FoldedOptions::on_cpu(),
-            Mode::OffCpu => FoldedOptions::off_cpu_time(),
+            Mode::OffCpu => FoldedOptions::off_cpu(),
         };
         write_folded(profile, &options, create(&path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?;

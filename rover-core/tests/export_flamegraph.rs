@@ -6,7 +6,7 @@ use profile_support::*;
 use rover_core::export::{
     ExportError, FlameGraphOptions, write_differential_flamegraph, write_flamegraph,
 };
-use rover_core::profile::{OffCpuState, Profile};
+use rover_core::profile::{OffCpuState, ProfileBuilder};
 
 fn svg(result: impl FnOnce(&mut Vec<u8>) -> Result<(), ExportError>) -> String {
     let mut out = Vec::new();
@@ -25,7 +25,7 @@ fn frame_group<'a>(svg: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn on_cpu_flame_graph_has_title_and_every_function() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     on_cpu(
         &mut p,
         10,
@@ -42,6 +42,7 @@ fn on_cpu_flame_graph_has_title_and_every_function() {
         &[sym_inlined("outer", APP, &["inner"]), sym("main", APP)],
         10,
     );
+    let p = p.build();
     let mut options = FlameGraphOptions::on_cpu("rover on-CPU: app");
     options.subtitle = Some("pid 10".into());
     let svg = svg(|out| write_flamegraph(&p, &options, out));
@@ -56,7 +57,7 @@ fn on_cpu_flame_graph_has_title_and_every_function() {
 
 #[test]
 fn off_cpu_flame_graph_counts_microseconds() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let k = kernel(&["schedule", "io_schedule"]);
     off_cpu(
         &mut p,
@@ -66,6 +67,7 @@ fn off_cpu_flame_graph_counts_microseconds() {
         &user(&["read", "main"]),
         (OffCpuState::Uninterruptible, 20, 1_000_000_000),
     );
+    let p = p.build();
     let svg = svg(|out| write_flamegraph(&p, &FlameGraphOptions::off_cpu("off-CPU"), out));
     assert!(
         frame_group(&svg, "io_schedule").contains("1,000,000 us"),
@@ -76,8 +78,9 @@ fn off_cpu_flame_graph_counts_microseconds() {
 
 #[test]
 fn empty_metric_is_an_error_not_a_broken_picture() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     on_cpu(&mut p, 10, "app", &[], &user(&["main"]), 1);
+    let p = p.build();
     let err = write_flamegraph(&p, &FlameGraphOptions::off_cpu("x"), Vec::new()).unwrap_err();
     assert!(matches!(err, ExportError::Empty(_)), "{err}");
     assert!(err.to_string().contains("off-CPU time"));
@@ -85,7 +88,7 @@ fn empty_metric_is_an_error_not_a_broken_picture() {
 
 #[test]
 fn differential_flame_graph_marks_growth_red_and_shrink_blue() {
-    let mut before = Profile::new();
+    let mut before = ProfileBuilder::new();
     on_cpu(
         &mut before,
         10,
@@ -95,7 +98,7 @@ fn differential_flame_graph_marks_growth_red_and_shrink_blue() {
         50,
     );
     on_cpu(&mut before, 10, "envoy", &[], &user(&["proxy", "main"]), 50);
-    let mut after = Profile::new();
+    let mut after = ProfileBuilder::new();
     on_cpu(&mut after, 11, "envoy", &[], &user(&["proxy", "main"]), 20);
     on_cpu(&mut after, 11, "envoy", &[], &user(&["filter", "main"]), 50);
     on_cpu(
@@ -106,6 +109,7 @@ fn differential_flame_graph_marks_growth_red_and_shrink_blue() {
         &user(&["tracing", "filter", "main"]),
         60,
     );
+    let (before, after) = (before.build(), after.build());
     let options = FlameGraphOptions::on_cpu("envoy: tracing off vs on");
     let svg = svg(|out| write_differential_flamegraph(&before, &after, &options, out));
     assert!(svg.contains("envoy: tracing off vs on"));

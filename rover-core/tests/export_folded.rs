@@ -5,10 +5,12 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::export::{FoldedOptions, FoldedPrefix, folded_lines, write_folded};
-use rover_core::profile::{JitFrames, Metric, OffCpuState, Profile, Sample, SampleValue};
+use rover_core::profile::{
+    JitFrames, Metric, OffCpuState, Profile, ProfileBuilder, Sample, SampleValue,
+};
 
 fn on_cpu_profile() -> Profile {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     on_cpu(&mut p, 10, "app", &[], &user(&["work", "main"]), 5);
     // Same comm on two threads: one line, values added.
     let k = kernel(&["clear_page", "do_syscall_64"]);
@@ -49,7 +51,7 @@ fn on_cpu_profile() -> Profile {
         &user(&["read", "main"]),
         (OffCpuState::Interruptible, 1, 10),
     );
-    p
+    p.build()
 }
 
 #[test]
@@ -104,7 +106,7 @@ fn prefixes_can_be_process_pid_or_none() {
 
 #[test]
 fn off_cpu_lines_are_microseconds_or_switches() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let k = kernel(&["schedule", "io_schedule"]);
     let u = user(&["read", "main"]);
     // 20 switches of 50 ms, split over two states: 1 s in total.
@@ -142,7 +144,8 @@ fn off_cpu_lines_are_microseconds_or_switches() {
         (OffCpuState::Preempted, 1, 400),
     );
     on_cpu(&mut p, 10, "app", &[], &u, 99);
-    let time = folded_lines(&p, &FoldedOptions::off_cpu_time());
+    let p = p.build();
+    let time = folded_lines(&p, &FoldedOptions::off_cpu());
     assert_eq!(
         time,
         [
@@ -206,9 +209,10 @@ proptest::proptest! {
         names in proptest::collection::vec("[a-z;\\n\\r :_\\[\\]é]{0,10}", 1..6),
         samples in 1u64..1000,
     ) {
-        let mut p = Profile::new();
+        let mut p = ProfileBuilder::new();
         let u: Vec<_> = names.iter().map(|n| sym(n, APP)).collect();
         on_cpu(&mut p, 10, &comm, &[], &u, samples);
+        let p = p.build();
         let lines = folded_lines(&p, &FoldedOptions::on_cpu());
         proptest::prop_assert_eq!(lines.len(), 1);
         let line = &lines[0];

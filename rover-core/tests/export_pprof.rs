@@ -7,7 +7,7 @@ use std::process::Command;
 
 use profile_support::*;
 use rover_core::export::write_pprof;
-use rover_core::profile::{OffCpuState, Profile};
+use rover_core::profile::{OffCpuState, Profile, ProfileBuilder};
 
 /// Runs `go tool pprof ARGS FILE` with a private HOME and GOCACHE; `None`
 /// (with a printed reason) only when `go` is not installed.
@@ -52,7 +52,7 @@ fn row<'a>(top: &'a str, name: &str) -> (&'a str, &'a str) {
 }
 
 fn mixed_profile() -> Profile {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     // On-CPU: 22 samples. Recursion (fib twice) counts once in cum.
     on_cpu(&mut p, 10, "app", &[], &user(&["work", "main"]), 5);
     on_cpu(
@@ -89,14 +89,14 @@ fn mixed_profile() -> Profile {
         &user(&["sleep", "main"]),
         (OffCpuState::Interruptible, 10, 500_000_000),
     );
-    p.set_sampling_frequency(99);
-    p.set_time_range(1_700_000_000_000_000_000, 1_700_000_002_000_000_000);
-    p
+    p.sampling_frequency(99)
+        .time_range(1_700_000_000_000_000_000, 1_700_000_002_000_000_000);
+    p.build()
 }
 
 #[test]
 fn go_tool_pprof_reads_mappings_build_ids_jit_and_unknown_frames() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let jit = [sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
     p.add_sample(&rover_core::profile::Sample {
         pid: 10,
@@ -116,7 +116,8 @@ fn go_tool_pprof_reads_mappings_build_ids_jit_and_unknown_frames() {
         &[unknown(Some("/lib/libx.so"), 0x1234), sym("main", APP)],
         2,
     );
-    p.set_build_id(APP, "0123456789abcdef");
+    p.build_id(APP, "0123456789abcdef");
+    let p = p.build();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("jit.pb.gz");
     write_pprof(&p, std::fs::File::create(&file).unwrap()).unwrap();

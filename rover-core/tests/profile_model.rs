@@ -5,17 +5,18 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::profile::{
-    FrameKind, FrameOrigin, JitFrames, Metric, OffCpuState, Profile, ProfileKind, Sample,
+    FrameKind, JitFrames, Metric, OffCpuState, Profile, ProfileBuilder, ProfileKind, Sample,
     SampleValue,
 };
 
 #[test]
 fn samples_aggregate_per_thread_and_stack() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let stack = user(&["work", "main"]);
     on_cpu(&mut p, 10, "app", &[], &stack, 2);
     on_cpu(&mut p, 10, "app", &[], &stack, 3);
     on_cpu(&mut p, 11, "worker", &[], &stack, 4);
+    let p = p.build();
     assert_eq!(p.len(), 2, "two threads, one stack");
     assert_eq!(p.stack_count(), 1);
     assert_eq!(p.frame_count(), 2);
@@ -40,13 +41,14 @@ fn samples_aggregate_per_thread_and_stack() {
 
 #[test]
 fn kernel_frames_come_before_user_frames_and_inlined_frames_expand() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let k = kernel(&["clear_page", "do_syscall_64"]);
     let u = vec![
         sym_inlined("outer", APP, &["inner", "middle"]),
         sym_at("main", APP, "main.c", 7),
     ];
     on_cpu(&mut p, 10, "app", &k, &u, 1);
+    let p = p.build();
     let e = p.entries().next().unwrap();
     let frames: Vec<_> = p
         .stack(e.stack)
@@ -81,7 +83,7 @@ fn kernel_frames_come_before_user_frames_and_inlined_frames_expand() {
 
 #[test]
 fn unknown_frames_keep_module_offset_and_reason() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     on_cpu(
         &mut p,
         10,
@@ -90,6 +92,7 @@ fn unknown_frames_keep_module_offset_and_reason() {
         &[unknown(Some("/lib/libx.so"), 0x1234), unknown(None, 0xdead)],
         1,
     );
+    let p = p.build();
     let e = p.entries().next().unwrap();
     let f: Vec<_> = p
         .stack(e.stack)
@@ -105,7 +108,7 @@ fn unknown_frames_keep_module_offset_and_reason() {
 
 #[test]
 fn jit_frames_are_flagged_by_the_caller() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let u = vec![sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
     let sample = |jit| Sample {
         pid: 10,
@@ -120,6 +123,7 @@ fn jit_frames_are_flagged_by_the_caller() {
     p.add_sample(&sample(JitFrames::Module(PERF_MAP)));
     p.add_sample(&sample(JitFrames::PerFrame(&[true])));
     p.add_sample(&sample(JitFrames::None));
+    let p = p.build();
     let kinds: Vec<Vec<FrameKind>> = p
         .entries()
         .map(|e| {
@@ -144,32 +148,58 @@ fn jit_frames_are_flagged_by_the_caller() {
 }
 
 #[test]
-fn low_level_api_interns_a_stack_once_for_many_threads() {
-    let mut p = Profile::new();
-    let mut frames = Vec::new();
-    p.push_frames(&mut frames, &kernel(&["schedule"]), FrameOrigin::Kernel);
-    p.push_frames(&mut frames, &user(&["read", "main"]), FrameOrigin::User);
-    let stack = p.intern_stack(&frames);
+fn one_stack_shared_by_many_threads_is_interned_once() {
+    let mut p = ProfileBuilder::new();
+    let k = kernel(&["schedule"]);
+    let u = user(&["read", "main"]);
     for tid in 0..8 {
-        let t = p.intern_thread(10, 100 + tid, "app", "io");
-        p.add(
-            t,
-            stack,
-            SampleValue::OffCpu {
+        p.add_sample(&Sample {
+            pid: 10,
+            tid: 100 + tid,
+            process_name: "app",
+            comm: "io",
+            kernel: &k,
+            user: &u,
+            jit: JitFrames::None,
+            value: SampleValue::OffCpu {
                 state: OffCpuState::Uninterruptible,
                 switches: 2,
                 nanos: 1_000,
             },
-        );
+        });
     }
+    let p = p.build();
     assert_eq!(p.stack_count(), 1);
     assert_eq!(p.len(), 8);
     assert_eq!(p.total(Metric::OffCpuSwitches), 16);
     assert_eq!(p.total(Metric::OffCpuNanos), 8_000);
     assert!(p.has_kind(ProfileKind::OffCpu));
     let v = p.entries().next().unwrap().value;
-    assert_eq!(v.off_cpu[OffCpuState::Uninterruptible.index()].nanos, 1_000);
-    assert_eq!(v.off_cpu[OffCpuState::Interruptible.index()].nanos, 0);
+    assert_eq!(v.off_cpu(OffCpuState::Uninterruptible).nanos, 1_000);
+    assert_eq!(v.off_cpu(OffCpuState::Interruptible).nanos, 0);
+}
+
+#[test]
+fn a_built_profile_keeps_its_kind_time_range_frequency_and_build_ids() {
+    let mut b = ProfileBuilder::new();
+    b.kind(ProfileKind::OnCpu)
+        .time_range(300, 200)
+        .sampling_frequency(0)
+        .build_id(APP, "beef");
+    let p = b.build();
+    assert!(p.is_empty());
+    assert!(p.has_kind(ProfileKind::OnCpu) && !p.has_kind(ProfileKind::OffCpu));
+    assert_eq!(
+        p.time_range(),
+        Some((300, 300)),
+        "an end before the start reads as the start"
+    );
+    assert_eq!(p.sampling_frequency(), None, "0 Hz means unknown");
+    assert_eq!(p.build_id(APP), Some("beef"));
+    assert_eq!(p.build_ids().collect::<Vec<_>>(), [(APP, "beef")]);
+    let mut b = ProfileBuilder::new();
+    b.sampling_frequency(99);
+    assert_eq!(b.build().sampling_frequency(), Some(99));
 }
 
 #[test]
@@ -202,20 +232,20 @@ fn hundred_thousand_samples_over_two_thousand_stacks_stay_small() {
                 .collect()
         })
         .collect();
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     for i in 0..100_000u64 {
         let s = &stacks[(i * 7919 % 2000) as usize];
         let tid = 10 + (i / 7 % 16) as u32;
         on_cpu(&mut p, tid, "app", &[], s, 1);
     }
+    let p = p.build();
     assert_eq!(p.total(Metric::OnCpuSamples), 100_000);
     let bytes = p.memory_bytes();
     println!(
-        "100k samples: {} rows, {} stacks, {} frames, {} strings, {} bytes ({:.1} bytes/sample)",
+        "100k samples: {} rows, {} stacks, {} frames, {} bytes ({:.1} bytes/sample)",
         p.len(),
         p.stack_count(),
         p.frame_count(),
-        p.string_count(),
         bytes,
         bytes as f64 / 100_000.0
     );
@@ -234,9 +264,10 @@ fn profiles_cross_threads_and_streams() {
 
 #[test]
 fn ids_from_another_profile_read_as_absent_not_a_panic() {
-    let mut big = Profile::new();
+    let mut big = ProfileBuilder::new();
     on_cpu(&mut big, 10, "app", &[], &user(&["a", "b", "c"]), 1);
-    let small = Profile::new();
+    let big = big.build();
+    let small = rover_core::Profile::new();
     let e = big.entries().next().unwrap();
     assert!(small.thread(e.thread).is_none());
     assert!(small.stack(e.stack).is_empty());
@@ -250,7 +281,7 @@ fn ids_from_another_profile_read_as_absent_not_a_panic() {
         small
             .top_functions(
                 Metric::OnCpuSamples,
-                rover_core::profile::TopOrder::Total,
+                rover_core::profile::TopOrder::TotalValue,
                 5
             )
             .is_empty()
@@ -262,7 +293,7 @@ fn ids_from_another_profile_read_as_absent_not_a_panic() {
 
 #[test]
 fn on_cpu_and_off_cpu_rows_mix_in_any_order() {
-    let mut p = Profile::new();
+    let mut p = ProfileBuilder::new();
     let a = user(&["a", "main"]);
     let b = user(&["b", "main"]);
     let c = user(&["c", "main"]);
@@ -270,6 +301,7 @@ fn on_cpu_and_off_cpu_rows_mix_in_any_order() {
     off_cpu(&mut p, 10, "app", &[], &b, (OffCpuState::Preempted, 2, 300));
     on_cpu(&mut p, 10, "app", &[], &c, 5);
     off_cpu(&mut p, 10, "app", &[], &a, (OffCpuState::Other, 1, 50));
+    let p = p.build();
     let rows: Vec<_> = p
         .entries()
         .map(|e| (e.value.samples, e.value.get(Metric::OffCpuNanos)))

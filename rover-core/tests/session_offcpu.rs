@@ -77,9 +77,9 @@ fn blocking_fixture_through_windows_on_block_on() {
     // stack-map bucket collision).
     let entry = blocked
         .entries()
-        .max_by_key(|e| e.value.off_cpu[OffCpuState::Interruptible.index()].switches)
+        .max_by_key(|e| e.value.off_cpu(OffCpuState::Interruptible).switches)
         .unwrap();
-    assert!(entry.value.off_cpu[OffCpuState::Interruptible.index()].switches >= 18);
+    assert!(entry.value.off_cpu(OffCpuState::Interruptible).switches >= 18);
     // The kernel part of the stack was symbolized too.
     let kernel_frames = blocked
         .stack(entry.stack)

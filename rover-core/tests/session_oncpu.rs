@@ -90,7 +90,7 @@ async fn spinning_fixture_through_windows_on_tokio() {
     assert!(frame.file.is_some_and(|file| file.ends_with("spin.c")));
     let top = whole.top_functions(
         Metric::OnCpuSamples,
-        rover_core::profile::TopOrder::Total,
+        rover_core::profile::TopOrder::TotalValue,
         3,
     );
     assert!(top.iter().any(|f| f.name == "spin_here"), "top: {top:?}");

@@ -11,6 +11,17 @@ use super::folded::{FoldedOptions, folded_lines};
 use crate::profile::{Metric, Profile};
 
 /// Options of the SVG flame graphs.
+///
+/// The constructors follow the naming scheme of [`FoldedOptions`]:
+/// `on_cpu` draws [`Metric::OnCpuSamples`], `off_cpu` draws
+/// [`Metric::OffCpuNanos`] (in microseconds) and `off_cpu_switches` draws
+/// [`Metric::OffCpuSwitches`]; `new(metric, title)` takes any.
+///
+/// ```
+/// use rover_core::export::FlameGraphOptions;
+/// let mut options = FlameGraphOptions::off_cpu("checkout service, off-CPU");
+/// options.subtitle = Some("blocked at least 100 us".into());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlameGraphOptions {
     /// Title at the top of the graph.
@@ -25,24 +36,29 @@ pub struct FlameGraphOptions {
 }
 
 impl FlameGraphOptions {
-    /// On-CPU samples, titled `title`.
-    pub fn on_cpu(title: impl Into<String>) -> Self {
+    /// `metric`, titled `title`, frames prefixed by the thread name.
+    pub fn new(metric: Metric, title: impl Into<String>) -> Self {
         Self {
             title: title.into(),
             subtitle: None,
-            folded: FoldedOptions::on_cpu(),
+            folded: FoldedOptions::new(metric),
             normalize: false,
         }
     }
 
-    /// Off-CPU time in microseconds, titled `title`.
+    /// On-CPU samples ([`Metric::OnCpuSamples`]), titled `title`.
+    pub fn on_cpu(title: impl Into<String>) -> Self {
+        Self::new(Metric::OnCpuSamples, title)
+    }
+
+    /// Off-CPU time in microseconds ([`Metric::OffCpuNanos`]), titled `title`.
     pub fn off_cpu(title: impl Into<String>) -> Self {
-        Self {
-            title: title.into(),
-            subtitle: None,
-            folded: FoldedOptions::off_cpu_time(),
-            normalize: false,
-        }
+        Self::new(Metric::OffCpuNanos, title)
+    }
+
+    /// Off-CPU switch counts ([`Metric::OffCpuSwitches`]), titled `title`.
+    pub fn off_cpu_switches(title: impl Into<String>) -> Self {
+        Self::new(Metric::OffCpuSwitches, title)
     }
 
     fn inferno(&self) -> flamegraph::Options<'static> {
@@ -70,7 +86,8 @@ fn metric_name(metric: Metric) -> &'static str {
     }
 }
 
-/// Writes an SVG flame graph of `profile` to `out`.
+/// Writes an SVG flame graph of `profile` to `out`, drawn from its
+/// [`folded_lines`](super::folded_lines), so each printed stack is one box.
 ///
 /// ```no_run
 /// # fn demo(profile: &rover_core::profile::Profile) -> Result<(), Box<dyn std::error::Error>> {

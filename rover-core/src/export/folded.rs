@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use hashbrown::HashMap;
 
-use crate::profile::{Frame, FrameKind, Metric, Profile, StackId};
+use crate::profile::{Metric, PrintedStacks, Profile, sanitize_into};
 
 /// What starts each folded line, before the root frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,6 +22,24 @@ pub enum FoldedPrefix {
 }
 
 /// Options of [`write_folded`] and [`folded_lines`].
+///
+/// The constructors follow the one naming scheme of rover's exports:
+/// `on_cpu` reads [`Metric::OnCpuSamples`], `off_cpu` reads
+/// [`Metric::OffCpuNanos`] (written in microseconds) and `off_cpu_switches`
+/// reads [`Metric::OffCpuSwitches`]; `new(metric)` takes any. Lines start
+/// with the thread name; set [`prefix`](FoldedOptions::prefix) to change it.
+///
+/// ```
+/// use rover_core::export::{FoldedOptions, FoldedPrefix};
+/// use rover_core::profile::Metric;
+///
+/// let options = FoldedOptions {
+///     prefix: FoldedPrefix::ProcessPid,
+///     ..FoldedOptions::off_cpu()
+/// };
+/// assert_eq!(options.metric, Metric::OffCpuNanos);
+/// assert_eq!(FoldedOptions::new(Metric::OffCpuSwitches), FoldedOptions::off_cpu_switches());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FoldedOptions {
     /// The number on each line. [`Metric::OffCpuNanos`] is written in
@@ -32,47 +50,60 @@ pub struct FoldedOptions {
 }
 
 impl FoldedOptions {
-    /// On-CPU sample counts, lines prefixed by the thread name.
+    /// `metric`, lines prefixed by the thread name.
+    pub fn new(metric: Metric) -> Self {
+        Self {
+            metric,
+            prefix: FoldedPrefix::Comm,
+        }
+    }
+
+    /// On-CPU sample counts ([`Metric::OnCpuSamples`]).
     pub fn on_cpu() -> Self {
-        Self {
-            metric: Metric::OnCpuSamples,
-            prefix: FoldedPrefix::Comm,
-        }
+        Self::new(Metric::OnCpuSamples)
     }
 
-    /// Off-CPU time in microseconds, lines prefixed by the thread name.
-    pub fn off_cpu_time() -> Self {
-        Self {
-            metric: Metric::OffCpuNanos,
-            prefix: FoldedPrefix::Comm,
-        }
+    /// Off-CPU time in microseconds ([`Metric::OffCpuNanos`]).
+    pub fn off_cpu() -> Self {
+        Self::new(Metric::OffCpuNanos)
     }
 
-    /// Off-CPU switch counts, lines prefixed by the thread name.
+    /// Off-CPU switch counts ([`Metric::OffCpuSwitches`]).
     pub fn off_cpu_switches() -> Self {
-        Self {
-            metric: Metric::OffCpuSwitches,
-            prefix: FoldedPrefix::Comm,
-        }
+        Self::new(Metric::OffCpuSwitches)
     }
 }
 
-/// The folded lines of `profile`, sorted, one per distinct (prefix, stack),
-/// without trailing newlines. Lines whose value is zero (after conversion to
-/// microseconds for off-CPU time) are left out.
+/// The folded lines of `profile`, sorted, without trailing newlines: one
+/// per distinct printed text, values summed. Rows whose prefix and frames
+/// print the same are one line: threads of one name (or processes of one
+/// name with [`FoldedPrefix::Process`]), and stacks that differ only in
+/// what is not printed (source lines, files, the module of a named
+/// function). Lines whose value is zero (after conversion to microseconds
+/// for off-CPU time) are left out.
 ///
 /// Frames are written root first. Kernel frames get the suffix `_[k]`, JIT
 /// frames `_[j]`, inlined frames `_[i]` (inlined wins over kernel); unknown
 /// frames read `[module+0xOFFSET]` or `[unknown]`. `;` in names becomes `:`
 /// and line breaks become spaces, and an empty name or prefix reads
 /// `[unknown]`, so every line parses with one field per frame.
+///
+/// ```
+/// # fn demo(profile: &rover_core::Profile) {
+/// use rover_core::export::{FoldedOptions, folded_lines};
+/// for line in folded_lines(profile, &FoldedOptions::on_cpu()).iter().take(3) {
+///     println!("{line}");
+/// }
+/// # }
+/// ```
 pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
-    // Lines are keyed by (prefix index, stack): threads sharing a prefix
-    // share lines, and each prefix string is built once.
+    // Lines are keyed by (prefix text, stack text) ids: every row that
+    // prints the same adds into one line, and each text is built once.
     let mut prefixes: Vec<String> = Vec::new();
     let mut prefix_ids: HashMap<String, u32> = HashMap::new();
     let mut prefix_of: HashMap<(u8, u32, u32), u32> = HashMap::new();
-    let mut sums: HashMap<(u32, StackId), u64> = HashMap::new();
+    let mut printed = PrintedStacks::new(profile);
+    let mut sums: HashMap<(u32, u32), u64> = HashMap::new();
     for entry in profile.entries() {
         let value = entry.value.get(options.metric);
         if value == 0 {
@@ -102,14 +133,13 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             if s.is_empty() && options.prefix != FoldedPrefix::None {
                 s.push_str("[unknown]");
             }
-            // Threads with equal prefixes (same comm) share one index.
             let next = prefixes.len() as u32;
             *prefix_ids.entry(s).or_insert_with_key(|s| {
                 prefixes.push(s.clone());
                 next
             })
         });
-        let sum = sums.entry((prefix, entry.stack)).or_insert(0);
+        let sum = sums.entry((prefix, printed.id(entry.stack))).or_insert(0);
         *sum = sum.saturating_add(value);
     }
     let mut lines: Vec<String> = sums
@@ -119,7 +149,7 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
                 Metric::OffCpuNanos => raw.saturating_add(500) / 1000,
                 Metric::OnCpuSamples | Metric::OffCpuSwitches => raw,
             };
-            (value > 0).then(|| render_line(profile, &prefixes[prefix as usize], stack, value))
+            (value > 0).then(|| render_line(&prefixes[prefix as usize], printed.text(stack), value))
         })
         .collect();
     lines.sort_unstable();
@@ -132,7 +162,7 @@ pub fn folded_lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
 /// # fn demo(profile: &rover_core::profile::Profile) -> std::io::Result<()> {
 /// use rover_core::export::{write_folded, FoldedOptions};
 /// let file = std::io::BufWriter::new(std::fs::File::create("offcpu.folded")?);
-/// write_folded(profile, &FoldedOptions::off_cpu_time(), file)?;
+/// write_folded(profile, &FoldedOptions::off_cpu(), file)?;
 /// # Ok(()) }
 /// ```
 pub fn write_folded(
@@ -147,52 +177,14 @@ pub fn write_folded(
     out.flush()
 }
 
-fn render_line(profile: &Profile, prefix: &str, stack: StackId, value: u64) -> String {
-    let mut line = String::with_capacity(prefix.len() + 32 * profile.stack(stack).len());
+fn render_line(prefix: &str, stack: &str, value: u64) -> String {
+    let mut line = String::with_capacity(prefix.len() + stack.len() + 22);
     line.push_str(prefix);
-    let mut first = prefix.is_empty();
-    for &id in profile.stack(stack).iter().rev() {
-        if !first {
-            line.push(';');
-        }
-        first = false;
-        match profile.frame(id) {
-            Some(frame) => push_frame_label(&mut line, &frame),
-            None => line.push_str("[unknown]"),
-        }
+    if !prefix.is_empty() && !stack.is_empty() {
+        line.push(';');
     }
+    line.push_str(stack);
     line.push(' ');
     line.push_str(&value.to_string());
     line
-}
-
-/// Appends the folded label of `frame`: its display name, sanitized, with
-/// the kind suffix.
-pub(crate) fn push_frame_label(out: &mut String, frame: &Frame<'_>) {
-    let name = frame.display_name();
-    if name.is_empty() {
-        out.push_str("[unknown]");
-    } else {
-        sanitize_into(out, &name);
-    }
-    let suffix = if frame.inlined {
-        "_[i]"
-    } else {
-        match frame.kind {
-            FrameKind::Kernel => "_[k]",
-            FrameKind::Jit => "_[j]",
-            FrameKind::Native | FrameKind::Unknown => "",
-        }
-    };
-    out.push_str(suffix);
-}
-
-fn sanitize_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        out.push(match c {
-            ';' => ':',
-            '\n' | '\r' => ' ',
-            c => c,
-        });
-    }
 }

@@ -1,19 +1,22 @@
 //! The difference of two profiles (before and after a change), per stack and
 //! per function, as SkyWalking Rover compares Envoy with tracing on and off.
 
-use hashbrown::HashSet;
+use hashbrown::{HashMap, HashSet};
 
-use super::frame::{Frame, FrameKind};
+use super::frame::FrameKind;
 use super::import::Importer;
 use super::model::{Profile, StackId};
+use super::printed::PrintedStacks;
 use super::top::{FunctionKey, FunctionTotals};
 use super::value::Metric;
 
-/// One stack's value before and after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One printed stack's value before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackDelta {
-    /// The stack, an id into [`ProfileDiff::frames_of`]'s tables.
-    pub stack: StackId,
+    /// The stack's frames, leaf first, labelled as the folded export prints
+    /// them (`name`, `name_[k]`, `name_[j]`, `name_[i]`,
+    /// `[module+0xOFFSET]`): stacks that print the same are one delta.
+    pub frames: Vec<String>,
     /// Value in the first profile.
     pub before: u64,
     /// Value in the second profile.
@@ -58,16 +61,18 @@ impl FunctionDelta {
     }
 }
 
-/// The difference of two profiles for one metric. Stacks are compared by
-/// their frames' content (threads and pids are ignored: the two runs are
-/// usually different processes), so the profiles' interning order does not
-/// matter.
-#[derive(Debug, Clone)]
+/// The difference of two profiles for one metric, from [`Profile::diff`].
+///
+/// Stacks are compared as they print (threads and pids are ignored: the
+/// two runs are usually different processes, and lines and files are not
+/// printed), so each printed stack is listed once and the profiles'
+/// interning order does not matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileDiff {
-    tables: Profile,
     /// The metric compared.
     pub metric: Metric,
-    /// Every stack present in either profile, largest absolute change first.
+    /// Every printed stack present in either profile, largest absolute
+    /// change first.
     pub stacks: Vec<StackDelta>,
     /// Every function present in either profile, largest absolute change of
     /// total value first.
@@ -75,22 +80,23 @@ pub struct ProfileDiff {
 }
 
 impl ProfileDiff {
-    /// The frames of a stack of this diff, leaf first.
-    pub fn frames_of(&self, stack: StackId) -> impl Iterator<Item = Frame<'_>> {
-        self.tables
-            .stack(stack)
-            .iter()
-            .filter_map(|&f| self.tables.frame(f))
-    }
-
     /// The function delta named `name`, if any.
+    ///
+    /// ```
+    /// # fn demo(diff: &rover_core::profile::ProfileDiff) {
+    /// if let Some(f) = diff.function("malloc") {
+    ///     println!("malloc: {:+} total", f.total_delta());
+    /// }
+    /// # }
+    /// ```
     pub fn function(&self, name: &str) -> Option<&FunctionDelta> {
         self.functions.iter().find(|f| f.name == name)
     }
 }
 
 impl Profile {
-    /// Compares `before` with `after` on `metric`, per stack and per function.
+    /// Compares `before` with `after` on `metric`, per printed stack and
+    /// per function; see [`ProfileDiff`].
     ///
     /// ```
     /// # fn demo(off: &rover_core::profile::Profile, on: &rover_core::profile::Profile) {
@@ -123,20 +129,34 @@ impl Profile {
                 }
             }
         }
-        let mut stacks: Vec<StackDelta> = (0..tables.stack_count())
-            .map(|i| StackDelta {
-                stack: StackId(i as u32),
-                before: per_stack[0][i],
-                after: per_stack[1][i],
+        // Stacks that print the same add up, in the order their first
+        // member was interned.
+        let mut printed = PrintedStacks::new(&tables);
+        let mut group_of: HashMap<u32, usize> = HashMap::new();
+        let mut groups: Vec<(u32, u64, u64)> = Vec::new();
+        for (i, (&b, &a)) in per_stack[0].iter().zip(&per_stack[1]).enumerate() {
+            if b == 0 && a == 0 {
+                continue;
+            }
+            let id = printed.id(StackId(i as u32));
+            let slot = *group_of.entry(id).or_insert_with(|| {
+                groups.push((id, 0, 0));
+                groups.len() - 1
+            });
+            let group = &mut groups[slot];
+            group.1 = group.1.saturating_add(b);
+            group.2 = group.2.saturating_add(a);
+        }
+        let mut stacks: Vec<StackDelta> = groups
+            .into_iter()
+            .map(|(id, before, after)| StackDelta {
+                frames: leaf_first(printed.text(id)),
+                before,
+                after,
             })
-            .filter(|d| d.before > 0 || d.after > 0)
             .collect();
-        stacks.sort_by(|a, b| {
-            b.delta()
-                .abs()
-                .cmp(&a.delta().abs())
-                .then(a.stack.cmp(&b.stack))
-        });
+        // Stable: equal changes keep interning order.
+        stacks.sort_by_key(|d| std::cmp::Reverse(d.delta().abs()));
 
         let totals = [
             FunctionTotals::compute(&tables, &per_stack[0]),
@@ -168,10 +188,18 @@ impl Profile {
                 .then_with(|| a.module.cmp(&b.module))
         });
         ProfileDiff {
-            tables,
             metric,
             stacks,
             functions,
         }
     }
+}
+
+/// The frames of a printed stack (root first, `;`-separated, labels
+/// sanitized so none holds a `;`), leaf first.
+fn leaf_first(text: &str) -> Vec<String> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.rsplit(';').map(str::to_owned).collect()
 }

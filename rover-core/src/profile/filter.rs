@@ -82,3 +82,51 @@ impl Profile {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rover_symbolize::{Sym, Symbolized};
+
+    use crate::profile::{JitFrames, Profile, Sample, SampleValue};
+
+    fn add(p: &mut Profile, pid: u32, comm: &str, names: &[&str]) {
+        let user: Vec<Symbolized> = names
+            .iter()
+            .map(|n| {
+                Symbolized::Sym(Sym {
+                    name: Arc::from(*n),
+                    module: Arc::from("/usr/bin/app"),
+                    module_offset: 0x1000,
+                    sym_addr: 0x1000,
+                    location: None,
+                    inlined: vec![],
+                })
+            })
+            .collect();
+        p.add_sample(&Sample {
+            pid,
+            tid: pid,
+            process_name: comm,
+            comm,
+            kernel: &[],
+            user: &user,
+            jit: JitFrames::None,
+            value: SampleValue::OnCpu { samples: 1 },
+        });
+    }
+
+    #[test]
+    fn filters_keep_only_the_strings_kept_rows_reference() {
+        let mut p = Profile::new();
+        add(&mut p, 10, "app", &["work", "main"]);
+        add(&mut p, 20, "other", &["idle", "main"]);
+        let pid20 = p.filter_pids(&[20]);
+        assert_eq!(
+            pid20.strings.len(),
+            5,
+            "\"\", other, idle, main and the module"
+        );
+    }
+}

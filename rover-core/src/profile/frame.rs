@@ -46,7 +46,7 @@ impl FrameOrigin {
 
 /// Dense id of an interned frame within one profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FrameId(pub u32);
+pub struct FrameId(pub(crate) u32);
 
 /// The interned form of a frame: strings as ids into the profile's table,
 /// id 0 meaning absent. 32 bytes, stored once per distinct frame.

@@ -1,10 +1,13 @@
 //! The aggregated profile model: per process and thread, interned stacks of
 //! symbolized frames with on-CPU sample counts and off-CPU switches and time
 //! by task state; and the operations users run on it (merge, filter, top-N
-//! functions, difference of two profiles).
+//! functions, difference of two profiles, per-process totals).
 //!
-//! Stacks are leaf first. See `docs/profile-model.md` for the whole guide.
+//! A [`Profile`] is read-only: sessions build theirs, and
+//! [`ProfileBuilder`] builds one by hand. Stacks are leaf first. See
+//! `docs/profile-model.md` for the whole guide.
 
+mod builder;
 mod diff;
 mod filter;
 mod frame;
@@ -12,11 +15,17 @@ mod import;
 mod intern;
 mod merge;
 mod model;
+mod printed;
+mod summary;
 mod top;
 mod value;
 
+pub use builder::ProfileBuilder;
 pub use diff::{FunctionDelta, ProfileDiff, StackDelta};
-pub use frame::{Frame, FrameId, FrameKind, FrameOrigin};
+pub(crate) use frame::FrameOrigin;
+pub use frame::{Frame, FrameId, FrameKind};
 pub use model::{Entry, JitFrames, Profile, Sample, StackId, Thread, ThreadId};
+pub(crate) use printed::{PrintedStacks, sanitize_into};
+pub use summary::ProcessSummary;
 pub use top::{FunctionStat, TopOrder};
 pub use value::{Metric, OffCpuState, OffCpuValue, ProfileKind, SampleValue, Value};

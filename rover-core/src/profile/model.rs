@@ -5,15 +5,15 @@ use rover_symbolize::Symbolized;
 
 use super::frame::{Frame, FrameId, FrameOrigin, FrameRecord, frame_view, push_symbolized};
 use super::intern::{Interner, SliceInterner, StringTable};
-use super::value::{Metric, OffCpuValue, ProfileKind, SampleValue, Value};
+use super::value::{Metric, OffCpuValue, ProfileKind, SampleValue, Value, add_states};
 
 /// Dense id of an interned stack within one profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StackId(pub u32);
+pub struct StackId(pub(crate) u32);
 
 /// Dense id of an interned thread within one profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ThreadId(pub u32);
+pub struct ThreadId(pub(crate) u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ThreadRecord {
@@ -60,7 +60,8 @@ pub enum JitFrames<'a> {
     PerFrame(&'a [bool]),
 }
 
-/// One observation for [`Profile::add_sample`]: who, where, and how much.
+/// One observation for [`ProfileBuilder::add_sample`](super::ProfileBuilder::add_sample):
+/// who, where, and how much.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
     /// Process id (tgid).
@@ -81,7 +82,10 @@ pub struct Sample<'a> {
     pub value: SampleValue,
 }
 
-/// An aggregated, symbolized profile.
+/// An aggregated, symbolized profile, for reading: sessions return one
+/// (from [`Session::stop`](crate::Session::stop) and in every
+/// [`Window`](crate::Window)), [`ProfileBuilder`](super::ProfileBuilder)
+/// builds one by hand.
 ///
 /// Stacks are stored **leaf first**: index 0 is the innermost frame (where
 /// the CPU was, or where the thread blocked), kernel frames before user
@@ -90,22 +94,17 @@ pub struct Sample<'a> {
 /// were inlined into. Strings, frames, stacks and threads are interned once.
 ///
 /// ```
-/// use rover_core::profile::{Profile, Sample, SampleValue, JitFrames, Metric};
-/// use rover_symbolize::{Symbolized, Sym};
-/// use std::sync::Arc;
-///
-/// let sym = |name: &str| Symbolized::Sym(Sym {
-///     name: Arc::from(name), module: Arc::from("/usr/bin/app"),
-///     module_offset: 0x1000, sym_addr: 0x1000, location: None, inlined: vec![],
-/// });
-/// let user = [sym("spin"), sym("main")];
-/// let mut profile = Profile::new();
-/// profile.add_sample(&Sample {
-///     pid: 42, tid: 42, process_name: "app", comm: "app",
-///     kernel: &[], user: &user, jit: JitFrames::None,
-///     value: SampleValue::OnCpu { samples: 3 },
-/// });
-/// assert_eq!(profile.total(Metric::OnCpuSamples), 3);
+/// # fn demo(profile: &rover_core::Profile) {
+/// use rover_core::profile::Metric;
+/// println!("{} samples over {} stacks", profile.total(Metric::OnCpuSamples), profile.stack_count());
+/// for entry in profile.entries() {
+///     let Some(thread) = profile.thread(entry.thread) else { continue };
+///     let leaf = profile.stack(entry.stack).first().and_then(|&f| profile.frame(f));
+///     if let Some(leaf) = leaf {
+///         println!("{} {}: {} {}", thread.pid, thread.comm, leaf.display_name(), entry.value.samples);
+///     }
+/// }
+/// # }
 /// ```
 #[derive(Clone, Default)]
 pub struct Profile {
@@ -142,14 +141,14 @@ impl std::fmt::Debug for Profile {
 }
 
 impl Profile {
-    /// An empty profile.
+    /// An empty profile, to [`merge`](Profile::merge) others into.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Marks the profile as holding `kind` even if no sample of it arrived
     /// (an on-CPU session that saw nothing still exports `samples/count`).
-    pub fn declare_kind(&mut self, kind: ProfileKind) {
+    pub(crate) fn declare_kind(&mut self, kind: ProfileKind) {
         match kind {
             ProfileKind::OnCpu => self.on_cpu = true,
             ProfileKind::OffCpu => self.off_cpu = true,
@@ -166,7 +165,7 @@ impl Profile {
 
     /// Records the wall-clock span the profile covers, in nanoseconds since
     /// the Unix epoch.
-    pub fn set_time_range(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) {
+    pub(crate) fn set_time_range(&mut self, start_unix_nanos: u64, end_unix_nanos: u64) {
         self.time_range = Some((start_unix_nanos, end_unix_nanos.max(start_unix_nanos)));
     }
 
@@ -176,7 +175,7 @@ impl Profile {
     }
 
     /// Records the on-CPU sampling frequency, so exports can state the period.
-    pub fn set_sampling_frequency(&mut self, hz: u64) {
+    pub(crate) fn set_sampling_frequency(&mut self, hz: u64) {
         self.sampling_hz = (hz > 0).then_some(hz);
     }
 
@@ -186,7 +185,7 @@ impl Profile {
     }
 
     /// Records the build id (hex) of a module, for exports that carry it.
-    pub fn set_build_id(&mut self, module: &str, build_id: &str) {
+    pub(crate) fn set_build_id(&mut self, module: &str, build_id: &str) {
         let module = self.strings.intern(module);
         let build_id = self.strings.intern(build_id);
         match self.build_ids.iter_mut().find(|(m, _)| *m == module) {
@@ -211,7 +210,7 @@ impl Profile {
     }
 
     /// Interns a thread and returns its id.
-    pub fn intern_thread(
+    pub(crate) fn intern_thread(
         &mut self,
         pid: u32,
         tid: u32,
@@ -231,7 +230,7 @@ impl Profile {
     /// to `out`; each address may give several frames (inlined functions).
     /// The session layer uses this with [`Profile::intern_stack`] to intern a
     /// kernel stack id once per window, however many threads share it.
-    pub fn push_frames(
+    pub(crate) fn push_frames(
         &mut self,
         out: &mut Vec<FrameId>,
         symbolized: &[Symbolized],
@@ -243,7 +242,7 @@ impl Profile {
     }
 
     /// Interns one frame from a symbolized address (see [`Profile::push_frames`]).
-    pub fn push_frame(
+    pub(crate) fn push_frame(
         &mut self,
         out: &mut Vec<FrameId>,
         symbolized: &Symbolized,
@@ -253,12 +252,12 @@ impl Profile {
     }
 
     /// Interns a stack of frame ids (leaf first) and returns its id.
-    pub fn intern_stack(&mut self, frames: &[FrameId]) -> StackId {
+    pub(crate) fn intern_stack(&mut self, frames: &[FrameId]) -> StackId {
         StackId(self.stacks.intern(frames))
     }
 
     /// Adds an observation to the (thread, stack) row.
-    pub fn add(&mut self, thread: ThreadId, stack: StackId, value: SampleValue) {
+    pub(crate) fn add(&mut self, thread: ThreadId, stack: StackId, value: SampleValue) {
         self.declare_kind(value.kind());
         let row = self.row(thread, stack);
         match value {
@@ -273,16 +272,14 @@ impl Profile {
                 nanos,
             } => {
                 if let Some(slot) = self.off_cpu_row(row) {
-                    let v = &mut slot[state.index()];
-                    v.switches = v.switches.saturating_add(switches);
-                    v.nanos = v.nanos.saturating_add(nanos);
+                    slot[state.index()].add(switches, nanos);
                 }
             }
         }
     }
 
     /// Adds a whole [`Value`] to the (thread, stack) row.
-    pub fn add_value(&mut self, thread: ThreadId, stack: StackId, value: &Value) {
+    pub(crate) fn add_value(&mut self, thread: ThreadId, stack: StackId, value: &Value) {
         let row = self.row(thread, stack);
         if value.samples > 0 {
             self.on_cpu = true;
@@ -293,10 +290,7 @@ impl Profile {
         if value.off_cpu.iter().any(|v| v.switches > 0 || v.nanos > 0) {
             self.off_cpu = true;
             if let Some(slot) = self.off_cpu_row(row) {
-                for (mine, theirs) in slot.iter_mut().zip(&value.off_cpu) {
-                    mine.switches = mine.switches.saturating_add(theirs.switches);
-                    mine.nanos = mine.nanos.saturating_add(theirs.nanos);
-                }
+                add_states(slot, &value.off_cpu);
             }
         }
     }
@@ -331,7 +325,7 @@ impl Profile {
 
     /// Adds one sample: interns its thread and frames (kernel frames first,
     /// then user frames, both leaf first) and adds its value.
-    pub fn add_sample(&mut self, sample: &Sample<'_>) {
+    pub(crate) fn add_sample(&mut self, sample: &Sample<'_>) {
         let thread = self.intern_thread(sample.pid, sample.tid, sample.process_name, sample.comm);
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
@@ -428,11 +422,6 @@ impl Profile {
         self.frames.len()
     }
 
-    /// Number of distinct strings (including the empty string).
-    pub fn string_count(&self) -> usize {
-        self.strings.len()
-    }
-
     /// Sum of `metric` over every row.
     pub fn total(&self, metric: Metric) -> u64 {
         match metric {
@@ -470,5 +459,64 @@ impl Profile {
                 self.set_build_id(module, build_id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rover_symbolize::{Sym, Symbolized};
+
+    use super::*;
+    use crate::profile::OffCpuState;
+
+    fn syms(module: &str, names: &[&str]) -> Vec<Symbolized> {
+        names
+            .iter()
+            .map(|n| {
+                Symbolized::Sym(Sym {
+                    name: Arc::from(*n),
+                    module: Arc::from(module),
+                    module_offset: 0x1000,
+                    sym_addr: 0x1000,
+                    location: None,
+                    inlined: vec![],
+                })
+            })
+            .collect()
+    }
+
+    /// The calls the session layer makes: a kernel stack interned once per
+    /// window, however many threads share it.
+    #[test]
+    fn low_level_api_interns_a_stack_once_for_many_threads() {
+        let mut p = Profile::new();
+        let mut frames = Vec::new();
+        let kernel = syms("[kernel.kallsyms]", &["schedule"]);
+        p.push_frames(&mut frames, &kernel, FrameOrigin::Kernel);
+        let user = syms("/usr/bin/app", &["read", "main"]);
+        p.push_frames(&mut frames, &user, FrameOrigin::User);
+        let stack = p.intern_stack(&frames);
+        for tid in 0..8 {
+            let t = p.intern_thread(10, 100 + tid, "app", "io");
+            p.add(
+                t,
+                stack,
+                SampleValue::OffCpu {
+                    state: OffCpuState::Uninterruptible,
+                    switches: 2,
+                    nanos: 1_000,
+                },
+            );
+        }
+        assert_eq!(p.stack_count(), 1);
+        assert_eq!(p.len(), 8);
+        assert_eq!(p.total(Metric::OffCpuSwitches), 16);
+        assert_eq!(p.total(Metric::OffCpuNanos), 8_000);
+        assert!(p.has_kind(ProfileKind::OffCpu));
+        let v = p.entries().next().unwrap().value;
+        assert_eq!(v.off_cpu(OffCpuState::Uninterruptible).nanos, 1_000);
+        assert_eq!(v.off_cpu(OffCpuState::Interruptible).nanos, 0);
     }
 }

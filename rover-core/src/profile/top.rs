@@ -23,13 +23,14 @@ pub struct FunctionStat {
     pub total_value: u64,
 }
 
-/// How [`Profile::top_functions`] ranks.
+/// How [`Profile::top_functions`] ranks: by [`FunctionStat::self_value`]
+/// or by [`FunctionStat::total_value`], the variants named after the fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopOrder {
     /// By self value, then total.
-    Self_,
+    SelfValue,
     /// By total (inclusive) value, then self.
-    Total,
+    TotalValue,
 }
 
 /// Identity of a function across frames: inlined or not, any line.
@@ -132,7 +133,7 @@ impl Profile {
     /// ```
     /// # fn demo(profile: &rover_core::profile::Profile) {
     /// use rover_core::profile::{Metric, TopOrder};
-    /// for f in profile.top_functions(Metric::OnCpuSamples, TopOrder::Total, 10) {
+    /// for f in profile.top_functions(Metric::OnCpuSamples, TopOrder::TotalValue, 10) {
     ///     println!("{:>8} {:>8}  {}", f.self_value, f.total_value, f.name);
     /// }
     /// # }
@@ -146,8 +147,12 @@ impl Profile {
             .collect();
         stats.sort_by(|a, b| {
             let (ka, kb) = match order {
-                TopOrder::Self_ => ((a.self_value, a.total_value), (b.self_value, b.total_value)),
-                TopOrder::Total => ((a.total_value, a.self_value), (b.total_value, b.self_value)),
+                TopOrder::SelfValue => {
+                    ((a.self_value, a.total_value), (b.self_value, b.total_value))
+                }
+                TopOrder::TotalValue => {
+                    ((a.total_value, a.self_value), (b.total_value, b.self_value))
+                }
             };
             kb.cmp(&ka)
                 .then_with(|| a.name.cmp(&b.name))

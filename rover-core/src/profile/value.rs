@@ -26,7 +26,7 @@ pub enum OffCpuState {
 }
 
 impl OffCpuState {
-    /// Every state, in index order.
+    /// Every state, in the order exports list them.
     pub const ALL: [OffCpuState; 4] = [
         OffCpuState::Interruptible,
         OffCpuState::Uninterruptible,
@@ -34,8 +34,8 @@ impl OffCpuState {
         OffCpuState::Other,
     ];
 
-    /// Index of the state in [`Value::off_cpu`].
-    pub fn index(self) -> usize {
+    /// The state's slot in a row's off-CPU values.
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -65,39 +65,49 @@ pub struct OffCpuValue {
     pub nanos: u64,
 }
 
-/// Everything counted for one (thread, stack) pair.
+impl OffCpuValue {
+    /// Adds `switches` and `nanos`, saturating: the one place off-CPU
+    /// totals grow, whether from a sample or from another row.
+    #[inline]
+    pub(crate) fn add(&mut self, switches: u64, nanos: u64) {
+        self.switches = self.switches.saturating_add(switches);
+        self.nanos = self.nanos.saturating_add(nanos);
+    }
+}
+
+/// Adds one row's per-state off-CPU values into another's.
+#[inline]
+pub(crate) fn add_states(mine: &mut [OffCpuValue; 4], theirs: &[OffCpuValue; 4]) {
+    for (mine, theirs) in mine.iter_mut().zip(theirs) {
+        mine.add(theirs.switches, theirs.nanos);
+    }
+}
+
+/// Everything counted for one (thread, stack) pair, as
+/// [`Profile::entries`](super::Profile::entries) reads it.
+///
+/// ```
+/// # fn demo(profile: &rover_core::profile::Profile) {
+/// use rover_core::profile::{Metric, OffCpuState};
+/// for entry in profile.entries() {
+///     let disk = entry.value.off_cpu(OffCpuState::Uninterruptible);
+///     println!("{} samples, {} ns in D state", entry.value.samples, disk.nanos);
+///     assert!(entry.value.get(Metric::OffCpuNanos) >= disk.nanos);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Value {
     /// On-CPU samples.
     pub samples: u64,
-    /// Off-CPU totals, indexed by [`OffCpuState::index`].
-    pub off_cpu: [OffCpuValue; 4],
+    /// Off-CPU totals, one per state, in `OffCpuState::index` order.
+    pub(crate) off_cpu: [OffCpuValue; 4],
 }
 
 impl Value {
-    /// Adds one observation.
-    pub fn add(&mut self, sample: SampleValue) {
-        match sample {
-            SampleValue::OnCpu { samples } => self.samples = self.samples.saturating_add(samples),
-            SampleValue::OffCpu {
-                state,
-                switches,
-                nanos,
-            } => {
-                let slot = &mut self.off_cpu[state.index()];
-                slot.switches = slot.switches.saturating_add(switches);
-                slot.nanos = slot.nanos.saturating_add(nanos);
-            }
-        }
-    }
-
-    /// Adds another value, field by field.
-    pub fn merge(&mut self, other: &Value) {
-        self.samples = self.samples.saturating_add(other.samples);
-        for (mine, theirs) in self.off_cpu.iter_mut().zip(&other.off_cpu) {
-            mine.switches = mine.switches.saturating_add(theirs.switches);
-            mine.nanos = mine.nanos.saturating_add(theirs.nanos);
-        }
+    /// The off-CPU totals for one task state.
+    pub fn off_cpu(&self, state: OffCpuState) -> OffCpuValue {
+        self.off_cpu[state.index()]
     }
 
     /// The amount of `metric` in this value (off-CPU metrics summed over states).
@@ -179,26 +189,30 @@ mod tests {
 
     #[test]
     fn values_add_per_state_and_sum_per_metric() {
-        let mut v = Value::default();
-        v.add(SampleValue::OnCpu { samples: 3 });
-        v.add(SampleValue::OffCpu {
-            state: OffCpuState::Uninterruptible,
-            switches: 2,
-            nanos: 500,
-        });
-        v.add(SampleValue::OffCpu {
-            state: OffCpuState::Interruptible,
-            switches: 1,
-            nanos: 100,
-        });
+        let mut v = Value {
+            samples: 3,
+            ..Value::default()
+        };
+        v.off_cpu[OffCpuState::Uninterruptible.index()].add(2, 500);
+        v.off_cpu[OffCpuState::Interruptible.index()].add(1, 100);
         assert_eq!(v.get(Metric::OnCpuSamples), 3);
         assert_eq!(v.get(Metric::OffCpuNanos), 600);
         assert_eq!(v.get(Metric::OffCpuSwitches), 3);
-        assert_eq!(v.off_cpu[OffCpuState::Uninterruptible.index()].nanos, 500);
+        assert_eq!(v.off_cpu(OffCpuState::Uninterruptible).nanos, 500);
         let mut w = v;
-        w.merge(&v);
+        add_states(&mut w.off_cpu, &v.off_cpu);
         assert_eq!(w.get(Metric::OffCpuNanos), 1200);
         assert!(!w.is_zero());
         assert!(Value::default().is_zero());
+    }
+
+    #[test]
+    fn off_cpu_totals_saturate() {
+        let mut v = OffCpuValue {
+            switches: u64::MAX,
+            nanos: 1,
+        };
+        v.add(1, u64::MAX);
+        assert_eq!((v.switches, v.nanos), (u64::MAX, u64::MAX));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rover_core::profile::{JitFrames, OffCpuState, Profile, Sample, SampleValue};
+use rover_core::profile::{JitFrames, OffCpuState, ProfileBuilder, Sample, SampleValue};
 use rover_symbolize::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
 
 pub const APP: &str = "/usr/bin/app";
@@ -81,7 +81,7 @@ pub fn kernel(names: &[&str]) -> Vec<Symbolized> {
 
 /// Adds `samples` on-CPU samples for a thread of process "app" (pid 10).
 pub fn on_cpu(
-    p: &mut Profile,
+    p: &mut ProfileBuilder,
     tid: u32,
     comm: &str,
     k: &[Symbolized],
@@ -102,7 +102,7 @@ pub fn on_cpu(
 
 /// Adds off-CPU time for a thread of process "app" (pid 10).
 pub fn off_cpu(
-    p: &mut Profile,
+    p: &mut ProfileBuilder,
     tid: u32,
     comm: &str,
     k: &[Symbolized],

@@ -200,6 +200,6 @@ pub fn sleeps_through(profile: &Profile, name: &str) -> (u64, u64) {
     let through = profile.filter_function(name);
     through
         .entries()
-        .map(|e| e.value.off_cpu[OffCpuState::Interruptible.index()])
+        .map(|e| e.value.off_cpu(OffCpuState::Interruptible))
         .fold((0, 0), |(s, n), v| (s + v.switches, n + v.nanos))
 }
