@@ -199,6 +199,160 @@ fn inferno_renders_the_folded_output() {
     );
 }
 
+/// Two instances of one program ("busy", pids 10 and 20, threads of one
+/// name), whose stacks differ only in what folded lines do not print.
+fn two_instances() -> Profile {
+    let mut p = ProfileBuilder::new();
+    let mut add = |pid: u32, tid: u32, u: &[rover_symbolize::Symbolized], samples: u64| {
+        p.add_sample(&Sample {
+            pid,
+            tid,
+            process_name: "busy",
+            comm: "busy",
+            kernel: &[],
+            user: u,
+            jit: JitFrames::None,
+            value: SampleValue::OnCpu { samples },
+        });
+    };
+    // spin_primes at two lines of one file, then at a line of another
+    // build of the program (another module path): one printed stack.
+    let at = |line: u32, module: &str| {
+        vec![
+            sym_at("spin_primes", module, "busy.c", line),
+            sym_at("main", module, "busy.c", 40),
+        ]
+    };
+    add(10, 10, &at(12, APP), 119);
+    add(10, 11, &at(13, APP), 3);
+    add(20, 20, &at(12, "/opt/busy/bin/app"), 7);
+    // Another stack of the second instance only.
+    add(20, 21, &user(&["idle", "main"]), 2);
+    p.build()
+}
+
+#[test]
+fn rows_that_print_the_same_are_one_line_whatever_the_prefix() {
+    let p = two_instances();
+    assert_eq!(
+        p.stack_count(),
+        4,
+        "the model keeps lines and modules apart"
+    );
+    let lines = |prefix| {
+        folded_lines(
+            &p,
+            &FoldedOptions {
+                prefix,
+                ..FoldedOptions::on_cpu()
+            },
+        )
+    };
+    assert_eq!(
+        lines(FoldedPrefix::Comm),
+        ["busy;main;idle 2", "busy;main;spin_primes 129"]
+    );
+    assert_eq!(
+        lines(FoldedPrefix::Process),
+        ["busy;main;idle 2", "busy;main;spin_primes 129"]
+    );
+    assert_eq!(
+        lines(FoldedPrefix::None),
+        ["main;idle 2", "main;spin_primes 129"]
+    );
+    // With the pid printed, the instances are apart, each line once.
+    assert_eq!(
+        lines(FoldedPrefix::ProcessPid),
+        [
+            "busy-10;main;spin_primes 122",
+            "busy-20;main;idle 2",
+            "busy-20;main;spin_primes 7",
+        ]
+    );
+}
+
+#[test]
+fn off_cpu_rows_that_print_the_same_round_once_after_summing() {
+    // 0.3 us + 0.3 us on two lines of `read`: 0.6 us rounds to 1 as one
+    // line, where two lines would each round to 0 and vanish.
+    let mut p = ProfileBuilder::new();
+    for line in [1, 2] {
+        off_cpu(
+            &mut p,
+            10 + line,
+            "app",
+            &kernel(&["schedule"]),
+            &[sym_at("read", APP, "io.c", line), sym("main", APP)],
+            (OffCpuState::Interruptible, 1, 300),
+        );
+    }
+    let p = p.build();
+    assert_eq!(
+        folded_lines(&p, &FoldedOptions::off_cpu()),
+        ["app;main;read;schedule_[k] 1"]
+    );
+    assert_eq!(
+        folded_lines(&p, &FoldedOptions::off_cpu_switches()),
+        ["app;main;read;schedule_[k] 2"]
+    );
+}
+
+proptest::proptest! {
+    /// Whatever mix of threads, processes, lines and modules, no two folded
+    /// lines print the same stack, and the values add up to the total.
+    #[test]
+    fn no_printed_stack_repeats(
+        rows in proptest::collection::vec(
+            (
+                0u32..3,                                          // pid
+                0u32..3,                                          // tid
+                proptest::collection::vec((0usize..3, 1u32..4, proptest::bool::ANY), 1..4),
+                1u64..50,
+            ),
+            1..20,
+        ),
+        prefix in proptest::sample::select(vec![
+            FoldedPrefix::Comm,
+            FoldedPrefix::Process,
+            FoldedPrefix::ProcessPid,
+            FoldedPrefix::None,
+        ]),
+    ) {
+        let names = ["a", "b", "c"];
+        let mut p = ProfileBuilder::new();
+        let mut total = 0;
+        for (pid, tid, frames, samples) in &rows {
+            let u: Vec<_> = frames
+                .iter()
+                .map(|&(f, line, other)| {
+                    sym_at(names[f], if other { "/other/app" } else { APP }, "x.c", line)
+                })
+                .collect();
+            let comm = ["p", "q", "p"][*tid as usize];
+            p.add_sample(&Sample {
+                pid: *pid,
+                tid: pid * 10 + tid,
+                process_name: ["busy", "busy", "calm"][*pid as usize],
+                comm,
+                kernel: &[],
+                user: &u,
+                jit: JitFrames::None,
+                value: SampleValue::OnCpu { samples: *samples },
+            });
+            total += samples;
+        }
+        let p = p.build();
+        let lines = folded_lines(&p, &FoldedOptions { prefix, ..FoldedOptions::on_cpu() });
+        let mut stacks: Vec<&str> = lines.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect();
+        let sum: u64 = lines.iter().map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
+        proptest::prop_assert_eq!(sum, total);
+        let printed = stacks.len();
+        stacks.sort_unstable();
+        stacks.dedup();
+        proptest::prop_assert_eq!(stacks.len(), printed, "a stack printed twice: {:?}", lines);
+    }
+}
+
 proptest::proptest! {
     /// Whatever the names (`;`, spaces, line breaks, unicode), every folded
     /// line has one frame field per frame and ends in its value, and the

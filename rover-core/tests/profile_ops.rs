@@ -292,3 +292,129 @@ fn state_filter_keeps_only_the_chosen_off_cpu_states() {
         14_000
     );
 }
+
+#[test]
+fn diff_lists_each_printed_stack_once_and_debug_shows_names() {
+    // Before: spin at two lines (4 + 1) and in kernel; after: spin at a
+    // third line, 8. The printed stacks: main;spin and main;spin;tick_[k].
+    let at = |line: u32| [sym_at("spin", APP, "busy.c", line), sym("main", APP)];
+    let mut before = ProfileBuilder::new();
+    on_cpu(&mut before, 10, "busy", &[], &at(1), 4);
+    on_cpu(&mut before, 11, "busy", &[], &at(2), 1);
+    on_cpu(&mut before, 11, "busy", &kernel(&["tick"]), &at(2), 2);
+    let mut after = ProfileBuilder::new();
+    on_cpu(&mut after, 20, "busy", &[], &at(3), 8);
+    let (before, after) = (before.build(), after.build());
+    let diff = Profile::diff(&before, &after, Metric::OnCpuSamples);
+    let stacks: Vec<(Vec<&str>, u64, u64)> = diff
+        .stacks
+        .iter()
+        .map(|d| {
+            (
+                d.frames.iter().map(String::as_str).collect(),
+                d.before,
+                d.after,
+            )
+        })
+        .collect();
+    assert_eq!(
+        stacks,
+        [
+            (vec!["spin", "main"], 5, 8),
+            (vec!["tick_[k]", "spin", "main"], 2, 0),
+        ]
+    );
+    let f = diff.function("spin").unwrap();
+    assert_eq!(
+        (f.self_before, f.self_after, f.total_before, f.total_after),
+        (5, 8, 7, 8)
+    );
+    let debug = format!("{diff:?}");
+    assert!(
+        debug.contains("\"tick_[k]\", \"spin\", \"main\""),
+        "{debug}"
+    );
+    assert!(
+        !debug.contains("tables") && !debug.contains("StackId"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn process_summaries_add_up_per_process_most_first() {
+    use rover_core::profile::{OffCpuState::*, ProcessSummary};
+    let mut p = ProfileBuilder::new();
+    p.sampling_frequency(100);
+    // pid 10 "app": 5 + 2 samples on two threads, and 1.5 ms blocked
+    // over 3 switches in two states.
+    sample_of(&mut p, 10, 10, "app", &["work", "main"], 5);
+    sample_of(&mut p, 10, 11, "app", &["fib", "main"], 2);
+    off_cpu(
+        &mut p,
+        10,
+        "app",
+        &[],
+        &user(&["read"]),
+        (Interruptible, 2, 1_000_000),
+    );
+    off_cpu(
+        &mut p,
+        11,
+        "app",
+        &[],
+        &user(&["read"]),
+        (Uninterruptible, 1, 500_000),
+    );
+    // pid 20 "db": 9 samples, nothing blocked.
+    sample_of(&mut p, 20, 20, "db", &["scan"], 9);
+    // pid 30 "idle": no samples, 4 ms blocked once.
+    p.add_sample(&Sample {
+        pid: 30,
+        tid: 30,
+        process_name: "idle",
+        comm: "idle",
+        kernel: &[],
+        user: &user(&["poll"]),
+        jit: JitFrames::None,
+        value: SampleValue::OffCpu {
+            state: Interruptible,
+            switches: 1,
+            nanos: 4_000_000,
+        },
+    });
+    let p = p.build();
+    let summary = |pid, name: &str, samples, cpu, nanos, switches| ProcessSummary {
+        pid,
+        name: name.to_string(),
+        on_cpu_samples: samples,
+        on_cpu_nanos: cpu,
+        off_cpu_nanos: nanos,
+        off_cpu_switches: switches,
+    };
+    // At 100 Hz a sample is 10 ms of CPU.
+    assert_eq!(
+        p.process_summaries(),
+        [
+            summary(20, "db", 9, Some(90_000_000), 0, 0),
+            summary(10, "app", 7, Some(70_000_000), 1_500_000, 3),
+            summary(30, "idle", 0, Some(0), 4_000_000, 1),
+        ]
+    );
+    // Only off-CPU rows left: no CPU time, ranked by time blocked.
+    let blocked = p.filter_states(&OffCpuState::ALL).filter_function("read");
+    let mut idle = ProfileBuilder::new();
+    off_cpu(
+        &mut idle,
+        12,
+        "app",
+        &[],
+        &user(&["poll"]),
+        (Preempted, 5, 100),
+    );
+    let merged = Profile::merged([&blocked, &idle.build()]);
+    let s = merged.process_summaries();
+    assert_eq!(s, [summary(10, "app", 0, Some(0), 1_500_100, 8)]);
+    let mut no_hz = ProfileBuilder::new();
+    sample_of(&mut no_hz, 10, 10, "app", &["work"], 3);
+    assert_eq!(no_hz.build().process_summaries()[0].on_cpu_nanos, None);
+}
