@@ -105,6 +105,10 @@ impl Profile {
     /// for f in diff.functions.iter().take(5) {
     ///     println!("{:+8} {}", f.total_delta(), f.name);
     /// }
+    /// for s in diff.stacks.iter().take(5) {
+    ///     let root_first: Vec<&str> = s.frames.iter().rev().map(String::as_str).collect();
+    ///     println!("{:+8} {}", s.delta(), root_first.join(";"));
+    /// }
     /// # }
     /// ```
     pub fn diff(before: &Profile, after: &Profile, metric: Metric) -> ProfileDiff {

@@ -9,6 +9,17 @@ use super::value::{OffCpuState, OffCpuValue};
 impl Profile {
     /// A profile of the rows for which `keep` returns true. `keep` sees the
     /// row's thread and its frames (leaf first).
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// use rover_core::profile::FrameKind;
+    /// // Worker threads' stacks that are in the kernel at the leaf.
+    /// let in_kernel = profile.filter(|thread, frames| {
+    ///     thread.comm.starts_with("worker")
+    ///         && frames.next().is_some_and(|leaf| leaf.kind == FrameKind::Kernel)
+    /// });
+    /// # }
+    /// ```
     pub fn filter<F>(&self, mut keep: F) -> Profile
     where
         F: FnMut(&Thread<'_>, &mut dyn Iterator<Item = Frame<'_>>) -> bool,
@@ -22,7 +33,15 @@ impl Profile {
         })
     }
 
-    /// A profile of the rows for which `keep(self, row)` returns true.
+    /// A profile of the rows for which `keep(self, row)` returns true: the
+    /// general form, which also sees the row's value.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// use rover_core::profile::Metric;
+    /// let hot = profile.filter_entries(|_, row| row.value.get(Metric::OnCpuSamples) >= 10);
+    /// # }
+    /// ```
     pub fn filter_entries(&self, mut keep: impl FnMut(&Profile, &Entry) -> bool) -> Profile {
         let mut out = Profile::new();
         let mut importer = Importer::new(self);
@@ -38,6 +57,12 @@ impl Profile {
     }
 
     /// The rows of the processes in `pids`.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// let one = profile.filter_pids(&[1234]);
+    /// # }
+    /// ```
     pub fn filter_pids(&self, pids: &[u32]) -> Profile {
         self.filter(|t, _| pids.contains(&t.pid))
     }
@@ -54,6 +79,13 @@ impl Profile {
 
     /// The rows whose stack calls the function `name` (exact match; unknown
     /// frames match by their `[module+0xOFFSET]` name).
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// use rover_core::profile::Metric;
+    /// let gc = profile.filter_function("GC_collect").total(Metric::OnCpuSamples);
+    /// # }
+    /// ```
     pub fn filter_function(&self, name: &str) -> Profile {
         self.filter_frames(|f| f.display_name() == name)
     }
@@ -61,6 +93,14 @@ impl Profile {
     /// The profile with off-CPU values kept only for `states` (say, only
     /// uninterruptible waits to see disk I/O); on-CPU samples are kept as
     /// they are, and rows left empty are dropped.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// use rover_core::profile::{Metric, OffCpuState};
+    /// let disk = profile.filter_states(&[OffCpuState::Uninterruptible]);
+    /// println!("{} ns waiting on disk", disk.total(Metric::OffCpuNanos));
+    /// # }
+    /// ```
     pub fn filter_states(&self, states: &[OffCpuState]) -> Profile {
         let mut out = Profile::new();
         let mut importer = Importer::new(self);

@@ -155,7 +155,18 @@ impl Profile {
         }
     }
 
-    /// Whether the profile holds `kind` (declared, or a sample of it added).
+    /// Whether the profile holds `kind`: a session's profile holds its
+    /// session's kind even when it saw nothing, a merged one both kinds
+    /// when it merged both.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// use rover_core::profile::{Metric, ProfileKind};
+    /// if profile.has_kind(ProfileKind::OffCpu) {
+    ///     println!("{} ns blocked", profile.total(Metric::OffCpuNanos));
+    /// }
+    /// # }
+    /// ```
     pub fn has_kind(&self, kind: ProfileKind) -> bool {
         match kind {
             ProfileKind::OnCpu => self.on_cpu,
@@ -170,6 +181,14 @@ impl Profile {
     }
 
     /// The wall-clock span, if recorded: `(start, end)` in Unix nanoseconds.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// if let Some((start, end)) = profile.time_range() {
+    ///     println!("{:.1} s profiled", (end - start) as f64 / 1e9);
+    /// }
+    /// # }
+    /// ```
     pub fn time_range(&self) -> Option<(u64, u64)> {
         self.time_range
     }
@@ -179,7 +198,20 @@ impl Profile {
         self.sampling_hz = (hz > 0).then_some(hz);
     }
 
-    /// The on-CPU sampling frequency, if recorded.
+    /// The on-CPU sampling frequency in Hz, if recorded (a session records
+    /// the frequency its builder's `frequency(hz)` set). One sample stands
+    /// for 1/frequency seconds of CPU; [`Profile::process_summaries`] does
+    /// that sum per process.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// use rover_core::profile::Metric;
+    /// if let Some(hz) = profile.sampling_frequency() {
+    ///     let cpu_s = profile.total(Metric::OnCpuSamples) as f64 / hz as f64;
+    ///     println!("{cpu_s:.2} s of CPU");
+    /// }
+    /// # }
+    /// ```
     pub fn sampling_frequency(&self) -> Option<u64> {
         self.sampling_hz
     }
@@ -194,7 +226,16 @@ impl Profile {
         }
     }
 
-    /// The build id recorded for `module`.
+    /// The build id (hex) recorded for `module`, as a frame's
+    /// [`Frame::module`] names it.
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile, frame: &rover_core::profile::Frame<'_>) {
+    /// if let Some(id) = frame.module.and_then(|m| profile.build_id(m)) {
+    ///     println!("{} in build {id}", frame.display_name());
+    /// }
+    /// # }
+    /// ```
     pub fn build_id(&self, module: &str) -> Option<&str> {
         self.build_ids
             .iter()
@@ -360,7 +401,8 @@ impl Profile {
         self.samples.is_empty()
     }
 
-    /// Every (thread, stack) row, in insertion order.
+    /// Every (thread, stack) row, in insertion order; see the example on
+    /// [`Profile`].
     pub fn entries(&self) -> impl ExactSizeIterator<Item = Entry> + '_ {
         self.keys
             .items()
@@ -384,7 +426,16 @@ impl Profile {
     }
 
     /// Every process of the profile as `(pid, process name)`, sorted by pid
-    /// (a pid seen under two names, e.g. after `exec`, appears twice).
+    /// (a pid seen under two names, e.g. after `exec`, appears twice). For
+    /// their totals, see [`Profile::process_summaries`].
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// for (pid, name) in profile.processes() {
+    ///     println!("{pid} {name}");
+    /// }
+    /// # }
+    /// ```
     pub fn processes(&self) -> Vec<(u32, &str)> {
         let mut out: Vec<(u32, &str)> = self
             .threads
@@ -397,12 +448,22 @@ impl Profile {
         out
     }
 
-    /// Ids of every interned thread.
+    /// Ids of every thread of the profile, for [`Profile::thread`].
+    ///
+    /// ```
+    /// # fn demo(profile: &rover_core::Profile) {
+    /// let threads = profile.thread_ids().filter_map(|id| profile.thread(id));
+    /// for t in threads.filter(|t| t.comm.starts_with("worker")) {
+    ///     println!("{} {}", t.tid, t.comm);
+    /// }
+    /// # }
+    /// ```
     pub fn thread_ids(&self) -> impl ExactSizeIterator<Item = ThreadId> {
         (0..self.threads.len() as u32).map(ThreadId)
     }
 
-    /// The frames of a stack, leaf first; empty for an id from another profile.
+    /// The frames of a stack, leaf first, for [`Profile::frame`]; empty for
+    /// an id from another profile. See the example on [`Profile`].
     pub fn stack(&self, id: StackId) -> &[FrameId] {
         self.stacks.get(id.0).unwrap_or(&[])
     }
@@ -412,7 +473,8 @@ impl Profile {
         self.stacks.len()
     }
 
-    /// A frame by id, or `None` for an id from another profile.
+    /// A frame by id, or `None` for an id from another profile. See the
+    /// example on [`Profile`].
     pub fn frame(&self, id: FrameId) -> Option<Frame<'_>> {
         self.frames.get(id.0).map(|r| frame_view(&self.strings, r))
     }
@@ -422,7 +484,7 @@ impl Profile {
         self.frames.len()
     }
 
-    /// Sum of `metric` over every row.
+    /// Sum of `metric` over every row (see [`Metric`] for an example).
     pub fn total(&self, metric: Metric) -> u64 {
         match metric {
             Metric::OnCpuSamples => self.samples.iter().copied().fold(0, u64::saturating_add),

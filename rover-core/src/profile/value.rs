@@ -13,6 +13,16 @@ pub enum ProfileKind {
 }
 
 /// The state a task was in when it was switched off CPU.
+///
+/// ```
+/// # fn demo(entry: &rover_core::profile::Entry) {
+/// use rover_core::profile::OffCpuState;
+/// for state in OffCpuState::ALL {
+///     let v = entry.value.off_cpu(state);
+///     println!("{state}: {} switches, {} ns", v.switches, v.nanos);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OffCpuState {
     /// Interruptible sleep (`S`): waiting for an event, a lock, a timer, a socket.
@@ -110,7 +120,8 @@ impl Value {
         self.off_cpu[state.index()]
     }
 
-    /// The amount of `metric` in this value (off-CPU metrics summed over states).
+    /// The amount of `metric` in this value (off-CPU metrics summed over
+    /// states).
     pub fn get(&self, metric: Metric) -> u64 {
         match metric {
             Metric::OnCpuSamples => self.samples,
@@ -128,7 +139,7 @@ impl Value {
     }
 
     /// True when nothing was counted.
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         *self == Value::default()
     }
 }
@@ -154,7 +165,7 @@ pub enum SampleValue {
 
 impl SampleValue {
     /// The kind of profile this observation belongs to.
-    pub fn kind(&self) -> ProfileKind {
+    pub(crate) fn kind(&self) -> ProfileKind {
         match self {
             SampleValue::OnCpu { .. } => ProfileKind::OnCpu,
             SampleValue::OffCpu { .. } => ProfileKind::OffCpu,
@@ -163,6 +174,19 @@ impl SampleValue {
 }
 
 /// Which number to read from a [`Value`] when ranking, exporting or comparing.
+///
+/// The names are the scheme of every export option: `OnCpuSamples` is what
+/// the `on_cpu` constructors draw, `OffCpuNanos` the `off_cpu` ones and
+/// `OffCpuSwitches` the `off_cpu_switches` ones.
+///
+/// ```
+/// # fn demo(profile: &rover_core::Profile) {
+/// use rover_core::profile::Metric;
+/// let blocked_ms = profile.total(Metric::OffCpuNanos) / 1_000_000;
+/// let switches = profile.total(Metric::OffCpuSwitches);
+/// println!("{blocked_ms} ms off CPU over {switches} switches");
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// On-CPU sample count.
@@ -171,16 +195,6 @@ pub enum Metric {
     OffCpuNanos,
     /// Off-CPU switch count, all states.
     OffCpuSwitches,
-}
-
-impl Metric {
-    /// The profile kind this metric reads.
-    pub fn kind(self) -> ProfileKind {
-        match self {
-            Metric::OnCpuSamples => ProfileKind::OnCpu,
-            Metric::OffCpuNanos | Metric::OffCpuSwitches => ProfileKind::OffCpu,
-        }
-    }
 }
 
 #[cfg(test)]

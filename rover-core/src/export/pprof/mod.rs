@@ -21,7 +21,9 @@ use crate::profile::{Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKin
 /// state, labelled `state`; every sample is labelled `pid`, `tid`, `comm`
 /// and `process`. An address inside inlined code is one location with one
 /// line per function, innermost first. Modules become mappings, with their
-/// build id when [`Profile::set_build_id`] recorded one.
+/// build id when the profile records one ([`Profile::build_id`]: a session
+/// records every file module's, a
+/// [`ProfileBuilder`](crate::profile::ProfileBuilder) what it is given).
 ///
 /// ```no_run
 /// # fn demo(profile: &rover_core::profile::Profile) -> Result<(), Box<dyn std::error::Error>> {
