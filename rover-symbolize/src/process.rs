@@ -197,7 +197,14 @@ impl Symbolizer {
                     },
                     None,
                 );
-                return fill(batch, out, &module, Origin::Anonymous, entry, Reason::NoSymbols);
+                return fill(
+                    batch,
+                    out,
+                    &module,
+                    Origin::Anonymous,
+                    entry,
+                    Reason::NoSymbols,
+                );
             }
         };
         // Absolute address -> offset in the file -> the file's own virtual
@@ -257,9 +264,7 @@ impl Symbolizer {
         };
         let plain = same_inode.then(|| path.to_path_buf());
         let through_map_files = map_files.then(|| entry.map_files_path(pid));
-        for candidate in through_map_files.into_iter().chain(root_path)
-            .chain(plain)
-        {
+        for candidate in through_map_files.into_iter().chain(root_path).chain(plain) {
             match self.files.get(&candidate, &at, &options) {
                 Ok(file) => return Ok(file),
                 Err(OpenError::Invalid(why)) => return Err(Reason::InvalidFile(Arc::from(why))),

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::build_id::BuildId;
 use crate::cache::{FileCache, LoadOptions};
 use crate::debuginfo::{BinaryDir, DEFAULT_DEBUG_DIR};
 use crate::elf::OpenError;
 use crate::error::Error;
-use crate::build_id::BuildId;
 use crate::frame::{Module, Origin, Reason, Symbolized, Unknown};
 use crate::kernel::KernelCache;
 use crate::module::{LoadedFile, Place};

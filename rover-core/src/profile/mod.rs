@@ -16,7 +16,7 @@ mod top;
 mod value;
 
 pub use diff::{FunctionDelta, ProfileDiff, StackDelta};
-pub use frame::{Frame, FrameId, FrameKind, FrameOrigin};
-pub use model::{Entry, JitFrames, Profile, Sample, StackId, Thread, ThreadId};
+pub use frame::{Frame, FrameId, FrameKind};
+pub use model::{Entry, Profile, Sample, StackId, Thread, ThreadId};
 pub use top::{FunctionStat, TopOrder};
 pub use value::{Metric, OffCpuState, OffCpuValue, ProfileKind, SampleValue, Value};

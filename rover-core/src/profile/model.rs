@@ -3,7 +3,7 @@
 
 use rover_symbolize::Symbolized;
 
-use super::frame::{Frame, FrameId, FrameOrigin, FrameRecord, frame_view, push_symbolized};
+use super::frame::{Frame, FrameId, FrameRecord, FrameTables, frame_view, push_symbolized};
 use super::intern::{Interner, SliceInterner, StringTable};
 use super::value::{Metric, OffCpuValue, ProfileKind, SampleValue, Value};
 
@@ -47,19 +47,6 @@ pub struct Entry {
     pub value: Value,
 }
 
-/// Which user frames of a [`Sample`] are JIT code.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum JitFrames<'a> {
-    /// All user frames are native code.
-    #[default]
-    None,
-    /// User frames whose module is exactly this path (the process's perf map
-    /// as the symbolizer names it) are JIT code.
-    Module(&'a str),
-    /// One flag per user frame; missing flags mean native.
-    PerFrame(&'a [bool]),
-}
-
 /// One observation for [`Profile::add_sample`]: who, where, and how much.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
@@ -73,10 +60,9 @@ pub struct Sample<'a> {
     pub comm: &'a str,
     /// Kernel frames, leaf first.
     pub kernel: &'a [Symbolized],
-    /// User frames, leaf first.
+    /// User frames, leaf first. Each frame's kind (native, JIT, kernel)
+    /// is its result's [`Origin`](rover_symbolize::Origin).
     pub user: &'a [Symbolized],
-    /// Which user frames are JIT code.
-    pub jit: JitFrames<'a>,
     /// What was observed.
     pub value: SampleValue,
 }
@@ -90,19 +76,21 @@ pub struct Sample<'a> {
 /// were inlined into. Strings, frames, stacks and threads are interned once.
 ///
 /// ```
-/// use rover_core::profile::{Profile, Sample, SampleValue, JitFrames, Metric};
-/// use rover_symbolize::{Symbolized, Sym};
+/// use rover_core::profile::{Profile, Sample, SampleValue, Metric};
+/// use rover_symbolize::{Module, Origin, Symbolized, Sym};
 /// use std::sync::Arc;
 ///
+/// let app = Module::new("/usr/bin/app", None);
 /// let sym = |name: &str| Symbolized::Sym(Sym {
-///     name: Arc::from(name), module: Arc::from("/usr/bin/app"),
-///     module_offset: 0x1000, sym_addr: 0x1000, location: None, inlined: vec![],
+///     name: Arc::from(name), module: app.clone(), origin: Origin::File,
+///     address: 0x5555_5555_5000, file_offset: Some(0x1000), vaddr: Some(0x1000),
+///     sym_addr: 0x5555_5555_5000, location: None, inlined: vec![],
 /// });
 /// let user = [sym("spin"), sym("main")];
 /// let mut profile = Profile::new();
 /// profile.add_sample(&Sample {
 ///     pid: 42, tid: 42, process_name: "app", comm: "app",
-///     kernel: &[], user: &user, jit: JitFrames::None,
+///     kernel: &[], user: &user,
 ///     value: SampleValue::OnCpu { samples: 3 },
 /// });
 /// assert_eq!(profile.total(Metric::OnCpuSamples), 3);
@@ -229,27 +217,28 @@ impl Profile {
 
     /// Interns the frames of `symbolized` (leaf first) and appends their ids
     /// to `out`; each address may give several frames (inlined functions).
+    /// Each frame's kind comes from its result's origin, and the build id of
+    /// each file module it names is recorded (see [`Profile::build_id`]).
     /// The session layer uses this with [`Profile::intern_stack`] to intern a
     /// kernel stack id once per window, however many threads share it.
-    pub fn push_frames(
-        &mut self,
-        out: &mut Vec<FrameId>,
-        symbolized: &[Symbolized],
-        origin: FrameOrigin,
-    ) {
+    pub fn push_frames(&mut self, out: &mut Vec<FrameId>, symbolized: &[Symbolized]) {
+        let mut tables = self.frame_tables();
         for sym in symbolized {
-            push_symbolized(&mut self.strings, &mut self.frames, out, sym, origin);
+            push_symbolized(&mut tables, out, sym);
         }
     }
 
     /// Interns one frame from a symbolized address (see [`Profile::push_frames`]).
-    pub fn push_frame(
-        &mut self,
-        out: &mut Vec<FrameId>,
-        symbolized: &Symbolized,
-        origin: FrameOrigin,
-    ) {
-        push_symbolized(&mut self.strings, &mut self.frames, out, symbolized, origin);
+    pub fn push_frame(&mut self, out: &mut Vec<FrameId>, symbolized: &Symbolized) {
+        push_symbolized(&mut self.frame_tables(), out, symbolized);
+    }
+
+    fn frame_tables(&mut self) -> FrameTables<'_> {
+        FrameTables {
+            strings: &mut self.strings,
+            frames: &mut self.frames,
+            build_ids: &mut self.build_ids,
+        }
     }
 
     /// Interns a stack of frame ids (leaf first) and returns its id.
@@ -335,22 +324,8 @@ impl Profile {
         let thread = self.intern_thread(sample.pid, sample.tid, sample.process_name, sample.comm);
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
-        self.push_frames(&mut frames, sample.kernel, FrameOrigin::Kernel);
-        for (i, sym) in sample.user.iter().enumerate() {
-            let jit = match sample.jit {
-                JitFrames::None => false,
-                JitFrames::Module(path) => {
-                    matches!(sym, Symbolized::Sym(s) if &*s.module == path)
-                }
-                JitFrames::PerFrame(flags) => flags.get(i).copied().unwrap_or(false),
-            };
-            let origin = if jit {
-                FrameOrigin::Jit
-            } else {
-                FrameOrigin::User
-            };
-            self.push_frame(&mut frames, sym, origin);
-        }
+        self.push_frames(&mut frames, sample.kernel);
+        self.push_frames(&mut frames, sample.user);
         let stack = self.intern_stack(&frames);
         self.scratch = frames;
         self.add(thread, stack, sample.value);
