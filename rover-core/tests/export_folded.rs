@@ -5,7 +5,7 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::export::{FoldedOptions, FoldedPrefix, folded_lines, write_folded};
-use rover_core::profile::{JitFrames, Metric, OffCpuState, Profile, Sample, SampleValue};
+use rover_core::profile::{Metric, OffCpuState, Profile, Sample, SampleValue};
 
 fn on_cpu_profile() -> Profile {
     let mut p = Profile::new();
@@ -29,7 +29,7 @@ fn on_cpu_profile() -> Profile {
         1,
     );
     on_cpu(&mut p, 10, "app", &[], &user(&["ops;x\ny", "main"]), 6);
-    let jit = [sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    let jit = [jit("LazyCompile:*fib"), sym("main", APP)];
     p.add_sample(&Sample {
         pid: 10,
         tid: 13,
@@ -37,7 +37,6 @@ fn on_cpu_profile() -> Profile {
         comm: "node;js",
         kernel: &[],
         user: &jit,
-        jit: JitFrames::Module(PERF_MAP),
         value: SampleValue::OnCpu { samples: 4 },
     });
     // Off-CPU values in the same profile must not leak into on-CPU lines.

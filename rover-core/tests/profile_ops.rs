@@ -5,9 +5,7 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::export::{FoldedOptions, folded_lines};
-use rover_core::profile::{
-    FrameKind, JitFrames, Metric, OffCpuState, Profile, Sample, SampleValue, TopOrder,
-};
+use rover_core::profile::{FrameKind, Metric, OffCpuState, Profile, Sample, SampleValue, TopOrder};
 
 fn sample_of(p: &mut Profile, pid: u32, tid: u32, comm: &str, u: &[&str], samples: u64) {
     p.add_sample(&Sample {
@@ -17,7 +15,6 @@ fn sample_of(p: &mut Profile, pid: u32, tid: u32, comm: &str, u: &[&str], sample
         comm,
         kernel: &[],
         user: &user(u),
-        jit: JitFrames::None,
         value: SampleValue::OnCpu { samples },
     });
 }

@@ -112,7 +112,12 @@ pub(crate) struct FrameTables<'a> {
 }
 
 impl FrameTables<'_> {
-    fn intern(&mut self, record: FrameRecord, module: Option<&Module>, origin: Option<Origin>) -> FrameId {
+    fn intern(
+        &mut self,
+        record: FrameRecord,
+        module: Option<&Module>,
+        origin: Option<Origin>,
+    ) -> FrameId {
         let (id, new) = self.frames.intern_with_flag(record);
         // A module first seen in a new frame: note its build id once, for
         // the exports that carry it (files only, as the pprof mappings are).
@@ -132,29 +137,34 @@ impl FrameTables<'_> {
 /// `out`, leaf first: an address inside inlined code gives the inlined
 /// functions innermost first (marked inlined), then the real function. The
 /// frame's kind is read from the result's origin.
-pub(crate) fn push_symbolized(tables: &mut FrameTables<'_>, out: &mut Vec<FrameId>, sym: &Symbolized) {
+pub(crate) fn push_symbolized(
+    tables: &mut FrameTables<'_>,
+    out: &mut Vec<FrameId>,
+    sym: &Symbolized,
+) {
     match sym {
         Symbolized::Sym(s) => {
             let module = tables.strings.intern(s.module.name());
             let kind = FrameKind::of(s.origin);
-            let mut push = |tables: &mut FrameTables<'_>, name: &str, loc: Option<&Location>, inlined| {
-                let (file, line) = match loc {
-                    Some(l) => (tables.strings.intern(&l.file), l.line.unwrap_or(0)),
-                    None => (0, 0),
+            let mut push =
+                |tables: &mut FrameTables<'_>, name: &str, loc: Option<&Location>, inlined| {
+                    let (file, line) = match loc {
+                        Some(l) => (tables.strings.intern(&l.file), l.line.unwrap_or(0)),
+                        None => (0, 0),
+                    };
+                    let record = FrameRecord {
+                        kind,
+                        inlined,
+                        has_offset: false,
+                        name: tables.strings.intern(name),
+                        module,
+                        file,
+                        line,
+                        reason: 0,
+                        offset: 0,
+                    };
+                    out.push(tables.intern(record, Some(&s.module), Some(s.origin)));
                 };
-                let record = FrameRecord {
-                    kind,
-                    inlined,
-                    has_offset: false,
-                    name: tables.strings.intern(name),
-                    module,
-                    file,
-                    line,
-                    reason: 0,
-                    offset: 0,
-                };
-                out.push(tables.intern(record, Some(&s.module), Some(s.origin)));
-            };
             for inl in &s.inlined {
                 push(tables, &inl.name, inl.location.as_ref(), true);
             }

@@ -161,13 +161,9 @@ impl Assembler {
         for (pid, mut indices) in pids {
             indices.sort_unstable();
             indices.dedup();
-            for (index, ids) in self.symbolize_group(
-                &Source::process(pid),
-                &indices,
-                &raw.stacks,
-                profile,
-                stats,
-            ) {
+            for (index, ids) in
+                self.symbolize_group(&Source::process(pid), &indices, &raw.stacks, profile, stats)
+            {
                 frames.user.insert((pid, index), ids);
             }
         }
