@@ -143,7 +143,7 @@ impl Subject {
                 elf.debug_syms = level != Level::SymbolTable;
                 Ok(Subject::Blazesym(
                     Box::new(symbolizer),
-                    blaze::source::Source::elf(elf),
+                    blaze::source::Source::Elf(elf),
                 ))
             }
         }
