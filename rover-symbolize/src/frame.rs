@@ -298,3 +298,62 @@ impl fmt::Display for Symbolized {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_keeps_perf_s_spaces() {
+        let app = Module::new("/bin/app", None);
+        let sym = Symbolized::Sym(Sym {
+            name: Arc::from("work"),
+            module: app.clone(),
+            origin: Origin::File,
+            address: 0x5555_0000_1234,
+            file_offset: Some(0x1234),
+            vaddr: Some(0x1234),
+            sym_addr: 0x5555_0000_1200,
+            location: Some(Location {
+                file: Arc::from("app.c"),
+                line: Some(7),
+                column: None,
+            }),
+            inlined: Vec::new(),
+        });
+        assert_eq!(sym.to_string(), "work+0x34 at app.c:7 (/bin/app)");
+        let unknown = |file_offset, vaddr| Unknown {
+            module: Some(app.clone()),
+            origin: Some(Origin::File),
+            address: 0x5555_0000_1234,
+            file_offset,
+            vaddr,
+            reason: Reason::NoSymbols,
+        };
+        // The file's virtual address where the file was read, else its offset.
+        let read = Symbolized::Unknown(unknown(Some(0x1234), Some(0x2234)));
+        assert_eq!(read.to_string(), "[/bin/app+0x2234] (no symbols)");
+        let gone = Symbolized::Unknown(unknown(Some(0x1234), None));
+        assert_eq!(gone.to_string(), "[/bin/app+0x1234] (no symbols)");
+        let unmapped = Symbolized::Unknown(Unknown {
+            module: None,
+            origin: None,
+            address: 0x10,
+            file_offset: None,
+            vaddr: None,
+            reason: Reason::Unmapped,
+        });
+        assert_eq!(unmapped.to_string(), "[unknown 0x10] (unmapped)");
+        assert_eq!(unmapped.origin(), None);
+    }
+
+    #[test]
+    fn modules_compare_by_content_and_clone_cheaply() {
+        let a = Module::new("/bin/app", Some(BuildId::new(&[1, 2])));
+        let b = Module::new("/bin/app", Some(BuildId::new(&[1, 2])));
+        assert_eq!(a, b);
+        assert_ne!(a, Module::new("/bin/app", None));
+        assert_eq!(size_of::<Module>(), size_of::<usize>());
+        assert!(Arc::ptr_eq(&a.0, &a.clone().0));
+    }
+}

@@ -133,14 +133,24 @@ fn check_live(label: &str, flags: &[&str], pie: bool) {
     } else {
         assert_eq!(bias, 0, "{label}: a non-PIE runs at its link address");
     }
-    // The file offset of each address, from the mapping that holds it.
+    // The file offset of each address, from the mapping that holds it; the
+    // file as a source finds the same offset from its segments.
     let maps = rover_symbolize::maps::ProcessMaps::read(stopped.pid()).unwrap();
-    for (r, a) in results.iter().zip(&absolute) {
+    let from_file = symbolizer.symbolize(&Source::elf(&bin), &vaddrs).unwrap();
+    for ((r, a), f) in results.iter().zip(&absolute).zip(&from_file) {
         let entry = maps.find(*a).expect("mapped");
         let want = entry.file_offset(*a);
         match r {
             Symbolized::Sym(sym) => assert_eq!(sym.file_offset, Some(want)),
             Symbolized::Unknown(u) => assert_eq!(u.file_offset, Some(want)),
+        }
+        if let Symbolized::Sym(sym) = f {
+            assert_eq!(sym.file_offset, Some(want), "{label}: ELF source offset");
+            assert_eq!(
+                Some(sym.address),
+                sym.vaddr,
+                "an ELF source's addresses are vaddrs"
+            );
         }
     }
 }

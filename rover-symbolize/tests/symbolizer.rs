@@ -462,12 +462,21 @@ fn kernel_symbols() {
 #[test]
 fn kernel_module_symbols_have_the_module_origin() {
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
-    // A text symbol of a loaded module (BPF programs count, as `[bpf]`).
+    // A text symbol of a loaded module (BPF programs count, as `[bpf]`),
+    // alone at its address so no other symbol can stand for it.
+    let mut at_address: std::collections::HashMap<&str, usize> = Default::default();
+    for l in kallsyms.lines() {
+        *at_address
+            .entry(l.split(' ').next().unwrap_or(""))
+            .or_default() += 1;
+    }
     let Some((addr, module)) = kallsyms.lines().find_map(|l| {
         let (symbol, module) = l.split_once('\t')?;
         let f: Vec<&str> = symbol.split_whitespace().collect();
         let addr = u64::from_str_radix(f.first()?, 16).ok()?;
-        (f.len() == 3 && matches!(f[1], "T" | "t") && addr != 0).then(|| (addr, module.trim()))
+        let alone = at_address.get(f[0]) == Some(&1);
+        (f.len() == 3 && matches!(f[1], "T" | "t") && addr != 0 && alone)
+            .then(|| (addr, module.trim()))
     }) else {
         println!("skipped: no kernel module text symbols visible in /proc/kallsyms");
         return;
