@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser};
-use rover_symbolize::{Level, Location, Source, Symbolized, Symbolizer};
+use rover_symbolize::{Level, Location, Origin, Source, Symbolized, Symbolizer};
 
 /// Addresses per call to the symbolizer when reading standard input.
 const BATCH: usize = 64 * 1024;
@@ -49,9 +49,9 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let source = match (&args.exe, args.pid) {
-        (Some(path), _) => Source::Elf(path.clone()),
-        (None, Some(pid)) => Source::Process(pid),
-        (None, None) => Source::Kernel,
+        (Some(path), _) => Source::elf(path),
+        (None, Some(pid)) => Source::process(pid),
+        (None, None) => Source::kernel(),
     };
     let symbolizer = Symbolizer::builder()
         .level(Level::Inlined)
@@ -134,11 +134,11 @@ fn print_one(args: &Args, addr: u64, result: &Symbolized, out: &mut impl Write) 
             return writeln!(out, "??:0");
         }
     };
-    // Symbols without debug information (kernel, JIT) have no source file.
-    let no_source = if sym.module.starts_with('[') || sym.module.ends_with(".map") {
-        "??:0"
-    } else {
+    // Code that is not in a file (kernel, JIT, vDSO) has no source file.
+    let no_source = if sym.origin == Origin::File {
         "??:?"
+    } else {
+        "??:0"
     };
     let frames = sym
         .inlined

@@ -127,7 +127,7 @@ impl Subject {
                     .level(level)
                     .demangle(false)
                     .build();
-                let src = rover_symbolize::Source::Elf(path.to_path_buf());
+                let src = rover_symbolize::Source::elf(path.to_path_buf());
                 Ok(Subject::Rover(Box::new(symbolizer), src))
             }
             Implementation::Loader => addr2line::Loader::new(path)

@@ -5,9 +5,7 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::export::{FoldedOptions, FoldedPrefix, folded_lines, write_folded};
-use rover_core::profile::{
-    JitFrames, Metric, OffCpuState, Profile, ProfileBuilder, Sample, SampleValue,
-};
+use rover_core::profile::{Metric, OffCpuState, Profile, ProfileBuilder, Sample, SampleValue};
 
 fn on_cpu_profile() -> Profile {
     let mut p = ProfileBuilder::new();
@@ -31,7 +29,7 @@ fn on_cpu_profile() -> Profile {
         1,
     );
     on_cpu(&mut p, 10, "app", &[], &user(&["ops;x\ny", "main"]), 6);
-    let jit = [sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    let jit = [jit("LazyCompile:*fib"), sym("main", APP)];
     p.add_sample(&Sample {
         pid: 10,
         tid: 13,
@@ -39,7 +37,6 @@ fn on_cpu_profile() -> Profile {
         comm: "node;js",
         kernel: &[],
         user: &jit,
-        jit: JitFrames::Module(PERF_MAP),
         value: SampleValue::OnCpu { samples: 4 },
     });
     // Off-CPU values in the same profile must not leak into on-CPU lines.
@@ -211,7 +208,6 @@ fn two_instances() -> Profile {
             comm: "busy",
             kernel: &[],
             user: u,
-            jit: JitFrames::None,
             value: SampleValue::OnCpu { samples },
         });
     };
@@ -336,8 +332,7 @@ proptest::proptest! {
                 comm,
                 kernel: &[],
                 user: &u,
-                jit: JitFrames::None,
-                value: SampleValue::OnCpu { samples: *samples },
+                    value: SampleValue::OnCpu { samples: *samples },
             });
             total += samples;
         }

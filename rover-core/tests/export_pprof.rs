@@ -97,7 +97,7 @@ fn mixed_profile() -> Profile {
 #[test]
 fn go_tool_pprof_reads_mappings_build_ids_jit_and_unknown_frames() {
     let mut p = ProfileBuilder::new();
-    let jit = [sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    let jit = [jit("LazyCompile:*fib"), sym("main", APP)];
     p.add_sample(&rover_core::profile::Sample {
         pid: 10,
         tid: 10,
@@ -105,7 +105,6 @@ fn go_tool_pprof_reads_mappings_build_ids_jit_and_unknown_frames() {
         comm: "node",
         kernel: &[],
         user: &jit,
-        jit: rover_core::profile::JitFrames::Module(PERF_MAP),
         value: rover_core::profile::SampleValue::OnCpu { samples: 3 },
     });
     on_cpu(

@@ -115,7 +115,7 @@ fn oncpu_attributes_a_spinning_function() {
     for window in &windows {
         let leaves: Vec<u64> = window.stacks.iter().map(|stack| stack[0]).collect();
         let names: Vec<String> = symbolizer
-            .symbolize(&rover_symbolize::Source::Process(pid), &leaves)
+            .symbolize(&rover_symbolize::Source::process(pid), &leaves)
             .unwrap()
             .into_iter()
             .map(|symbolized| match symbolized {

@@ -5,8 +5,7 @@ mod profile_support;
 
 use profile_support::*;
 use rover_core::profile::{
-    FrameKind, JitFrames, Metric, OffCpuState, Profile, ProfileBuilder, ProfileKind, Sample,
-    SampleValue,
+    FrameKind, Metric, OffCpuState, Profile, ProfileBuilder, ProfileKind, Sample, SampleValue,
 };
 
 #[test]
@@ -107,22 +106,23 @@ fn unknown_frames_keep_module_offset_and_reason() {
 }
 
 #[test]
-fn jit_frames_are_flagged_by_the_caller() {
+fn jit_frames_are_told_by_their_origin() {
     let mut p = ProfileBuilder::new();
-    let u = vec![sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
-    let sample = |jit| Sample {
+    let jitted = vec![jit("LazyCompile:*fib"), sym("main", APP)];
+    // The same name and module, but found as native code.
+    let native = vec![sym("LazyCompile:*fib", PERF_MAP), sym("main", APP)];
+    let sample = |user| Sample {
         pid: 10,
         tid: 10,
         process_name: "node",
         comm: "node",
         kernel: &[],
-        user: &u,
-        jit,
+        user,
         value: SampleValue::OnCpu { samples: 1 },
     };
-    p.add_sample(&sample(JitFrames::Module(PERF_MAP)));
-    p.add_sample(&sample(JitFrames::PerFrame(&[true])));
-    p.add_sample(&sample(JitFrames::None));
+    p.add_sample(&sample(&jitted));
+    p.add_sample(&sample(&jitted));
+    p.add_sample(&sample(&native));
     let p = p.build();
     let kinds: Vec<Vec<FrameKind>> = p
         .entries()
@@ -143,7 +143,7 @@ fn jit_frames_are_flagged_by_the_caller() {
     assert_eq!(
         p.entries().next().unwrap().value.samples,
         2,
-        "Module and PerFrame agree"
+        "the two JIT samples share a row"
     );
 }
 
@@ -160,7 +160,6 @@ fn one_stack_shared_by_many_threads_is_interned_once() {
             comm: "io",
             kernel: &k,
             user: &u,
-            jit: JitFrames::None,
             value: SampleValue::OffCpu {
                 state: OffCpuState::Uninterruptible,
                 switches: 2,
@@ -311,4 +310,27 @@ fn on_cpu_and_off_cpu_rows_mix_in_any_order() {
     assert_eq!(p.total(Metric::OffCpuNanos), 350);
     assert_eq!(p.total(Metric::OffCpuSwitches), 3);
     assert!(p.has_kind(ProfileKind::OnCpu) && p.has_kind(ProfileKind::OffCpu));
+}
+
+#[test]
+fn file_build_ids_are_recorded_from_the_frames_modules() {
+    use rover_symbolize::{BuildId, Module, Origin, Symbolized};
+    let with_id = |symbolized: Symbolized, id: &[u8]| {
+        let Symbolized::Sym(mut s) = symbolized else {
+            unreachable!()
+        };
+        s.module = Module::new(s.module.name(), Some(BuildId::new(id)));
+        Symbolized::Sym(s)
+    };
+    let mut p = ProfileBuilder::new();
+    let u = [with_id(sym("main", APP), &[0xab, 0x01])];
+    // A kernel frame's module with a build id is not a file mapping.
+    let k = [with_id(sym("schedule", KERNEL), &[0xff])];
+    assert!(matches!(&k[0], Symbolized::Sym(s) if s.origin == Origin::Kernel));
+    on_cpu(&mut p, 10, "app", &k, &u, 1);
+    on_cpu(&mut p, 11, "app", &k, &u, 1);
+    let p = p.build();
+    assert_eq!(p.build_id(APP), Some("ab01"));
+    assert_eq!(p.build_id(KERNEL), None);
+    assert_eq!(p.build_ids().collect::<Vec<_>>(), [(APP, "ab01")]);
 }

@@ -6,8 +6,7 @@ mod profile_support;
 use profile_support::*;
 use rover_core::export::{FoldedOptions, folded_lines};
 use rover_core::profile::{
-    FrameKind, JitFrames, Metric, OffCpuState, Profile, ProfileBuilder, Sample, SampleValue,
-    TopOrder,
+    FrameKind, Metric, OffCpuState, Profile, ProfileBuilder, Sample, SampleValue, TopOrder,
 };
 
 fn sample_of(p: &mut ProfileBuilder, pid: u32, tid: u32, comm: &str, u: &[&str], samples: u64) {
@@ -18,7 +17,6 @@ fn sample_of(p: &mut ProfileBuilder, pid: u32, tid: u32, comm: &str, u: &[&str],
         comm,
         kernel: &[],
         user: &user(u),
-        jit: JitFrames::None,
         value: SampleValue::OnCpu { samples },
     });
 }
@@ -375,7 +373,6 @@ fn process_summaries_add_up_per_process_most_first() {
         comm: "idle",
         kernel: &[],
         user: &user(&["poll"]),
-        jit: JitFrames::None,
         value: SampleValue::OffCpu {
             state: Interruptible,
             switches: 1,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::build_id::BuildId;
 use crate::debuginfo::BinaryDir;
 use crate::elf::{ElfFile, FileIdentity, OpenError};
 use crate::module::LoadedFile;
@@ -16,7 +17,7 @@ use crate::module::LoadedFile;
 #[derive(Default)]
 struct Inner {
     by_identity: HashMap<FileIdentity, Arc<LoadedFile>>,
-    by_build_id: HashMap<Box<[u8]>, Arc<LoadedFile>>,
+    by_build_id: HashMap<BuildId, Arc<LoadedFile>>,
     tick: u64,
 }
 
@@ -67,7 +68,7 @@ impl FileCache {
             }
         }
         let elf = ElfFile::open(path)?;
-        if let Some(id) = elf.build_id.as_deref() {
+        if let Some(id) = &elf.build_id {
             let mut inner = self.lock();
             // A copy with the same build id is the same code; reuse it unless
             // this copy has DWARF the cached one lacks.
@@ -94,8 +95,8 @@ impl FileCache {
         inner
             .by_identity
             .insert(file.elf.identity, Arc::clone(&file));
-        if let Some(id) = file.elf.build_id.as_deref() {
-            inner.by_build_id.insert(Box::from(id), Arc::clone(&file));
+        if let Some(id) = &file.elf.build_id {
+            inner.by_build_id.insert(id.clone(), Arc::clone(&file));
         }
         self.enforce_bounds(&mut inner, &file);
         Ok(file)
@@ -109,7 +110,7 @@ impl FileCache {
         name: &Path,
         opts: &LoadOptions<'_>,
     ) -> Arc<LoadedFile> {
-        if let Some(id) = elf.build_id.as_deref()
+        if let Some(id) = &elf.build_id
             && let Some(file) = self.lock().by_build_id.get(id)
         {
             return Arc::clone(file);
@@ -119,11 +120,11 @@ impl FileCache {
             logical_dir: Path::new("/nonexistent"),
         };
         let file = Arc::new(LoadedFile::load(elf, name, &none, &[], opts.demangle));
-        if let Some(id) = file.elf.build_id.as_deref() {
+        if let Some(id) = &file.elf.build_id {
             let mut inner = self.lock();
             inner.tick += 1;
             file.touch(inner.tick);
-            inner.by_build_id.insert(Box::from(id), Arc::clone(&file));
+            inner.by_build_id.insert(id.clone(), Arc::clone(&file));
         }
         file
     }

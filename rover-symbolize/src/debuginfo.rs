@@ -23,15 +23,15 @@ pub(crate) fn find_debug_file(
     at: &BinaryDir<'_>,
     debug_dirs: &[PathBuf],
 ) -> Option<(PathBuf, ElfFile)> {
-    if let Some(id) = elf.build_id.as_deref().filter(|id| id.len() >= 2) {
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(id) = elf.build_id.as_ref().filter(|id| id.as_bytes().len() >= 2) {
+        let hex = id.to_string();
         for dir in debug_dirs {
             let candidate = dir
                 .join(".build-id")
                 .join(&hex[..2])
                 .join(format!("{}.debug", &hex[2..]));
             if let Ok(debug) = ElfFile::open(&candidate)
-                && debug.build_id.as_deref() == Some(id)
+                && debug.build_id.as_ref() == Some(id)
                 && debug.has_dwarf
             {
                 return Some((candidate, debug));

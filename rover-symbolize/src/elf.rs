@@ -13,14 +13,17 @@ use object::endian::{Endianness, U32};
 use object::read::elf::{FileHeader, SectionHeader};
 use object::{Object, ObjectSection, ObjectSegment, SectionKind, SegmentFlags};
 
+use crate::build_id::BuildId;
 use crate::symtab::{Class, Layout};
 
 /// `p_flags` bit marking an executable segment.
 const PF_X: u32 = 1;
 
-/// Identity of a file on disk: device, inode, modification time and size.
-/// Two paths with the same identity are the same file (hard links, bind
-/// mounts, `/proc/PID/root/...`).
+/// Identity of one version of a file on disk: device, inode, modification
+/// time and size. Two paths with the same identity are the same file (hard
+/// links, bind mounts, `/proc/PID/root/...`); a rewrite changes the size or
+/// the modification time, a replacement the inode. Keys the module cache and
+/// tells a perf map that changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileIdentity {
     pub(crate) dev: u64,
@@ -70,7 +73,7 @@ pub(crate) struct ElfFile {
     pub(crate) map: Arc<Mmap>,
     pub(crate) identity: FileIdentity,
     pub(crate) segments: Vec<LoadSegment>,
-    pub(crate) build_id: Option<Box<[u8]>>,
+    pub(crate) build_id: Option<BuildId>,
     pub(crate) debuglink: Option<DebugLink>,
     pub(crate) has_dwarf: bool,
     pub(crate) little_endian: bool,
@@ -122,7 +125,7 @@ impl ElfFile {
                 executable,
             });
         }
-        let build_id = obj.build_id().ok().flatten().map(Box::from);
+        let build_id = obj.build_id().ok().flatten().map(BuildId::new);
         let debuglink = obj
             .gnu_debuglink()
             .ok()
@@ -160,6 +163,20 @@ impl ElfFile {
             .find(|s| s.executable)
             .or_else(|| self.segments.iter().find(inside))?;
         Some(offset - seg.offset + seg.vaddr)
+    }
+
+    /// The offset in the file of the byte the file's virtual address
+    /// `vaddr` is loaded from; `None` when no segment loads it from the
+    /// file (it is past a segment's file size, or outside every segment).
+    pub(crate) fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
+        let inside = |s: &&LoadSegment| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz;
+        let seg = self
+            .segments
+            .iter()
+            .filter(inside)
+            .find(|s| s.executable)
+            .or_else(|| self.segments.iter().find(inside))?;
+        Some(vaddr - seg.vaddr + seg.offset)
     }
 
     /// Where the `.symtab` and `.dynsym` of this file lie in its mapping,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::frame::{Reason, Sym, Symbolized, Unknown};
+use crate::frame::{Module, Origin, Reason, Sym, Symbolized, Unknown};
 use crate::kallsyms::KernelSymbols;
 use crate::symbolizer::Symbolizer;
 
@@ -85,39 +85,53 @@ impl KernelCache {
 impl Symbolizer {
     pub(crate) fn symbolize_kernel(&self, addrs: &[u64]) -> Result<Vec<Symbolized>, Error> {
         let symbols = self.kernel.get(addrs)?;
-        let core: Arc<str> = Arc::from(KERNEL_MODULE);
-        let mut modules: Vec<Arc<str>> = Vec::new();
-        let mut module_name = |name: Option<&str>| -> Arc<str> {
-            let Some(name) = name else {
-                return Arc::clone(&core);
-            };
-            let bracketed = format!("[{name}]");
-            if let Some(m) = modules.iter().find(|m| ***m == *bracketed) {
-                return Arc::clone(m);
-            }
-            let m: Arc<str> = Arc::from(bracketed);
-            modules.push(Arc::clone(&m));
-            m
-        };
+        let core = Module::new(KERNEL_MODULE, None);
+        let mut modules: Vec<(&str, Module)> = Vec::new();
         Ok(addrs
             .iter()
             .map(|&addr| match symbols.find(addr) {
-                Ok(sym) => Symbolized::Sym(Sym {
-                    name: Arc::from(sym.name),
-                    module: module_name(sym.module),
-                    module_offset: addr,
-                    sym_addr: sym.start,
-                    location: None,
-                    inlined: Vec::new(),
-                }),
+                Ok(sym) => {
+                    let (module, origin) = module_of(&mut modules, &core, sym.module);
+                    Symbolized::Sym(Sym {
+                        name: Arc::from(sym.name),
+                        module,
+                        origin,
+                        address: addr,
+                        file_offset: None,
+                        vaddr: None,
+                        sym_addr: sym.start,
+                        location: None,
+                        inlined: Vec::new(),
+                    })
+                }
                 Err(reason) => Symbolized::Unknown(Unknown {
-                    module: Some(Arc::clone(&core)),
-                    module_offset: addr,
+                    module: Some(core.clone()),
+                    origin: Some(Origin::Kernel),
+                    address: addr,
+                    file_offset: None,
+                    vaddr: None,
                     reason,
                 }),
             })
             .collect())
     }
+}
+
+/// The module of a kernel symbol, each kernel module's made once per batch.
+fn module_of<'a>(
+    modules: &mut Vec<(&'a str, Module)>,
+    core: &Module,
+    name: Option<&'a str>,
+) -> (Module, Origin) {
+    let Some(name) = name else {
+        return (core.clone(), Origin::Kernel);
+    };
+    if let Some((_, m)) = modules.iter().find(|(n, _)| *n == name) {
+        return (m.clone(), Origin::KernelModule);
+    }
+    let m = Module::new(format!("[{name}]"), None);
+    modules.push((name, m.clone()));
+    (m, Origin::KernelModule)
 }
 
 #[cfg(test)]

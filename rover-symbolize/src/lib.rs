@@ -10,9 +10,9 @@
 //! use rover_symbolize::{Level, Source, Symbolized, Symbolizer};
 //!
 //! let symbolizer = Symbolizer::builder().level(Level::Inlined).demangle(true).build();
-//! let frames = symbolizer.symbolize(&Source::Process(1234), &[0x5555_5555_9a20])?;
+//! let frames = symbolizer.symbolize(&Source::process(1234), &[0x5555_5555_9a20])?;
 //! match &frames[0] {
-//!     Symbolized::Sym(sym) => println!("{} in {}", sym.name, sym.module),
+//!     Symbolized::Sym(sym) => println!("{} in {} ({:?})", sym.name, sym.module, sym.origin),
 //!     Symbolized::Unknown(unknown) => println!("unknown: {}", unknown.reason),
 //! }
 //! # Ok::<(), rover_symbolize::Error>(())
@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod addrmap;
+mod build_id;
 mod cache;
 mod debuginfo;
 mod demangle;
@@ -34,12 +35,15 @@ mod module;
 mod names;
 pub mod perfmap;
 mod process;
+mod source;
 mod symbolizer;
 mod symtab;
 
+pub use build_id::BuildId;
 pub use debuginfo::DEFAULT_DEBUG_DIR;
 pub use demangle::demangle;
 pub use error::Error;
-pub use frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
+pub use frame::{InlinedFrame, Location, Module, Origin, Reason, Sym, Symbolized, Unknown};
 pub use kernel::{KALLSYMS_RELOAD_INTERVAL, KERNEL_MODULE};
-pub use symbolizer::{Builder, Level, Module, Source, Symbolizer};
+pub use source::{Elf, Kernel, Process, Source};
+pub use symbolizer::{Builder, Level, ModuleInfo, Symbolizer};

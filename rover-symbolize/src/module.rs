@@ -9,9 +9,18 @@ use std::sync::{Arc, OnceLock};
 use crate::debuginfo::{BinaryDir, find_debug_file};
 use crate::dwarf::{Dwarf, DwarfFrame, Lookup};
 use crate::elf::ElfFile;
-use crate::frame::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
+use crate::frame::{InlinedFrame, Location, Module, Origin, Reason, Sym, Symbolized, Unknown};
 use crate::symtab::{Reader, SymbolTable};
-use crate::{Level, Module};
+use crate::{Level, ModuleInfo};
+
+/// Where one address to resolve lies: the file's virtual address it is
+/// looked up at, and the address and file offset its result reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    pub(crate) vaddr: u64,
+    pub(crate) address: u64,
+    pub(crate) file_offset: Option<u64>,
+}
 
 /// What one batch of lookups in a module holds: its locks and scratch
 /// space, taken once for the whole batch.
@@ -68,10 +77,10 @@ impl LoadedFile {
     }
 
     /// What the module is, for users.
-    pub(crate) fn describe(&self) -> Module {
-        Module {
+    pub(crate) fn describe(&self) -> ModuleInfo {
+        ModuleInfo {
             path: self.path.clone(),
-            build_id: self.elf.build_id.as_deref().map(Arc::from),
+            build_id: self.elf.build_id.clone(),
             debug_file: self.debug.as_ref().map(|(p, _)| p.clone()),
             symbols: self.symbols.len(),
             has_dwarf: self.has_dwarf(),
@@ -134,10 +143,24 @@ impl LoadedFile {
     /// Resolves one file virtual address.
     pub(crate) fn resolve(
         &self,
-        addr: u64,
-        module: &Arc<str>,
+        place: Place,
+        module: &Module,
+        origin: Origin,
         batch: &mut Batch<'_>,
     ) -> Symbolized {
+        let addr = place.vaddr;
+        // The symbol's start in the space of the address asked about.
+        let absolute = |vaddr: u64| place.address.wrapping_sub(addr.wrapping_sub(vaddr));
+        let no_symbols = || {
+            unknown(
+                module,
+                origin,
+                place.address,
+                place.file_offset,
+                Some(addr),
+                Reason::NoSymbols,
+            )
+        };
         let Batch {
             level,
             dwarf,
@@ -173,9 +196,12 @@ impl LoadedFile {
             return match sym {
                 Some(s) => Symbolized::Sym(Sym {
                     name: symbols.name(s.id),
-                    module: Arc::clone(module),
-                    module_offset: addr,
-                    sym_addr: s.addr,
+                    module: module.clone(),
+                    origin,
+                    address: place.address,
+                    file_offset: place.file_offset,
+                    vaddr: Some(addr),
+                    sym_addr: absolute(s.addr),
                     location: symbols.file(s.id).map(|file| Location {
                         file,
                         line: None,
@@ -183,7 +209,7 @@ impl LoadedFile {
                     }),
                     inlined: Vec::new(),
                 }),
-                None => unknown(module, addr, Reason::NoSymbols),
+                None => no_symbols(),
             };
         }
         // As binutils does: the innermost frame's name is the DWARF name when
@@ -206,12 +232,12 @@ impl LoadedFile {
             }
         }
         let Some(outer) = scratch.pop() else {
-            return unknown(module, addr, Reason::NoSymbols);
+            return no_symbols();
         };
         let name = match (outer.name, &sym) {
             (Some(n), _) => n,
             (None, Some(s)) => symbols.name(s.id),
-            (None, None) => return unknown(module, addr, Reason::NoSymbols),
+            (None, None) => return no_symbols(),
         };
         let inlined = scratch
             .drain(..)
@@ -222,19 +248,33 @@ impl LoadedFile {
             .collect();
         Symbolized::Sym(Sym {
             name,
-            module: Arc::clone(module),
-            module_offset: addr,
-            sym_addr: sym.map_or(addr, |s| s.addr),
+            module: module.clone(),
+            origin,
+            address: place.address,
+            file_offset: place.file_offset,
+            vaddr: Some(addr),
+            sym_addr: sym.map_or(place.address, |s| absolute(s.addr)),
             location: outer.location,
             inlined,
         })
     }
 }
 
-pub(crate) fn unknown(module: &Arc<str>, addr: u64, reason: Reason) -> Symbolized {
+/// An address in `module` that could not be resolved.
+pub(crate) fn unknown(
+    module: &Module,
+    origin: Origin,
+    address: u64,
+    file_offset: Option<u64>,
+    vaddr: Option<u64>,
+    reason: Reason,
+) -> Symbolized {
     Symbolized::Unknown(Unknown {
-        module: Some(Arc::clone(module)),
-        module_offset: addr,
+        module: Some(module.clone()),
+        origin: Some(origin),
+        address,
+        file_offset,
+        vaddr,
         reason,
     })
 }

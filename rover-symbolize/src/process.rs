@@ -11,14 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::debuginfo::BinaryDir;
 use crate::elf::{ElfFile, OpenError};
 use crate::error::Error;
-use crate::frame::{Reason, Sym, Symbolized, Unknown};
+use crate::frame::{Module, Origin, Reason, Sym, Symbolized, Unknown};
 use crate::maps::{MapEntry, MapPath, ProcessMaps, read_vdso};
-use crate::module::{LoadedFile, unknown};
+use crate::module::{LoadedFile, Place, unknown};
 use crate::perfmap::{PerfMap, PerfMapCache, perf_map_path};
+use crate::source::Process;
 use crate::symbolizer::{Symbolizer, unmapped};
 
-/// A perf map and the module name its symbols carry.
-type NamedPerfMap = (Arc<PerfMap>, Arc<str>);
+/// A perf map and the module its symbols carry.
+type NamedPerfMap = (Arc<PerfMap>, Module);
 
 /// Process maps by pid, the modules opened for their mappings, and their
 /// perf maps.
@@ -79,7 +80,7 @@ impl ProcessCache {
                 let shown = shown
                     .find("/root/")
                     .map_or(shown.as_str(), |at| &shown[at + 5..]);
-                let found = (map, Arc::from(shown));
+                let found = (map, Module::new(shown, None));
                 self.last_perf_maps().insert(pid, found.clone());
                 Some(found)
             }
@@ -108,9 +109,10 @@ impl ProcessCache {
 impl Symbolizer {
     pub(crate) fn symbolize_process(
         &self,
-        pid: u32,
+        process: &Process,
         addrs: &[u64],
     ) -> Result<Vec<Symbolized>, Error> {
+        let pid = process.pid;
         let mut maps = self.processes.maps_for(pid)?;
         if addrs.iter().any(|&a| maps.find(a).is_none()) {
             // New mappings since the maps were cached; an exited process
@@ -131,7 +133,10 @@ impl Symbolizer {
                 None => {
                     out[idx] = Symbolized::Unknown(Unknown {
                         module: None,
-                        module_offset: addr,
+                        origin: None,
+                        address: addr,
+                        file_offset: None,
+                        vaddr: None,
                         reason: Reason::Unmapped,
                     })
                 }
@@ -143,7 +148,7 @@ impl Symbolizer {
             let entry = &maps.entries()[group[0].0];
             batch.clear();
             batch.extend(group.iter().map(|&(_, addr, idx)| (addr, idx)));
-            self.symbolize_mapping(pid, entry, &mut batch, &mut out);
+            self.symbolize_mapping(process, entry, &batch, &mut out);
         }
         Ok(out)
     }
@@ -151,57 +156,95 @@ impl Symbolizer {
     /// Resolves `(absolute address, output index)` pairs inside one mapping.
     fn symbolize_mapping(
         &self,
-        pid: u32,
+        process: &Process,
         entry: &MapEntry,
-        batch: &mut [(u64, usize)],
+        batch: &[(u64, usize)],
         out: &mut [Symbolized],
     ) {
-        let (file, module) = match &entry.path {
+        let pid = process.pid;
+        let (file, module, origin) = match &entry.path {
             MapPath::File(path) | MapPath::Deleted(path) => {
-                let module: Arc<str> = Arc::from(path.to_string_lossy());
-                match self.open_mapped(pid, entry, path) {
-                    Ok(file) => (file, module),
-                    Err(reason) => return fill(batch, out, &module, entry, reason),
+                match self.open_mapped(pid, entry, path, process.map_files) {
+                    Ok(file) => {
+                        let module = Module::new(path.to_string_lossy(), file.elf.build_id.clone());
+                        (file, module, Origin::File)
+                    }
+                    Err(reason) => {
+                        let module = Module::new(path.to_string_lossy(), None);
+                        return fill(batch, out, &module, Origin::File, entry, reason);
+                    }
                 }
             }
-            MapPath::Vdso => {
-                let module: Arc<str> = Arc::from("[vdso]");
-                match self.load_vdso(pid, entry) {
-                    Ok(file) => (file, module),
-                    Err(reason) => return fill(batch, out, &module, entry, reason),
+            MapPath::Vdso => match self.load_vdso(pid, entry) {
+                Ok(file) => {
+                    let module = Module::new("[vdso]", file.elf.build_id.clone());
+                    (file, module, Origin::Vdso)
                 }
-            }
+                Err(reason) => {
+                    let module = Module::new("[vdso]", None);
+                    return fill(batch, out, &module, Origin::Vdso, entry, reason);
+                }
+            },
             MapPath::Anonymous | MapPath::Special(_) if entry.is_executable() => {
-                return self.symbolize_jit(pid, batch, out);
+                return self.symbolize_jit(process, batch, out);
             }
             MapPath::Anonymous | MapPath::Special(_) => {
                 // Data (heap, stack): mapped, but no code to name.
-                let module: Arc<str> = Arc::from(match &entry.path {
-                    MapPath::Special(name) => name.as_str(),
-                    _ => "[anon]",
-                });
-                return fill(batch, out, &module, entry, Reason::NoSymbols);
+                let module = Module::new(
+                    match &entry.path {
+                        MapPath::Special(name) => name.as_str(),
+                        _ => "[anon]",
+                    },
+                    None,
+                );
+                return fill(
+                    batch,
+                    out,
+                    &module,
+                    Origin::Anonymous,
+                    entry,
+                    Reason::NoSymbols,
+                );
             }
         };
         // Absolute address -> offset in the file -> the file's own virtual
         // address, through its PT_LOAD headers.
         let mut resolvable = Vec::with_capacity(batch.len());
-        for &(addr, idx) in batch.iter() {
-            match file.elf.file_offset_to_vaddr(entry.file_offset(addr)) {
-                Some(vaddr) => resolvable.push((vaddr, idx)),
-                None => out[idx] = unknown(&module, entry.file_offset(addr), Reason::NoSymbols),
+        for &(address, idx) in batch {
+            let file_offset = entry.file_offset(address);
+            match file.elf.file_offset_to_vaddr(file_offset) {
+                Some(vaddr) => resolvable.push((
+                    Place {
+                        vaddr,
+                        address,
+                        file_offset: Some(file_offset),
+                    },
+                    idx,
+                )),
+                None => {
+                    out[idx] = unknown(
+                        &module,
+                        origin,
+                        address,
+                        Some(file_offset),
+                        None,
+                        Reason::NoSymbols,
+                    )
+                }
             }
         }
-        self.resolve_batch(&file, &module, &mut resolvable, out);
+        self.resolve_batch(&file, &module, origin, &mut resolvable, out);
     }
 
     /// Opens the file behind a mapping: through `map_files` (deleted files,
-    /// other mount namespaces), else through the process's root.
+    /// other mount namespaces) when `map_files` allows, else through the
+    /// process's root, else by its path if that is still the same file.
     pub(crate) fn open_mapped(
         &self,
         pid: u32,
         entry: &MapEntry,
         path: &Path,
+        map_files: bool,
     ) -> Result<Arc<LoadedFile>, Reason> {
         let logical_dir = path.parent().unwrap_or(Path::new("/"));
         let root_path = entry.root_path(pid);
@@ -220,10 +263,8 @@ impl Symbolizer {
             std::fs::metadata(path).is_ok_and(|m| m.ino() == entry.inode)
         };
         let plain = same_inode.then(|| path.to_path_buf());
-        for candidate in std::iter::once(entry.map_files_path(pid))
-            .chain(root_path)
-            .chain(plain)
-        {
+        let through_map_files = map_files.then(|| entry.map_files_path(pid));
+        for candidate in through_map_files.into_iter().chain(root_path).chain(plain) {
             match self.files.get(&candidate, &at, &options) {
                 Ok(file) => return Ok(file),
                 Err(OpenError::Invalid(why)) => return Err(Reason::InvalidFile(Arc::from(why))),
@@ -244,9 +285,14 @@ impl Symbolizer {
             .get_image(elf, Path::new("[vdso]"), &self.load_options()))
     }
 
-    /// Anonymous executable memory: JIT code named by the perf map.
-    fn symbolize_jit(&self, pid: u32, batch: &[(u64, usize)], out: &mut [Symbolized]) {
-        let perf_map = self.processes.perf_map(pid);
+    /// Anonymous executable memory: JIT code named by the perf map, when
+    /// the source allows perf maps.
+    fn symbolize_jit(&self, process: &Process, batch: &[(u64, usize)], out: &mut [Symbolized]) {
+        let perf_map = if process.perf_map {
+            self.processes.perf_map(process.pid)
+        } else {
+            None
+        };
         for &(addr, idx) in batch {
             let found = perf_map
                 .as_ref()
@@ -254,15 +300,21 @@ impl Symbolizer {
             out[idx] = match found {
                 Some((sym, module)) => Symbolized::Sym(Sym {
                     name: Arc::from(sym.name),
-                    module: Arc::clone(module),
-                    module_offset: addr,
+                    module: module.clone(),
+                    origin: Origin::PerfMap,
+                    address: addr,
+                    file_offset: None,
+                    vaddr: None,
                     sym_addr: sym.start,
                     location: None,
                     inlined: Vec::new(),
                 }),
                 _ => Symbolized::Unknown(Unknown {
                     module: None,
-                    module_offset: addr,
+                    origin: Some(Origin::Anonymous),
+                    address: addr,
+                    file_offset: None,
+                    vaddr: None,
                     reason: Reason::NoPerfMap,
                 }),
             };
@@ -273,11 +325,19 @@ impl Symbolizer {
 fn fill(
     batch: &[(u64, usize)],
     out: &mut [Symbolized],
-    module: &Arc<str>,
+    module: &Module,
+    origin: Origin,
     entry: &MapEntry,
     reason: Reason,
 ) {
     for &(addr, idx) in batch {
-        out[idx] = unknown(module, entry.file_offset(addr), reason.clone());
+        out[idx] = unknown(
+            module,
+            origin,
+            addr,
+            Some(entry.file_offset(addr)),
+            None,
+            reason.clone(),
+        );
     }
 }

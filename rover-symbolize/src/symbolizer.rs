@@ -4,14 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::build_id::BuildId;
 use crate::cache::{FileCache, LoadOptions};
 use crate::debuginfo::{BinaryDir, DEFAULT_DEBUG_DIR};
 use crate::elf::OpenError;
 use crate::error::Error;
-use crate::frame::{Reason, Symbolized, Unknown};
+use crate::frame::{Module, Origin, Reason, Symbolized, Unknown};
 use crate::kernel::KernelCache;
-use crate::module::LoadedFile;
+use crate::module::{LoadedFile, Place};
 use crate::process::ProcessCache;
+use crate::source::Source;
 
 /// How much detail to resolve. Each level includes the ones before it and
 /// costs more memory and time on first use.
@@ -33,25 +35,26 @@ pub enum Level {
     Inlined,
 }
 
-/// Where addresses come from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// An ELF file; addresses are its virtual addresses, as `addr2line -e`
-    /// takes them.
-    Elf(PathBuf),
-    /// A live process; addresses are absolute addresses in its memory.
-    Process(u32),
-    /// The running kernel; addresses are kernel addresses (`/proc/kallsyms`).
-    Kernel,
-}
-
-/// A module (ELF file) as the symbolizer loaded it.
+/// What the symbolizer loaded for an ELF file: its build id, debug file and
+/// how much it can tell. A description for users asking about a file
+/// ([`Symbolizer::module_info`]); a result names its module with the
+/// lighter [`Module`](crate::Module).
+///
+/// ```no_run
+/// use rover_symbolize::Symbolizer;
+///
+/// let info = Symbolizer::default().module_info("/usr/bin/ls".as_ref())?;
+/// if let Some(id) = &info.build_id {
+///     println!("{} has build id {id}", info.path.display());
+/// }
+/// # Ok::<(), rover_symbolize::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Module {
+pub struct ModuleInfo {
     /// The path it was opened through.
     pub path: PathBuf,
     /// Its GNU build id, if it has one.
-    pub build_id: Option<Arc<[u8]>>,
+    pub build_id: Option<BuildId>,
     /// The separate debug file found for it, if any.
     pub debug_file: Option<PathBuf>,
     /// Number of distinct function symbols (both files' symbol tables).
@@ -139,7 +142,7 @@ impl Builder {
 /// use rover_symbolize::{Level, Source, Symbolizer, Symbolized};
 ///
 /// let symbolizer = Symbolizer::builder().level(Level::Lines).build();
-/// let results = symbolizer.symbolize(&Source::Elf("/usr/bin/ls".into()), &[0x4a20])?;
+/// let results = symbolizer.symbolize(&Source::elf("/usr/bin/ls"), &[0x4a20])?;
 /// for result in &results {
 ///     println!("{result}");
 /// }
@@ -176,14 +179,14 @@ impl Symbolizer {
     /// or kallsyms); a bad address is an [`Unknown`] result.
     pub fn symbolize(&self, source: &Source, addrs: &[u64]) -> Result<Vec<Symbolized>, Error> {
         match source {
-            Source::Elf(path) => self.symbolize_elf(path, addrs),
-            Source::Process(pid) => self.symbolize_process(*pid, addrs),
-            Source::Kernel => self.symbolize_kernel(addrs),
+            Source::Elf(elf) => self.symbolize_elf(&elf.path, addrs),
+            Source::Process(process) => self.symbolize_process(process, addrs),
+            Source::Kernel(_) => self.symbolize_kernel(addrs),
         }
     }
 
     /// Loads (or finds in the cache) the ELF file at `path` and describes it.
-    pub fn module(&self, path: &Path) -> Result<Module, Error> {
+    pub fn module_info(&self, path: &Path) -> Result<ModuleInfo, Error> {
         Ok(self.load_elf(path)?.describe())
     }
 
@@ -209,7 +212,7 @@ impl Symbolizer {
 
     /// Describes the modules (file-backed executable mappings) of a live or
     /// cached process: path, build id, debug file.
-    pub fn process_modules(&self, pid: u32) -> Result<Vec<Module>, Error> {
+    pub fn process_modules(&self, pid: u32) -> Result<Vec<ModuleInfo>, Error> {
         let maps = self.processes.maps_for(pid)?;
         let mut seen = Vec::new();
         let mut modules = Vec::new();
@@ -219,7 +222,7 @@ impl Symbolizer {
                 && !seen.contains(path)
             {
                 seen.push(path.clone());
-                if let Ok(file) = self.open_mapped(pid, entry, path) {
+                if let Ok(file) = self.open_mapped(pid, entry, path, true) {
                     let mut module = file.describe();
                     module.path = path.clone();
                     modules.push(module);
@@ -268,32 +271,41 @@ impl Symbolizer {
 
     fn symbolize_elf(&self, path: &Path, addrs: &[u64]) -> Result<Vec<Symbolized>, Error> {
         let file = self.load_elf(path)?;
-        let module: Arc<str> = Arc::from(path.to_string_lossy());
+        let module = Module::new(path.to_string_lossy(), file.elf.build_id.clone());
         let mut out = unmapped(addrs.len());
-        let mut batch: Vec<(u64, usize)> = addrs.iter().copied().zip(0..).collect();
-        self.resolve_batch(&file, &module, &mut batch, &mut out);
+        let mut batch: Vec<(Place, usize)> = addrs
+            .iter()
+            .map(|&vaddr| Place {
+                vaddr,
+                address: vaddr,
+                file_offset: file.elf.vaddr_to_file_offset(vaddr),
+            })
+            .zip(0..)
+            .collect();
+        self.resolve_batch(&file, &module, Origin::File, &mut batch, &mut out);
         Ok(out)
     }
 
-    /// Resolves `(file vaddr, output index)` pairs of one module, in address
+    /// Resolves `(place, output index)` pairs of one module, in address
     /// order for locality, with one DWARF lock for the whole batch.
     pub(crate) fn resolve_batch(
         &self,
         file: &LoadedFile,
-        module: &Arc<str>,
-        batch: &mut [(u64, usize)],
+        module: &Module,
+        origin: Origin,
+        batch: &mut [(Place, usize)],
         out: &mut [Symbolized],
     ) {
-        batch.sort_unstable_by_key(|&(addr, _)| addr);
+        batch.sort_unstable_by_key(|&(place, _)| place.vaddr);
         let mut state = file.batch(self.level);
         let mut previous: Option<(u64, usize)> = None;
-        for &(addr, idx) in batch.iter() {
+        for &(place, idx) in batch.iter() {
             let result = match previous {
-                Some((prev_addr, prev_idx)) if prev_addr == addr => out[prev_idx].clone(),
-                _ => file.resolve(addr, module, &mut state),
+                Some((prev_addr, prev_idx)) if prev_addr == place.vaddr => out[prev_idx].clone(),
+                _ => file.resolve(place, module, origin, &mut state),
             };
             out[idx] = result;
-            previous = Some((addr, idx));
+            previous = Some((place.vaddr, idx));
         }
     }
 }
@@ -303,7 +315,10 @@ pub(crate) fn unmapped(n: usize) -> Vec<Symbolized> {
     vec![
         Symbolized::Unknown(Unknown {
             module: None,
-            module_offset: 0,
+            origin: None,
+            address: 0,
+            file_offset: None,
+            vaddr: None,
             reason: Reason::Unmapped
         });
         n

@@ -13,7 +13,7 @@ fn symbolize_file(path: &Path, level: Level) -> Result<Vec<Symbolized>, Error> {
     // A fresh symbolizer each time: no cache hides a second parse.
     let symbolizer = Symbolizer::builder().level(level).build();
     symbolizer.symbolize(
-        &Source::Elf(path.to_path_buf()),
+        &Source::elf(path.to_path_buf()),
         &[0, 0x1000, 0x1139, 0x2000, u64::MAX],
     )
 }
@@ -21,7 +21,7 @@ fn symbolize_file(path: &Path, level: Level) -> Result<Vec<Symbolized>, Error> {
 #[test]
 fn missing_file_is_an_open_error() {
     let err = Symbolizer::default()
-        .symbolize(&Source::Elf("/nonexistent/rover".into()), &[1])
+        .symbolize(&Source::elf("/nonexistent/rover"), &[1])
         .unwrap_err();
     assert!(matches!(err, Error::Open { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/rover"));

@@ -26,7 +26,7 @@ fn check_with(label: &str, bin: &Path, reference_bin: &Path, demangle: bool) {
         .level(Level::Inlined)
         .demangle(demangle)
         .build();
-    let ours = ours(&symbolizer, &Source::Elf(bin.to_path_buf()), &addrs);
+    let ours = ours(&symbolizer, &Source::elf(bin.to_path_buf()), &addrs);
     let rate = compare(label, &addrs, &ours, &theirs);
     assert!(
         rate >= MIN_RATE,
@@ -144,7 +144,7 @@ fn stripped_binary_with_debuglink() {
         .arg(format!("--add-gnu-debuglink={}", debug.display()))
         .arg(&stripped));
     let symbolizer = Symbolizer::default();
-    let module = symbolizer.module(&stripped).unwrap();
+    let module = symbolizer.module_info(&stripped).unwrap();
     assert_eq!(module.debug_file.as_deref(), Some(debug.as_path()));
     assert!(module.has_dwarf && module.build_id.is_some());
     check("C stripped + .gnu_debuglink", &stripped, &bin);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::*;
-use rover_symbolize::{Error, Reason, Source, Symbolized, Symbolizer};
+use rover_symbolize::{Error, Origin, Process, Reason, Source, Symbolized, Symbolizer};
 
 /// A fixture process stopped in `pause()`, killed on drop.
 struct Stopped {
@@ -86,7 +86,7 @@ fn load_bias(pid: u32, path: &Path) -> u64 {
     start - first_vaddr
 }
 
-fn check_live(label: &str, flags: &[&str]) {
+fn check_live(label: &str, flags: &[&str], pie: bool) {
     let dir = tempdir();
     let bin = build(dir.path(), "gcc", "c", &c_source_with(40), "live", flags);
     let stopped = Stopped::spawn(&bin);
@@ -94,7 +94,7 @@ fn check_live(label: &str, flags: &[&str]) {
     let vaddrs = function_addrs(&bin);
     let absolute: Vec<u64> = vaddrs.iter().map(|v| v + bias).collect();
     let symbolizer = Symbolizer::default();
-    let from_process = ours(&symbolizer, &Source::Process(stopped.pid()), &absolute);
+    let from_process = ours(&symbolizer, &Source::process(stopped.pid()), &absolute);
     let theirs = reference(&bin, &vaddrs, true);
     let rate = compare(label, &vaddrs, &from_process, &theirs);
     assert!(
@@ -103,22 +103,72 @@ fn check_live(label: &str, flags: &[&str]) {
         rate * 100.0
     );
     let results = symbolizer
-        .symbolize(&Source::Process(stopped.pid()), &absolute)
+        .symbolize(&Source::process(stopped.pid()), &absolute)
         .unwrap();
-    for (r, v) in results.iter().zip(&vaddrs) {
+    let build_id = build_id_note(&bin);
+    for ((r, v), a) in results.iter().zip(&vaddrs).zip(&absolute) {
         if let Symbolized::Sym(sym) = r {
+            assert_eq!(sym.vaddr, Some(*v), "vaddr is the file virtual address");
+            assert_eq!(sym.address, *a, "address is the one asked about");
+            assert_eq!(sym.origin, Origin::File);
+            assert_eq!(sym.module.name(), bin.to_str().unwrap());
             assert_eq!(
-                sym.module_offset, *v,
-                "module offset is the file virtual address"
+                sym.module.build_id().map(ToString::to_string).as_deref(),
+                Some(build_id.as_str()),
+                "the module's build id is the file's note"
             );
-            assert_eq!(&*sym.module, bin.to_str().unwrap());
+            assert!(sym.sym_addr <= sym.address);
+            assert_eq!(
+                sym.address - sym.vaddr.unwrap_or(0),
+                bias,
+                "address and vaddr differ by the load bias"
+            );
+        }
+    }
+    if pie {
+        assert_ne!(
+            bias, 0,
+            "{label}: a PIE is loaded away from its link address"
+        );
+    } else {
+        assert_eq!(bias, 0, "{label}: a non-PIE runs at its link address");
+    }
+    // The file offset of each address, from the mapping that holds it; the
+    // file as a source finds the same offset from its segments.
+    let maps = rover_symbolize::maps::ProcessMaps::read(stopped.pid()).unwrap();
+    let from_file = symbolizer.symbolize(&Source::elf(&bin), &vaddrs).unwrap();
+    for ((r, a), f) in results.iter().zip(&absolute).zip(&from_file) {
+        let entry = maps.find(*a).expect("mapped");
+        let want = entry.file_offset(*a);
+        match r {
+            Symbolized::Sym(sym) => assert_eq!(sym.file_offset, Some(want)),
+            Symbolized::Unknown(u) => assert_eq!(u.file_offset, Some(want)),
+        }
+        if let Symbolized::Sym(sym) = f {
+            assert_eq!(sym.file_offset, Some(want), "{label}: ELF source offset");
+            assert_eq!(
+                Some(sym.address),
+                sym.vaddr,
+                "an ELF source's addresses are vaddrs"
+            );
         }
     }
 }
 
+/// The GNU build id of `bin` as `readelf -n` prints it.
+fn build_id_note(bin: &Path) -> String {
+    let notes = run(Command::new("readelf").arg("-n").arg(bin));
+    notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .expect("the fixture has a build id note")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn pie_process_addresses_match_addr2line() {
-    check_live("live PIE process", &["-O2", "-g", "-pie", "-fPIE"]);
+    check_live("live PIE process", &["-O2", "-g", "-pie", "-fPIE"], true);
 }
 
 #[test]
@@ -126,6 +176,7 @@ fn non_pie_process_addresses_match_addr2line() {
     check_live(
         "live non-PIE process",
         &["-O2", "-g", "-no-pie", "-fno-pie"],
+        false,
     );
 }
 
@@ -186,7 +237,7 @@ fn shared_library_symbol_vdso_and_perf_map() {
             .map(str::to_string),
     );
     let result = symbolizer
-        .symbolize(&Source::Process(pid), &[libc_base + pause + 1])
+        .symbolize(&Source::process(pid), &[libc_base + pause + 1])
         .unwrap();
     match &result[0] {
         Symbolized::Sym(sym) => {
@@ -195,7 +246,10 @@ fn shared_library_symbol_vdso_and_perf_map() {
                 "{} not in {names_at_pause:?}",
                 sym.name
             );
-            assert_eq!(sym.sym_addr, pause);
+            assert_eq!(sym.sym_addr, libc_base + pause, "sym_addr is absolute");
+            assert_eq!(sym.vaddr, Some(pause + 1));
+            assert_eq!(sym.address, libc_base + pause + 1);
+            assert_eq!(sym.origin, Origin::File);
         }
         other => panic!("libc pause not resolved: {other:?}"),
     }
@@ -241,7 +295,7 @@ fn shared_library_symbol_vdso_and_perf_map() {
         })
         .expect("vdso exports clock_gettime");
     let result = symbolizer
-        .symbolize(&Source::Process(pid), &[start + gettime])
+        .symbolize(&Source::process(pid), &[start + gettime])
         .unwrap();
     match &result[0] {
         Symbolized::Sym(sym) => {
@@ -250,7 +304,11 @@ fn shared_library_symbol_vdso_and_perf_map() {
                 "vdso symbol {} for {name}",
                 sym.name
             );
-            assert_eq!(&*sym.module, "[vdso]");
+            assert_eq!(sym.module.name(), "[vdso]");
+            assert_eq!(sym.origin, Origin::Vdso);
+            assert_eq!(sym.vaddr, Some(gettime));
+            assert_eq!(sym.address, start + gettime);
+            assert!(sym.module.build_id().is_some(), "the vDSO has a build id");
         }
         other => panic!("vdso address not resolved: {other:?}"),
     }
@@ -268,7 +326,7 @@ fn shared_library_symbol_vdso_and_perf_map() {
     .unwrap();
     let results = symbolizer
         .symbolize(
-            &Source::Process(pid),
+            &Source::process(pid),
             &[stopped.jit + 0x10, stopped.jit + 0x108, stopped.jit + 0x80],
         )
         .unwrap();
@@ -278,10 +336,14 @@ fn shared_library_symbol_vdso_and_perf_map() {
             assert_eq!(&*sym.name, "jitted::hot_loop");
             assert_eq!(sym.sym_addr, stopped.jit);
             assert!(
-                sym.module.ends_with(&format!("perf-{pid}.map")),
+                sym.module.name().ends_with(&format!("perf-{pid}.map")),
                 "{}",
                 sym.module
             );
+            assert_eq!(sym.origin, Origin::PerfMap);
+            assert_eq!(sym.address, stopped.jit + 0x10);
+            assert_eq!((sym.vaddr, sym.file_offset), (None, None));
+            assert!(sym.module.build_id().is_none());
             assert!(sym.location.is_none());
         }
         other => panic!("perf-map symbol not resolved: {other:?}"),
@@ -304,7 +366,7 @@ fn exited_process_resolves_from_cache_until_evicted() {
     std::fs::write(&map_path, format!("{:x} 10 jitted::gone\n", stopped.jit)).unwrap();
     let symbolizer = Symbolizer::default();
     let before = symbolizer
-        .symbolize(&Source::Process(pid), &absolute)
+        .symbolize(&Source::process(pid), &absolute)
         .unwrap();
     let modules = symbolizer.process_modules(pid).unwrap();
     assert!(
@@ -316,7 +378,7 @@ fn exited_process_resolves_from_cache_until_evicted() {
     stopped.kill();
     std::fs::remove_file(&map_path).unwrap();
     let after = symbolizer
-        .symbolize(&Source::Process(pid), &absolute)
+        .symbolize(&Source::process(pid), &absolute)
         .unwrap();
     assert_eq!(before, after);
     assert!(matches!(after.last(), Some(Symbolized::Sym(s)) if &*s.name == "jitted::gone"));
@@ -324,7 +386,7 @@ fn exited_process_resolves_from_cache_until_evicted() {
     assert_eq!(symbolizer.cached_processes(), 1);
     symbolizer.evict_process(pid);
     assert!(matches!(
-        symbolizer.symbolize(&Source::Process(pid), &absolute),
+        symbolizer.symbolize(&Source::process(pid), &absolute),
         Err(Error::NoSuchProcess { pid: p }) if p == pid
     ));
 }
@@ -336,7 +398,7 @@ fn unmapped_address_and_missing_pid() {
     let local = 0u64;
     let stack_addr = &local as *const u64 as u64;
     let results = symbolizer
-        .symbolize(&Source::Process(me), &[0x10, stack_addr])
+        .symbolize(&Source::process(me), &[0x10, stack_addr])
         .unwrap();
     assert!(matches!(&results[0], Symbolized::Unknown(u) if u.reason == Reason::Unmapped));
     // Mapped but not code: the thread's stack.
@@ -348,7 +410,80 @@ fn unmapped_address_and_missing_pid() {
     // Pids above the kernel's pid_max never exist.
     let missing = 4_194_304 + 17;
     assert!(matches!(
-        symbolizer.symbolize(&Source::Process(missing), &[0x1000]),
+        symbolizer.symbolize(&Source::process(missing), &[0x1000]),
         Err(Error::NoSuchProcess { pid }) if pid == missing
     ));
+}
+
+#[test]
+fn process_options_turn_off_perf_maps_and_map_files() {
+    let dir = tempdir();
+    let bin = build(dir.path(), "gcc", "c", C_SOURCE, "options", &["-O2", "-g"]);
+    let stopped = Stopped::spawn(&bin);
+    let pid = stopped.pid();
+    let bias = load_bias(pid, &bin);
+    let main = function_addrs(&bin)[0] + bias;
+
+    // perf_map = false: the perf map is there but not read.
+    let map_path = PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    std::fs::write(&map_path, format!("{:x} 40 jitted::hot\n", stopped.jit)).unwrap();
+    let mut no_perf_map = Process::new(pid);
+    no_perf_map.perf_map = false;
+    let without = Symbolizer::default()
+        .symbolize(&Source::Process(no_perf_map), &[stopped.jit + 4, main])
+        .unwrap();
+    let with = Symbolizer::default()
+        .symbolize(&Source::process(pid), &[stopped.jit + 4])
+        .unwrap();
+    std::fs::remove_file(&map_path).unwrap();
+    assert!(
+        matches!(&without[0], Symbolized::Unknown(u)
+            if u.reason == Reason::NoPerfMap && u.origin == Some(Origin::Anonymous)),
+        "{:?}",
+        without[0]
+    );
+    assert!(matches!(&without[1], Symbolized::Sym(s) if s.origin == Origin::File));
+    assert!(
+        matches!(&with[0], Symbolized::Sym(s) if &*s.name == "jitted::hot" && s.origin == Origin::PerfMap),
+        "{:?}",
+        with[0]
+    );
+
+    // map_files = false: files are opened by path, so a deleted binary is
+    // gone, while map_files still reaches it.
+    let mut by_path = Process::new(pid);
+    by_path.map_files = false;
+    let present = Symbolizer::default()
+        .symbolize(&Source::Process(by_path.clone()), &[main])
+        .unwrap();
+    assert!(matches!(&present[0], Symbolized::Sym(s) if s.origin == Origin::File));
+    std::fs::remove_file(&bin).unwrap();
+    let deleted_by_path = Symbolizer::default()
+        .symbolize(&Source::Process(by_path), &[main])
+        .unwrap();
+    assert!(
+        matches!(&deleted_by_path[0], Symbolized::Unknown(u)
+            if u.reason == Reason::FileGone && u.origin == Some(Origin::File)),
+        "{:?}",
+        deleted_by_path[0]
+    );
+    if is_root() {
+        let deleted_by_map_files = Symbolizer::default()
+            .symbolize(&Source::process(pid), &[main])
+            .unwrap();
+        assert!(
+            matches!(&deleted_by_map_files[0], Symbolized::Sym(s) if s.origin == Origin::File),
+            "{:?}",
+            deleted_by_map_files[0]
+        );
+    } else {
+        println!("skipped the map_files half: opening /proc/PID/map_files needs CAP_SYS_ADMIN");
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
 }

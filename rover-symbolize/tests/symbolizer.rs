@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
-use rover_symbolize::{Level, Reason, Source, Symbolized, Symbolizer};
+use rover_symbolize::{Level, Origin, Reason, Source, Symbolized, Symbolizer};
 
 fn nm_sizes(bin: &Path) -> Vec<(u64, u64, String)> {
     run(Command::new("nm").args(["-S", "--defined-only"]).arg(bin))
@@ -57,7 +57,7 @@ fn symbolizer_is_send_sync_and_shared_across_threads() {
         &["-O2", "-g"],
     );
     let addrs = function_addrs(&bin);
-    let source = Source::Elf(bin.clone());
+    let source = Source::elf(bin.clone());
     let expected: std::collections::HashMap<u64, Symbolized> = addrs
         .iter()
         .copied()
@@ -92,12 +92,12 @@ fn levels_of_detail() {
         .into_iter()
         .find(|&a| {
             let r = &Symbolizer::default()
-                .symbolize(&Source::Elf(bin.clone()), &[a])
+                .symbolize(&Source::elf(bin.clone()), &[a])
                 .unwrap()[0];
             matches!(r, Symbolized::Sym(s) if !s.inlined.is_empty() && &*s.name == "nearest")
         })
         .expect("an address of nearest() in inlined code");
-    let source = Source::Elf(bin.clone());
+    let source = Source::elf(bin.clone());
     let at = |level| {
         Symbolizer::builder()
             .level(level)
@@ -136,7 +136,7 @@ fn demangling_is_optional() {
     let dir = tempdir();
     let bin = build(dir.path(), "g++", "cpp", CPP_SOURCE, "dem", &["-O2", "-g"]);
     let addr = addr_of(&bin, "_Z7computei");
-    let source = Source::Elf(bin.clone());
+    let source = Source::elf(bin.clone());
     for level in [Level::SymbolTable, Level::Inlined] {
         let on = Symbolizer::builder()
             .level(level)
@@ -177,7 +177,7 @@ fn symbol_sizes_are_honoured_and_zero_sizes_handled() {
         .expect("a function followed by padding");
     let symbolizer = Symbolizer::builder().level(Level::SymbolTable).build();
     let results = symbolizer
-        .symbolize(&Source::Elf(bin.clone()), &[start + size - 1, start + size])
+        .symbolize(&Source::elf(bin.clone()), &[start + size - 1, start + size])
         .unwrap();
     assert_eq!(*sym(&results[0]).name, *name);
     match &results[1] {
@@ -191,7 +191,7 @@ fn symbol_sizes_are_honoured_and_zero_sizes_handled() {
         .map(|l| u64::from_str_radix(l.split_whitespace().next().unwrap(), 16).unwrap())
         .expect("_init");
     let results = symbolizer
-        .symbolize(&Source::Elf(bin.clone()), &[init + 4])
+        .symbolize(&Source::elf(bin.clone()), &[init + 4])
         .unwrap();
     assert_eq!(&*sym(&results[0]).name, "_init");
 }
@@ -216,7 +216,7 @@ fn local_symbols_carry_their_source_file_without_dwarf() {
     let results = Symbolizer::builder()
         .level(Level::SymbolTable)
         .build()
-        .symbolize(&Source::Elf(bin.clone()), &[twice, thrice, twice + 1])
+        .symbolize(&Source::elf(bin.clone()), &[twice, thrice, twice + 1])
         .unwrap();
     // The `STT_FILE` symbol before a local one names its source file; a
     // global symbol has none.
@@ -265,7 +265,7 @@ fn build_id_hex(bin: &Path) -> String {
 fn resolves_main_with_lines(symbolizer: &Symbolizer, stripped: &Path, full: &Path) -> bool {
     let r = symbolizer
         .symbolize(
-            &Source::Elf(stripped.to_path_buf()),
+            &Source::elf(stripped.to_path_buf()),
             &[addr_of(full, "main")],
         )
         .unwrap();
@@ -290,15 +290,9 @@ fn debug_file_by_build_id_in_a_configured_directory() {
     std::fs::copy(&debug, &target).unwrap();
     let symbolizer = Symbolizer::builder().debug_dirs(vec![root]).build();
     assert!(resolves_main_with_lines(&symbolizer, &stripped, &full));
-    let module = symbolizer.module(&stripped).unwrap();
+    let module = symbolizer.module_info(&stripped).unwrap();
     assert_eq!(module.debug_file, Some(target));
-    let hex: String = module
-        .build_id
-        .unwrap()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(hex, id);
+    assert_eq!(module.build_id.unwrap().to_string(), id);
 }
 
 #[test]
@@ -356,7 +350,10 @@ fn debug_link_in_dot_debug_and_under_debug_dir_with_crc_checked() {
         &full
     ));
     assert_eq!(
-        Symbolizer::default().module(&stripped).unwrap().debug_file,
+        Symbolizer::default()
+            .module_info(&stripped)
+            .unwrap()
+            .debug_file,
         None
     );
 }
@@ -379,7 +376,7 @@ fn cache_is_bounded_and_evictable() {
     let symbolizer = Symbolizer::builder().max_open_files(2).build();
     for bin in &bins {
         symbolizer
-            .symbolize(&Source::Elf(bin.clone()), &[addr_of(bin, "main")])
+            .symbolize(&Source::elf(bin.clone()), &[addr_of(bin, "main")])
             .unwrap();
         assert!(symbolizer.cached_modules() <= 2);
     }
@@ -390,13 +387,13 @@ fn cache_is_bounded_and_evictable() {
     assert_eq!(symbolizer.cached_modules(), 0);
     // Evicted modules load again on demand.
     let r = symbolizer
-        .symbolize(&Source::Elf(bins[0].clone()), &[addr_of(&bins[0], "main")])
+        .symbolize(&Source::elf(bins[0].clone()), &[addr_of(&bins[0], "main")])
         .unwrap();
     assert_eq!(&*sym(&r[0]).name, "main");
 
     let tiny = Symbolizer::builder().max_cache_bytes(1).build();
     for bin in &bins {
-        tiny.symbolize(&Source::Elf(bin.clone()), &[addr_of(bin, "main")])
+        tiny.symbolize(&Source::elf(bin.clone()), &[addr_of(bin, "main")])
             .unwrap();
         assert_eq!(
             tiny.cached_modules(),
@@ -417,7 +414,7 @@ fn same_file_through_two_paths_is_loaded_once() {
     let symbolizer = Symbolizer::default();
     for path in [&bin, &link, &copy] {
         symbolizer
-            .symbolize(&Source::Elf(path.clone()), &[addr_of(&bin, "main")])
+            .symbolize(&Source::elf(path.clone()), &[addr_of(&bin, "main")])
             .unwrap();
     }
     assert_eq!(
@@ -439,7 +436,7 @@ fn kernel_symbols() {
         })
         .expect("schedule in kallsyms");
     let results = Symbolizer::default()
-        .symbolize(&Source::Kernel, &[schedule + 1, 0x10])
+        .symbolize(&Source::kernel(), &[schedule + 1, 0x10])
         .unwrap();
     if schedule == 0 {
         println!("kallsyms addresses are hidden (kptr_restrict): checking the reason");
@@ -450,9 +447,47 @@ fn kernel_symbols() {
     }
     let s = sym(&results[0]);
     assert_eq!(&*s.name, "schedule");
-    assert_eq!(&*s.module, rover_symbolize::KERNEL_MODULE);
+    assert_eq!(s.module.name(), rover_symbolize::KERNEL_MODULE);
+    assert_eq!(s.origin, Origin::Kernel);
+    assert_eq!(
+        (s.address, s.vaddr, s.file_offset),
+        (schedule + 1, None, None)
+    );
     assert_eq!(s.sym_addr, schedule);
-    assert!(matches!(&results[1], Symbolized::Unknown(u) if u.reason == Reason::NoSymbols));
+    assert!(
+        matches!(&results[1], Symbolized::Unknown(u) if u.reason == Reason::NoSymbols && u.origin == Some(Origin::Kernel))
+    );
+}
+
+#[test]
+fn kernel_module_symbols_have_the_module_origin() {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    // A text symbol of a loaded module (BPF programs count, as `[bpf]`),
+    // alone at its address so no other symbol can stand for it.
+    let mut at_address: std::collections::HashMap<&str, usize> = Default::default();
+    for l in kallsyms.lines() {
+        *at_address
+            .entry(l.split(' ').next().unwrap_or(""))
+            .or_default() += 1;
+    }
+    let Some((addr, module)) = kallsyms.lines().find_map(|l| {
+        let (symbol, module) = l.split_once('\t')?;
+        let f: Vec<&str> = symbol.split_whitespace().collect();
+        let addr = u64::from_str_radix(f.first()?, 16).ok()?;
+        let alone = at_address.get(f[0]) == Some(&1);
+        (f.len() == 3 && matches!(f[1], "T" | "t") && addr != 0 && alone)
+            .then(|| (addr, module.trim()))
+    }) else {
+        println!("skipped: no kernel module text symbols visible in /proc/kallsyms");
+        return;
+    };
+    let results = Symbolizer::default()
+        .symbolize(&Source::kernel(), &[addr])
+        .unwrap();
+    let s = sym(&results[0]);
+    assert_eq!(s.origin, Origin::KernelModule, "{s:?}");
+    assert_eq!(s.module.name(), module);
+    assert_eq!(s.sym_addr, addr);
 }
 
 #[test]
@@ -498,7 +533,7 @@ fn symbol_version_suffixes_are_dropped() {
     let symbolizer = Symbolizer::builder().level(Level::SymbolTable).build();
     let results = symbolizer
         .symbolize(
-            &Source::Elf(lib.clone()),
+            &Source::elf(lib.clone()),
             &[addr(" foo@VER_1"), addr(" foo@@VER_2")],
         )
         .unwrap();
@@ -543,7 +578,7 @@ fn names_level_agrees_with_the_outer_function_of_full_lookups() {
     ];
     for bin in &fixtures {
         let addrs = function_addrs(bin);
-        let source = Source::Elf(bin.clone());
+        let source = Source::elf(bin.clone());
         let names = Symbolizer::builder()
             .level(Level::Names)
             .build()

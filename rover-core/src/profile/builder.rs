@@ -12,13 +12,15 @@ use super::value::ProfileKind;
 /// them. A built profile is read-only, like a session's.
 ///
 /// ```
-/// use rover_core::profile::{JitFrames, Metric, ProfileBuilder, Sample, SampleValue};
-/// use rover_symbolize::{Symbolized, Sym};
+/// use rover_core::profile::{Metric, ProfileBuilder, Sample, SampleValue};
+/// use rover_symbolize::{Module, Origin, Symbolized, Sym};
 /// use std::sync::Arc;
 ///
+/// let app = Module::new("/usr/bin/app", None);
 /// let sym = |name: &str| Symbolized::Sym(Sym {
-///     name: Arc::from(name), module: Arc::from("/usr/bin/app"),
-///     module_offset: 0x1000, sym_addr: 0x1000, location: None, inlined: vec![],
+///     name: Arc::from(name), module: app.clone(), origin: Origin::File,
+///     address: 0x5555_5555_5000, file_offset: Some(0x1000), vaddr: Some(0x1000),
+///     sym_addr: 0x5555_5555_5000, location: None, inlined: vec![],
 /// });
 /// let user = [sym("spin"), sym("main")];
 /// let mut builder = ProfileBuilder::new();
@@ -27,7 +29,7 @@ use super::value::ProfileKind;
 ///     .time_range(1_700_000_000_000_000_000, 1_700_000_001_000_000_000)
 ///     .add_sample(&Sample {
 ///         pid: 42, tid: 42, process_name: "app", comm: "app",
-///         kernel: &[], user: &user, jit: JitFrames::None,
+///         kernel: &[], user: &user,
 ///         value: SampleValue::OnCpu { samples: 3 },
 ///     });
 /// let profile = builder.build();

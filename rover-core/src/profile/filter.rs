@@ -127,9 +127,9 @@ impl Profile {
 mod tests {
     use std::sync::Arc;
 
-    use rover_symbolize::{Sym, Symbolized};
+    use rover_symbolize::{Module, Origin, Sym, Symbolized};
 
-    use crate::profile::{JitFrames, Profile, Sample, SampleValue};
+    use crate::profile::{Profile, Sample, SampleValue};
 
     fn add(p: &mut Profile, pid: u32, comm: &str, names: &[&str]) {
         let user: Vec<Symbolized> = names
@@ -137,8 +137,11 @@ mod tests {
             .map(|n| {
                 Symbolized::Sym(Sym {
                     name: Arc::from(*n),
-                    module: Arc::from("/usr/bin/app"),
-                    module_offset: 0x1000,
+                    module: Module::new("/usr/bin/app", None),
+                    origin: Origin::File,
+                    address: 0x1000,
+                    file_offset: Some(0x1000),
+                    vaddr: Some(0x1000),
                     sym_addr: 0x1000,
                     location: None,
                     inlined: vec![],
@@ -152,7 +155,6 @@ mod tests {
             comm,
             kernel: &[],
             user: &user,
-            jit: JitFrames::None,
             value: SampleValue::OnCpu { samples: 1 },
         });
     }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use rover_symbolize::{Location, Symbolized};
+use rover_symbolize::{Location, Module, Origin, Symbolized};
 
 use super::intern::{Interner, StringTable};
 
@@ -21,25 +21,14 @@ pub enum FrameKind {
     Unknown,
 }
 
-/// Which side of the stack a symbolized address came from. The caller says
-/// so explicitly: kernel and user addresses are resolved differently, and a
-/// JIT frame is one the caller resolved through a perf map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FrameOrigin {
-    /// From the kernel stack.
-    Kernel,
-    /// From the user stack, native code.
-    User,
-    /// From the user stack, JIT code resolved through a perf map.
-    Jit,
-}
-
-impl FrameOrigin {
-    fn kind(self) -> FrameKind {
-        match self {
-            FrameOrigin::Kernel => FrameKind::Kernel,
-            FrameOrigin::User => FrameKind::Native,
-            FrameOrigin::Jit => FrameKind::Jit,
+impl FrameKind {
+    /// The kind of a resolved frame, from where the symbolizer found its
+    /// code.
+    fn of(origin: Origin) -> FrameKind {
+        match origin {
+            Origin::Kernel | Origin::KernelModule => FrameKind::Kernel,
+            Origin::PerfMap => FrameKind::Jit,
+            _ => FrameKind::Native,
         }
     }
 }
@@ -113,43 +102,73 @@ pub(crate) fn frame_view<'a>(strings: &'a StringTable, r: &FrameRecord) -> Frame
     }
 }
 
+/// Where a profile's frames are interned: its strings, its frames and the
+/// build ids of the modules they name.
+pub(crate) struct FrameTables<'a> {
+    pub(crate) strings: &'a mut StringTable,
+    pub(crate) frames: &'a mut Interner<FrameRecord>,
+    /// `(module, build id)` string ids.
+    pub(crate) build_ids: &'a mut Vec<(u32, u32)>,
+}
+
+impl FrameTables<'_> {
+    fn intern(
+        &mut self,
+        record: FrameRecord,
+        module: Option<&Module>,
+        origin: Option<Origin>,
+    ) -> FrameId {
+        let (id, new) = self.frames.intern_with_flag(record);
+        // A module first seen in a new frame: note its build id once, for
+        // the exports that carry it (files only, as the pprof mappings are).
+        if new
+            && origin == Some(Origin::File)
+            && let Some(build_id) = module.and_then(Module::build_id)
+            && !self.build_ids.iter().any(|&(m, _)| m == record.module)
+        {
+            let hex = self.strings.intern(&build_id.to_string());
+            self.build_ids.push((record.module, hex));
+        }
+        FrameId(id)
+    }
+}
+
 /// Interns the frames of one symbolized address and appends their ids to
 /// `out`, leaf first: an address inside inlined code gives the inlined
-/// functions innermost first (marked inlined), then the real function.
+/// functions innermost first (marked inlined), then the real function. The
+/// frame's kind is read from the result's origin.
 pub(crate) fn push_symbolized(
-    strings: &mut StringTable,
-    frames: &mut Interner<FrameRecord>,
+    tables: &mut FrameTables<'_>,
     out: &mut Vec<FrameId>,
     sym: &Symbolized,
-    origin: FrameOrigin,
 ) {
     match sym {
         Symbolized::Sym(s) => {
-            let module = strings.intern(&s.module);
-            let kind = origin.kind();
+            let module = tables.strings.intern(s.module.name());
+            let kind = FrameKind::of(s.origin);
             let mut push =
-                |strings: &mut StringTable, name: &str, loc: Option<&Location>, inlined| {
+                |tables: &mut FrameTables<'_>, name: &str, loc: Option<&Location>, inlined| {
                     let (file, line) = match loc {
-                        Some(l) => (strings.intern(&l.file), l.line.unwrap_or(0)),
+                        Some(l) => (tables.strings.intern(&l.file), l.line.unwrap_or(0)),
                         None => (0, 0),
                     };
                     let record = FrameRecord {
                         kind,
                         inlined,
                         has_offset: false,
-                        name: strings.intern(name),
+                        name: tables.strings.intern(name),
                         module,
                         file,
                         line,
                         reason: 0,
                         offset: 0,
                     };
-                    out.push(FrameId(frames.intern(record)));
+                    out.push(tables.intern(record, Some(&s.module), Some(s.origin)));
                 };
             for inl in &s.inlined {
-                push(strings, &inl.name, inl.location.as_ref(), true);
+                push(tables, &inl.name, inl.location.as_ref(), true);
             }
-            push(strings, &s.name, s.location.as_ref(), false);
+            push(tables, &s.name, s.location.as_ref(), false);
         }
         Symbolized::Unknown(u) => {
             let record = FrameRecord {
@@ -157,17 +176,20 @@ pub(crate) fn push_symbolized(
                 inlined: false,
                 has_offset: u.module.is_some(),
                 name: 0,
-                module: u.module.as_deref().map_or(0, |m| strings.intern(m)),
+                module: u
+                    .module
+                    .as_ref()
+                    .map_or(0, |m| tables.strings.intern(m.name())),
                 file: 0,
                 line: 0,
-                reason: strings.intern(&u.reason.to_string()),
+                reason: tables.strings.intern(&u.reason.to_string()),
                 offset: if u.module.is_some() {
-                    u.module_offset
+                    u.display_offset()
                 } else {
                     0
                 },
             };
-            out.push(FrameId(frames.intern(record)));
+            out.push(tables.intern(record, u.module.as_ref(), u.origin));
         }
     }
 }

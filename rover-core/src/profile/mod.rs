@@ -22,9 +22,8 @@ mod value;
 
 pub use builder::ProfileBuilder;
 pub use diff::{FunctionDelta, ProfileDiff, StackDelta};
-pub(crate) use frame::FrameOrigin;
 pub use frame::{Frame, FrameId, FrameKind};
-pub use model::{Entry, JitFrames, Profile, Sample, StackId, Thread, ThreadId};
+pub use model::{Entry, Profile, Sample, StackId, Thread, ThreadId};
 pub(crate) use printed::{PrintedStacks, sanitize_into};
 pub use summary::ProcessSummary;
 pub use top::{FunctionStat, TopOrder};

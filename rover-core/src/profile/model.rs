@@ -3,7 +3,7 @@
 
 use rover_symbolize::Symbolized;
 
-use super::frame::{Frame, FrameId, FrameOrigin, FrameRecord, frame_view, push_symbolized};
+use super::frame::{Frame, FrameId, FrameRecord, FrameTables, frame_view, push_symbolized};
 use super::intern::{Interner, SliceInterner, StringTable};
 use super::value::{Metric, OffCpuValue, ProfileKind, SampleValue, Value, add_states};
 
@@ -47,19 +47,6 @@ pub struct Entry {
     pub value: Value,
 }
 
-/// Which user frames of a [`Sample`] are JIT code.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum JitFrames<'a> {
-    /// All user frames are native code.
-    #[default]
-    None,
-    /// User frames whose module is exactly this path (the process's perf map
-    /// as the symbolizer names it) are JIT code.
-    Module(&'a str),
-    /// One flag per user frame; missing flags mean native.
-    PerFrame(&'a [bool]),
-}
-
 /// One observation for [`ProfileBuilder::add_sample`](super::ProfileBuilder::add_sample):
 /// who, where, and how much.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +61,9 @@ pub struct Sample<'a> {
     pub comm: &'a str,
     /// Kernel frames, leaf first.
     pub kernel: &'a [Symbolized],
-    /// User frames, leaf first.
+    /// User frames, leaf first. Each frame's kind (native, JIT, kernel)
+    /// is its result's [`Origin`](rover_symbolize::Origin).
     pub user: &'a [Symbolized],
-    /// Which user frames are JIT code.
-    pub jit: JitFrames<'a>,
     /// What was observed.
     pub value: SampleValue,
 }
@@ -269,27 +255,28 @@ impl Profile {
 
     /// Interns the frames of `symbolized` (leaf first) and appends their ids
     /// to `out`; each address may give several frames (inlined functions).
+    /// Each frame's kind comes from its result's origin, and the build id of
+    /// each file module it names is recorded (see [`Profile::build_id`]).
     /// The session layer uses this with [`Profile::intern_stack`] to intern a
     /// kernel stack id once per window, however many threads share it.
-    pub(crate) fn push_frames(
-        &mut self,
-        out: &mut Vec<FrameId>,
-        symbolized: &[Symbolized],
-        origin: FrameOrigin,
-    ) {
+    pub(crate) fn push_frames(&mut self, out: &mut Vec<FrameId>, symbolized: &[Symbolized]) {
+        let mut tables = self.frame_tables();
         for sym in symbolized {
-            push_symbolized(&mut self.strings, &mut self.frames, out, sym, origin);
+            push_symbolized(&mut tables, out, sym);
         }
     }
 
     /// Interns one frame from a symbolized address (see [`Profile::push_frames`]).
-    pub(crate) fn push_frame(
-        &mut self,
-        out: &mut Vec<FrameId>,
-        symbolized: &Symbolized,
-        origin: FrameOrigin,
-    ) {
-        push_symbolized(&mut self.strings, &mut self.frames, out, symbolized, origin);
+    pub(crate) fn push_frame(&mut self, out: &mut Vec<FrameId>, symbolized: &Symbolized) {
+        push_symbolized(&mut self.frame_tables(), out, symbolized);
+    }
+
+    fn frame_tables(&mut self) -> FrameTables<'_> {
+        FrameTables {
+            strings: &mut self.strings,
+            frames: &mut self.frames,
+            build_ids: &mut self.build_ids,
+        }
     }
 
     /// Interns a stack of frame ids (leaf first) and returns its id.
@@ -370,22 +357,8 @@ impl Profile {
         let thread = self.intern_thread(sample.pid, sample.tid, sample.process_name, sample.comm);
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
-        self.push_frames(&mut frames, sample.kernel, FrameOrigin::Kernel);
-        for (i, sym) in sample.user.iter().enumerate() {
-            let jit = match sample.jit {
-                JitFrames::None => false,
-                JitFrames::Module(path) => {
-                    matches!(sym, Symbolized::Sym(s) if &*s.module == path)
-                }
-                JitFrames::PerFrame(flags) => flags.get(i).copied().unwrap_or(false),
-            };
-            let origin = if jit {
-                FrameOrigin::Jit
-            } else {
-                FrameOrigin::User
-            };
-            self.push_frame(&mut frames, sym, origin);
-        }
+        self.push_frames(&mut frames, sample.kernel);
+        self.push_frames(&mut frames, sample.user);
         let stack = self.intern_stack(&frames);
         self.scratch = frames;
         self.add(thread, stack, sample.value);
@@ -528,19 +501,22 @@ impl Profile {
 mod tests {
     use std::sync::Arc;
 
-    use rover_symbolize::{Sym, Symbolized};
+    use rover_symbolize::{Module, Origin, Sym, Symbolized};
 
     use super::*;
     use crate::profile::OffCpuState;
 
-    fn syms(module: &str, names: &[&str]) -> Vec<Symbolized> {
+    fn syms(module: &str, origin: Origin, names: &[&str]) -> Vec<Symbolized> {
         names
             .iter()
             .map(|n| {
                 Symbolized::Sym(Sym {
                     name: Arc::from(*n),
-                    module: Arc::from(module),
-                    module_offset: 0x1000,
+                    module: Module::new(module, None),
+                    origin,
+                    address: 0x1000,
+                    file_offset: None,
+                    vaddr: None,
                     sym_addr: 0x1000,
                     location: None,
                     inlined: vec![],
@@ -555,10 +531,10 @@ mod tests {
     fn low_level_api_interns_a_stack_once_for_many_threads() {
         let mut p = Profile::new();
         let mut frames = Vec::new();
-        let kernel = syms("[kernel.kallsyms]", &["schedule"]);
-        p.push_frames(&mut frames, &kernel, FrameOrigin::Kernel);
-        let user = syms("/usr/bin/app", &["read", "main"]);
-        p.push_frames(&mut frames, &user, FrameOrigin::User);
+        let kernel = syms("[kernel.kallsyms]", Origin::Kernel, &["schedule"]);
+        p.push_frames(&mut frames, &kernel);
+        let user = syms("/usr/bin/app", Origin::File, &["read", "main"]);
+        p.push_frames(&mut frames, &user);
         let stack = p.intern_stack(&frames);
         for tid in 0..8 {
             let t = p.intern_thread(10, 100 + tid, "app", "io");

@@ -2,7 +2,6 @@
 //! symbolized [`Profile`]: each distinct stack symbolized once per window,
 //! kernel stacks through kallsyms and user stacks per process.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use rover_symbolize::{Reason, Source, Symbolized, Symbolizer, Unknown};
 
 use super::program::RawWindow;
 use crate::loader::{StackLoss, StackSlot};
-use crate::profile::{FrameId, FrameOrigin, Profile, ProfileKind, SampleValue, StackId};
+use crate::profile::{FrameId, Profile, ProfileKind, SampleValue, StackId};
 use crate::stats::{SymbolizationStats, WindowStats};
 
 /// Builds window profiles; lives on the drain thread for the whole session
@@ -20,10 +19,6 @@ pub(crate) struct Assembler {
     kind: ProfileKind,
     frequency_hz: Option<u64>,
     process_names: HashMap<u32, Arc<str>>,
-    /// GNU build id (hex) of each file module seen, `None` for a module
-    /// without one or that could not be described: asked of the symbolizer
-    /// once per module for the session, not once per window.
-    build_ids: RefCell<HashMap<Arc<str>, Option<Arc<str>>>>,
 }
 
 /// The frames of one window's stacks, symbolized once each.
@@ -43,7 +38,6 @@ impl Assembler {
             kind,
             frequency_hz,
             process_names: HashMap::new(),
-            build_ids: RefCell::default(),
         }
     }
 
@@ -157,14 +151,9 @@ impl Assembler {
         let mut frames = WindowFrames::default();
         kernel.sort_unstable();
         kernel.dedup();
-        for (index, ids) in self.symbolize_group(
-            &Source::Kernel,
-            &kernel,
-            &raw.stacks,
-            FrameOrigin::Kernel,
-            profile,
-            stats,
-        ) {
+        for (index, ids) in
+            self.symbolize_group(&Source::kernel(), &kernel, &raw.stacks, profile, stats)
+        {
             frames.kernel.insert(index, ids);
         }
         let mut pids: Vec<_> = user.into_iter().collect();
@@ -172,14 +161,9 @@ impl Assembler {
         for (pid, mut indices) in pids {
             indices.sort_unstable();
             indices.dedup();
-            for (index, ids) in self.symbolize_group(
-                &Source::Process(pid),
-                &indices,
-                &raw.stacks,
-                FrameOrigin::User,
-                profile,
-                stats,
-            ) {
+            for (index, ids) in
+                self.symbolize_group(&Source::process(pid), &indices, &raw.stacks, profile, stats)
+            {
                 frames.user.insert((pid, index), ids);
             }
         }
@@ -194,7 +178,6 @@ impl Assembler {
         source: &Source,
         indices: &[usize],
         stacks: &[Vec<u64>],
-        origin: FrameOrigin,
         profile: &mut Profile,
         stats: &mut SymbolizationStats,
     ) -> Vec<(usize, Vec<FrameId>)> {
@@ -221,19 +204,21 @@ impl Assembler {
                     .push((source_name(source), error.to_string()));
                 addrs
                     .iter()
-                    .map(|addr| {
+                    .map(|&address| {
                         Symbolized::Unknown(Unknown {
                             module: None,
-                            module_offset: *addr,
+                            origin: None,
+                            address,
+                            file_offset: None,
+                            vaddr: None,
                             reason: Reason::Unmapped,
                         })
                     })
                     .collect()
             }
         };
-        if let Source::Process(pid) = source {
-            self.record_build_ids(*pid, &symbolized, profile);
-        }
+        // Rover's own probe frames are at the leaf of kernel stacks only.
+        let kernel = matches!(source, Source::Kernel(_));
         let mut out = Vec::with_capacity(indices.len());
         let mut results = symbolized.iter();
         for &index in indices {
@@ -241,71 +226,18 @@ impl Assembler {
             let mut ids = Vec::with_capacity(depth);
             let mut leaf = true;
             for symbolized in results.by_ref().take(depth) {
-                if leaf && origin == FrameOrigin::Kernel && is_probe_frame(symbolized) {
+                if leaf && kernel && is_probe_frame(symbolized) {
                     continue;
                 }
                 leaf = false;
                 if let Symbolized::Unknown(unknown) = symbolized {
                     stats.count_miss(&unknown.reason);
                 }
-                let origin = match symbolized {
-                    Symbolized::Sym(sym)
-                        if origin == FrameOrigin::User && is_perf_map(&sym.module) =>
-                    {
-                        FrameOrigin::Jit
-                    }
-                    _ => origin,
-                };
-                profile.push_frame(&mut ids, symbolized, origin);
+                profile.push_frame(&mut ids, symbolized);
             }
             out.push((index, ids));
         }
         out
-    }
-}
-
-impl Assembler {
-    /// Records in `profile` the GNU build id of each file module of process
-    /// `pid` that `symbolized` names, for the pprof mappings. Modules not
-    /// seen before in the session are described by the symbolizer (which
-    /// has their files open already; a process gone since keeps its cached
-    /// maps), once.
-    fn record_build_ids(&self, pid: u32, symbolized: &[Symbolized], profile: &mut Profile) {
-        let mut known = self.build_ids.borrow_mut();
-        let mut new: Vec<&Arc<str>> = Vec::new();
-        for module in symbolized.iter().filter_map(|s| match s {
-            Symbolized::Sym(sym) => Some(&sym.module),
-            Symbolized::Unknown(unknown) => unknown.module.as_ref(),
-        }) {
-            if !module.starts_with('/') || profile.build_id(module).is_some() {
-                continue;
-            }
-            match known.get(module) {
-                Some(Some(build_id)) => profile.set_build_id(module, build_id),
-                Some(None) => {}
-                None => new.push(module),
-            }
-        }
-        if new.is_empty() {
-            return;
-        }
-        let described = self.symbolizer.process_modules(pid).unwrap_or_default();
-        for module in new {
-            if known.contains_key(module) {
-                continue;
-            }
-            let build_id = described
-                .iter()
-                .find(|m| m.path.to_string_lossy() == **module)
-                .and_then(|m| m.build_id.as_ref())
-                .map(|id| {
-                    Arc::<str>::from(id.iter().map(|b| format!("{b:02x}")).collect::<String>())
-                });
-            if let Some(build_id) = &build_id {
-                profile.set_build_id(module, build_id);
-            }
-            known.insert(Arc::clone(module), build_id);
-        }
     }
 }
 
@@ -325,19 +257,12 @@ fn count_loss(losses: &mut Vec<(StackLoss, u64)>, loss: StackLoss, weight: u64) 
 
 fn source_name(source: &Source) -> String {
     match source {
-        Source::Process(pid) => format!("process {pid}"),
-        Source::Kernel => "kernel".to_owned(),
-        Source::Elf(path) => path.display().to_string(),
+        Source::Process(process) => format!("process {}", process.pid),
+        Source::Kernel(_) => "kernel".to_owned(),
+        Source::Elf(elf) => elf.path.display().to_string(),
+        // Sources this crate does not use.
+        _ => format!("{source:?}"),
     }
-}
-
-/// The symbolizer names the perf map (`/tmp/perf-PID.map`) as the module of
-/// a JIT symbol; that is how JIT frames are told from native ones.
-fn is_perf_map(module: &str) -> bool {
-    module
-        .rsplit('/')
-        .next()
-        .is_some_and(|file| file.starts_with("perf-") && file.ends_with(".map"))
 }
 
 /// The frames of rover's own probe at the leaf of a kernel stack taken from
@@ -490,29 +415,90 @@ mod tests {
     }
 
     #[test]
-    fn probe_frames_and_perf_maps_are_recognised() {
-        let sym = |name: &str, module: &str| {
+    fn probe_frames_are_recognised() {
+        let kernel = rover_symbolize::Module::new("[kernel.kallsyms]", None);
+        let sym = |name: &str| {
             Symbolized::Sym(rover_symbolize::Sym {
                 name: Arc::from(name),
-                module: Arc::from(module),
-                module_offset: 0,
+                module: kernel.clone(),
+                origin: rover_symbolize::Origin::Kernel,
+                address: 0,
+                file_offset: None,
+                vaddr: None,
                 sym_addr: 0,
                 location: None,
                 inlined: Vec::new(),
             })
         };
         assert!(is_probe_frame(&sym(
-            "bpf_prog_f0d5c25973793402_rover_offcpu_btf",
-            "[kernel.kallsyms]"
+            "bpf_prog_f0d5c25973793402_rover_offcpu_btf"
         )));
-        assert!(is_probe_frame(&sym("bpf_trace_run4", "[kernel.kallsyms]")));
-        assert!(is_probe_frame(&sym(
-            "__traceiter_sched_switch",
-            "[kernel.kallsyms]"
-        )));
-        assert!(!is_probe_frame(&sym("__schedule", "[kernel.kallsyms]")));
-        assert!(is_perf_map("/tmp/perf-1234.map"));
-        assert!(is_perf_map("/proc/99/root/tmp/perf-7.map"));
-        assert!(!is_perf_map("/usr/lib/libperf-x.so"));
+        assert!(is_probe_frame(&sym("bpf_trace_run4")));
+        assert!(is_probe_frame(&sym("__traceiter_sched_switch")));
+        assert!(!is_probe_frame(&sym("__schedule")));
+    }
+
+    #[test]
+    fn a_file_module_s_build_id_comes_with_its_frames() {
+        use object::Object;
+        let start = marker_function as *const () as u64;
+        let raw = window(
+            vec![vec![start + 1]],
+            vec![entry(StackSlot::Stack(0), StackSlot::Empty, 1)],
+        );
+        let mut assembler =
+            Assembler::new(Arc::new(Symbolizer::default()), ProfileKind::OnCpu, None);
+        let profile = assembler.assemble(&raw, 0, 0, &mut WindowStats::default());
+        let frame = profile
+            .frame(profile.stack(profile.entries().next().unwrap().stack)[0])
+            .unwrap();
+        assert_eq!(frame.kind, FrameKind::Native);
+        let module = frame.module.expect("the test binary's path");
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        let note = object::File::parse(&*exe).unwrap().build_id().unwrap();
+        let Some(note) = note else {
+            println!("skipped: the test binary has no build id note");
+            return;
+        };
+        let hex: String = note.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(profile.build_id(module), Some(hex.as_str()));
+        assert_eq!(profile.build_ids().count(), 1);
+    }
+
+    #[test]
+    fn a_frame_named_by_the_perf_map_is_jit() {
+        let pid = std::process::id();
+        // SAFETY: a fresh private anonymous mapping, unmapped below; nothing
+        // runs in it, it only has to be executable anonymous memory.
+        let code = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(code, libc::MAP_FAILED);
+        let addr = code as u64;
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        std::fs::write(&map, format!("{addr:x} 40 jitted::hot\n")).unwrap();
+        let raw = window(
+            vec![vec![addr + 4]],
+            vec![entry(StackSlot::Stack(0), StackSlot::Empty, 1)],
+        );
+        let mut assembler =
+            Assembler::new(Arc::new(Symbolizer::default()), ProfileKind::OnCpu, None);
+        let profile = assembler.assemble(&raw, 0, 0, &mut WindowStats::default());
+        std::fs::remove_file(&map).unwrap();
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(code, 4096) };
+        let frame = profile
+            .frame(profile.stack(profile.entries().next().unwrap().stack)[0])
+            .unwrap();
+        assert_eq!(frame.kind, FrameKind::Jit, "{frame:?}");
+        assert_eq!(frame.name, "jitted::hot");
+        assert_eq!(profile.build_ids().count(), 0, "a perf map has no build id");
     }
 }

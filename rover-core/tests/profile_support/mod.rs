@@ -4,19 +4,44 @@
 
 use std::sync::Arc;
 
-use rover_core::profile::{JitFrames, OffCpuState, ProfileBuilder, Sample, SampleValue};
-use rover_symbolize::{InlinedFrame, Location, Reason, Sym, Symbolized, Unknown};
+use rover_core::profile::{OffCpuState, ProfileBuilder, Sample, SampleValue};
+use rover_symbolize::{InlinedFrame, Location, Module, Origin, Reason, Sym, Symbolized, Unknown};
 
 pub const APP: &str = "/usr/bin/app";
 pub const KERNEL: &str = "[kernel.kallsyms]";
 pub const PERF_MAP: &str = "/tmp/perf-10.map";
 
+/// `name` in `module`: kernel code in [`KERNEL`], native code from a file
+/// anywhere else (see [`jit`] for a perf-map frame).
 pub fn sym(name: &str, module: &str) -> Symbolized {
+    let (origin, in_file) = if module == KERNEL {
+        (Origin::Kernel, None)
+    } else {
+        (Origin::File, Some(0x1000))
+    };
     Symbolized::Sym(Sym {
         name: Arc::from(name),
-        module: Arc::from(module),
-        module_offset: 0x1000,
+        module: Module::new(module, None),
+        origin,
+        address: 0x1000,
+        file_offset: in_file,
+        vaddr: in_file,
         sym_addr: 0x1000,
+        location: None,
+        inlined: vec![],
+    })
+}
+
+/// JIT code `name`, named by the perf map [`PERF_MAP`].
+pub fn jit(name: &str) -> Symbolized {
+    Symbolized::Sym(Sym {
+        name: Arc::from(name),
+        module: Module::new(PERF_MAP, None),
+        origin: Origin::PerfMap,
+        address: 0x7f00_0000_1000,
+        file_offset: None,
+        vaddr: None,
+        sym_addr: 0x7f00_0000_1000,
         location: None,
         inlined: vec![],
     })
@@ -59,10 +84,19 @@ pub fn sym_inlined(outer: &str, module: &str, inlined: &[&str]) -> Symbolized {
     Symbolized::Sym(s)
 }
 
+/// An address that did not resolve: in a file `module` that has no symbol
+/// for it (at file virtual address `offset`), or outside every mapping.
 pub fn unknown(module: Option<&str>, offset: u64) -> Symbolized {
     Symbolized::Unknown(Unknown {
-        module: module.map(Arc::from),
-        module_offset: offset,
+        module: module.map(|m| Module::new(m, None)),
+        origin: module.map(|_| Origin::File),
+        address: if module.is_some() {
+            0x5555_0000_0000 + offset
+        } else {
+            offset
+        },
+        file_offset: module.map(|_| offset),
+        vaddr: module.map(|_| offset),
         reason: if module.is_some() {
             Reason::NoSymbols
         } else {
@@ -95,7 +129,6 @@ pub fn on_cpu(
         comm,
         kernel: k,
         user: u,
-        jit: JitFrames::None,
         value: SampleValue::OnCpu { samples },
     });
 }
@@ -116,7 +149,6 @@ pub fn off_cpu(
         comm,
         kernel: k,
         user: u,
-        jit: JitFrames::None,
         value: SampleValue::OffCpu {
             state,
             switches,

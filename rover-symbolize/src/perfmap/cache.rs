@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::PerfMap;
 use crate::Error;
+use crate::elf::FileIdentity;
 use crate::maps::namespace_pid;
 
 /// Where the perf map of a process is, seen from this process:
@@ -21,29 +21,6 @@ pub fn perf_map_path(pid: u32) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(format!(
         "/proc/{pid}/root/tmp/perf-{ns_pid}.map"
     )))
-}
-
-/// What identifies one version of a file: a rewrite changes the size or the
-/// modification time, a replacement the inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    dev: u64,
-    inode: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl FileIdentity {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        FileIdentity {
-            dev: meta.dev(),
-            inode: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
 }
 
 /// How many bytes before the end of what was parsed are kept to recognise
@@ -78,7 +55,7 @@ impl Cached {
     /// parsed part changing (a JIT appends as it compiles); `None` when it
     /// was rewritten.
     fn appended(&self, file: &mut File, identity: FileIdentity) -> Option<Cached> {
-        let same_file = identity.dev == self.identity.dev && identity.inode == self.identity.inode;
+        let same_file = identity.dev == self.identity.dev && identity.ino == self.identity.ino;
         if !same_file || identity.size < self.parsed {
             return None;
         }

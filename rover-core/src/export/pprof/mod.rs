@@ -318,16 +318,19 @@ mod tests {
     use std::io::Read;
     use std::sync::Arc;
 
-    use rover_symbolize::{InlinedFrame, Sym, Symbolized};
+    use rover_symbolize::{InlinedFrame, Module, Origin, Sym, Symbolized};
 
     use super::*;
-    use crate::profile::{JitFrames, Sample, SampleValue};
+    use crate::profile::{Sample, SampleValue};
 
     fn sym(name: &str, inlined: &[&str]) -> Symbolized {
         Symbolized::Sym(Sym {
             name: Arc::from(name),
-            module: Arc::from("/bin/app"),
-            module_offset: 0x10,
+            module: Module::new("/bin/app", None),
+            origin: Origin::File,
+            address: 0x10,
+            file_offset: Some(0x10),
+            vaddr: Some(0x10),
             sym_addr: 0x10,
             location: None,
             inlined: inlined
@@ -362,7 +365,6 @@ mod tests {
             comm: "t",
             kernel: &[],
             user: &user,
-            jit: JitFrames::None,
             value: SampleValue::OnCpu { samples: 5 },
         });
         let m = decode(&p);
