@@ -178,8 +178,11 @@ fn cgroup_target_records_only_its_tasks() {
         return;
     };
     let root = std::path::Path::new("/sys/fs/cgroup");
-    if !root.join("cgroup.procs").exists() || !root.join("cgroup.controllers").exists() {
-        eprintln!("skipping cgroup_target_records_only_its_tasks: no cgroup v2 at /sys/fs/cgroup");
+    if !testkit::require(
+        "cgroup_target_records_only_its_tasks",
+        root.join("cgroup.procs").exists() && root.join("cgroup.controllers").exists(),
+        "no cgroup v2 at /sys/fs/cgroup",
+    ) {
         return;
     }
     let group = root.join(format!("rover-test-{}", std::process::id()));

@@ -37,7 +37,10 @@ fn a_cgroup_session_samples_only_its_tasks() {
         return;
     };
     let Some(mount) = cgroup2_mount() else {
-        eprintln!("skipping a_cgroup_session_samples_only_its_tasks: no cgroup v2 mount");
+        testkit::skip(
+            "a_cgroup_session_samples_only_its_tasks",
+            "no cgroup v2 mount",
+        );
         return;
     };
     let cgroup = Cgroup(mount.join(format!("rover-session-test-{}", std::process::id())));
