@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 use std::fmt::Display;
+use std::io::Write;
 use std::path::Path;
 
 /// Whether this run is CI: the variable `CI` is set to anything but empty,
@@ -63,7 +64,7 @@ fn ci_value(value: Option<&str>) -> bool {
 /// }
 /// ```
 pub fn skip(test: &str, why: impl Display) {
-    decide(in_ci(), test, false, why);
+    require(test, false, why);
 }
 
 /// Whether `test` may go on: `true` when `met`, else [`skip`] with `why`
@@ -76,7 +77,9 @@ pub fn skip(test: &str, why: impl Display) {
 /// }
 /// ```
 pub fn require(test: &str, met: bool, why: impl Display) -> bool {
-    decide(in_ci(), test, met, why)
+    // Straight to stderr, not through `eprintln!`, which libtest captures
+    // for passing tests: a skip should show in a plain `cargo test`.
+    decide(in_ci(), test, met, why, &mut std::io::stderr())
 }
 
 /// [`require`] that the test runs as root (effective uid 0).
@@ -172,8 +175,8 @@ pub fn current_test() -> String {
 }
 
 /// The decision, with CI given: pass on when `met`, else fail in CI or say
-/// what is skipped.
-fn decide(ci: bool, test: &str, met: bool, why: impl Display) -> bool {
+/// on `out` what is skipped.
+fn decide(ci: bool, test: &str, met: bool, why: impl Display, out: &mut dyn Write) -> bool {
     if met {
         return true;
     }
@@ -181,7 +184,7 @@ fn decide(ci: bool, test: &str, met: bool, why: impl Display) -> bool {
         !ci,
         "{test}: {why} (CI is set, so a test may not skip: install or enable it, or unset CI)"
     );
-    eprintln!("skipping {test}: {why}");
+    let _ = writeln!(out, "skipping {test}: {why}");
     false
 }
 
@@ -211,18 +214,31 @@ mod tests {
         expected = "a_test: bpftrace is not installed (Debian package bpftrace) (CI is set"
     )]
     fn in_ci_a_missing_requirement_fails_with_the_reason() {
-        decide(true, "a_test", false, not_installed("bpftrace"));
+        decide(
+            true,
+            "a_test",
+            false,
+            not_installed("bpftrace"),
+            &mut Vec::new(),
+        );
     }
 
     #[test]
-    fn outside_ci_a_missing_requirement_skips() {
-        assert!(!decide(false, "a_test", false, "needs root"));
+    fn outside_ci_a_missing_requirement_skips_with_one_line() {
+        let mut out = Vec::new();
+        assert!(!decide(false, "a_test", false, "needs root", &mut out));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "skipping a_test: needs root\n"
+        );
     }
 
     #[test]
-    fn a_met_requirement_passes_in_and_out_of_ci() {
-        assert!(decide(true, "a_test", true, "unused"));
-        assert!(decide(false, "a_test", true, "unused"));
+    fn a_met_requirement_passes_in_and_out_of_ci_silently() {
+        let mut out = Vec::new();
+        assert!(decide(true, "a_test", true, "unused", &mut out));
+        assert!(decide(false, "a_test", true, "unused", &mut out));
+        assert!(out.is_empty());
     }
 
     #[test]
