@@ -34,7 +34,7 @@
 
 use std::fmt::Display;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Whether this run is CI: the variable `CI` is set to anything but empty,
 /// `0` or `false` (CI services set `CI=true`; `.ci/run` sets `CI=1`).
@@ -154,6 +154,26 @@ pub fn has_tool(tool: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(tool))))
 }
 
+/// Where cgroup v2 is mounted: `/sys/fs/cgroup` on a unified hierarchy,
+/// `/sys/fs/cgroup/unified` on a hybrid one, as `/proc/self/mountinfo` says.
+///
+/// ```
+/// match testkit::cgroup2_mount() {
+///     Some(root) => println!("cgroup v2 at {}", root.display()),
+///     None => println!("no cgroup v2 here"),
+/// }
+/// ```
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        if after.split_whitespace().next() != Some("cgroup2") {
+            return None;
+        }
+        before.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
 /// The name of the running test: libtest runs each test on a thread named
 /// after it. For helpers shared by several tests that find a requirement
 /// missing deep inside (an external tool's `NotFound`).
@@ -263,6 +283,18 @@ mod tests {
             not_installed("rover-no-such-tool"),
             "rover-no-such-tool is not installed"
         );
+    }
+
+    #[test]
+    fn cgroup2_is_found_where_mountinfo_says() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        match cgroup2_mount() {
+            Some(root) => {
+                assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+                assert!(mountinfo.contains(&format!(" {} ", root.display())));
+            }
+            None => assert!(!mountinfo.contains(" - cgroup2 ")),
+        }
     }
 
     #[test]
