@@ -9,8 +9,8 @@
 //!    process at 99 Hz (and then with an off-CPU session on every process
 //!    as well), from `/proc/self/stat` utime + stime over the run.
 //!
-//! `cargo bench --bench drain` (ROVER_BENCH_SECS sets the length of each
-//! CPU-use run, default 20).
+//! `cargo bench -p rover-benches --bench drain` (ROVER_BENCH_SECS sets the
+//! length of each CPU-use run, default 20).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

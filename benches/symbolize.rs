@@ -3,7 +3,8 @@
 //! each level of detail, after checking that their answers agree.
 //!
 //! Time is the benchmark thread's CPU time, not wall time (see
-//! `common/cpu_time.rs`). Run with `cargo bench --bench symbolize` (or
+//! `common/cpu_time.rs`). Run with
+//! `cargo bench -p rover-benches --bench symbolize` (or
 //! `benches/symbolize.sh`); at the end it prints a table of the medians side
 //! by side.
 
@@ -148,11 +149,12 @@ fn symbolize(c: &mut Criterion<ThreadCpuTime>) -> Vec<Group> {
 }
 
 /// Where criterion writes its estimates: set explicitly so the summary can
-/// read them back.
+/// read them back, in the workspace's target directory (this package's
+/// manifest is in benches/).
 fn output_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
         .join("criterion")
 }
 

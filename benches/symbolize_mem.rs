@@ -2,8 +2,8 @@
 //! each measured in a fresh process of its own so that one implementation's
 //! memory or caches never count for another.
 //!
-//! Run with `cargo bench --bench symbolize_mem` (or `benches/symbolize.sh`).
-//! The parent draws the address set once, writes it to a file, and runs this
+//! Run with `cargo bench -p rover-benches --bench symbolize_mem` (or
+//! `benches/symbolize.sh`). The parent draws the address set once, writes it to a file, and runs this
 //! same executable as a child (`--child IMPL LEVEL ELF ADDRS first|batch`)
 //! once per measurement. A child reads the addresses, then times from nothing
 //! (no symbolizer) to either the first address's result (`first`) or the

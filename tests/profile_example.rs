@@ -13,13 +13,6 @@ fn example() -> PathBuf {
     path
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
 fn stderr_lines(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stderr)
         .lines()
@@ -29,8 +22,7 @@ fn stderr_lines(output: &Output) -> Vec<String> {
 
 #[test]
 fn demo_writes_flame_graphs_and_finds_the_demo_functions() {
-    if !is_root() {
-        eprintln!("skipping demo_writes_flame_graphs_and_finds_the_demo_functions: not root");
+    if !testkit::require_root("demo_writes_flame_graphs_and_finds_the_demo_functions") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -62,8 +54,7 @@ fn demo_writes_flame_graphs_and_finds_the_demo_functions() {
 
 #[test]
 fn ctrl_c_stops_early_and_still_writes_the_files() {
-    if !is_root() {
-        eprintln!("skipping ctrl_c_stops_early_and_still_writes_the_files: not root");
+    if !testkit::require_root("ctrl_c_stops_early_and_still_writes_the_files") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +111,7 @@ fn bad_arguments_are_one_line_errors() {
         assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
         assert!(lines[0].starts_with("error:"));
     }
-    if !is_root() {
+    if !testkit::require_root("bad_arguments_are_one_line_errors") {
         return;
     }
     for (args, expected) in [
@@ -139,8 +130,11 @@ fn bad_arguments_are_one_line_errors() {
 
 #[test]
 fn without_privileges_a_one_line_error() {
-    if !is_root() {
-        eprintln!("skipping without_privileges_a_one_line_error: needs root to drop privileges");
+    if !testkit::require(
+        "without_privileges_a_one_line_error",
+        testkit::is_root(),
+        "needs root to drop privileges",
+    ) {
         return;
     }
     // setpriv (util-linux) runs the example as nobody with no capabilities.

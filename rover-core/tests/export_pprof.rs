@@ -24,9 +24,7 @@ fn pprof(dir: &Path, args: &[&str], file: &Path) -> Option<String> {
     {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!(
-                "SKIP: `go` is not installed (Debian package golang-go); cannot run go tool pprof"
-            );
+            testkit::skip(&testkit::current_test(), testkit::not_installed("go"));
             return None;
         }
         Err(e) => panic!("running go tool pprof: {e}"),

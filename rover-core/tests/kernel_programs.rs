@@ -331,8 +331,11 @@ fn offcpu_classic_tracepoint_fallback() {
     let Some(_lock) = kernel("offcpu_classic_tracepoint_fallback") else {
         return;
     };
-    if !rover_core::loader::Environment::check().unwrap().tracefs {
-        eprintln!("skipping offcpu_classic_tracepoint_fallback: tracefs is not mounted");
+    if !testkit::require(
+        "offcpu_classic_tracepoint_fallback",
+        rover_core::loader::Environment::check().unwrap().tracefs,
+        "tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)",
+    ) {
         return;
     }
     let (blocked, all, hook) = run_blocking(

@@ -9,19 +9,6 @@ use std::time::Duration;
 use rover_core::profile::Metric;
 use session_fixtures::{Fixture, SPIN, Start, pids, profiler, value_through};
 
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
-/// on hybrid hierarchies).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        if after.split_whitespace().next() != Some("cgroup2") {
-            return None;
-        }
-        before.split_whitespace().nth(4).map(PathBuf::from)
-    })
-}
-
 /// A fresh cgroup, removed when dropped (once its processes are gone).
 struct Cgroup(PathBuf);
 
@@ -36,8 +23,11 @@ fn a_cgroup_session_samples_only_its_tasks() {
     let Some(profiler) = profiler("a_cgroup_session_samples_only_its_tasks") else {
         return;
     };
-    let Some(mount) = cgroup2_mount() else {
-        eprintln!("skipping a_cgroup_session_samples_only_its_tasks: no cgroup v2 mount");
+    let Some(mount) = testkit::cgroup2_mount() else {
+        testkit::skip(
+            "a_cgroup_session_samples_only_its_tasks",
+            "no cgroup v2 mount",
+        );
         return;
     };
     let cgroup = Cgroup(mount.join(format!("rover-session-test-{}", std::process::id())));

@@ -41,7 +41,10 @@ fn live() -> Option<(String, KernelSymbols)> {
         (size_of::<KernelSymbols>() + kernel.heap_bytes()) / 1024
     );
     if kernel.addresses_hidden() {
-        eprintln!("skipping live kallsyms lookups: kptr_restrict hides addresses from this user");
+        testkit::skip(
+            &testkit::current_test(),
+            "kptr_restrict hides kernel addresses from this user",
+        );
         return None;
     }
     Some((text, parsed))
@@ -104,7 +107,10 @@ fn live_kallsyms_module_symbol() {
         })
     });
     let Some((addr, name, module)) = module_line else {
-        eprintln!("skipping module symbol check: no module text symbols in /proc/kallsyms");
+        testkit::skip(
+            "live_kallsyms_module_symbol",
+            "no module text symbols in /proc/kallsyms (no loadable kernel module is loaded)",
+        );
         return;
     };
     let found = kernel.find(addr).unwrap();
@@ -336,14 +342,6 @@ fn every_live_text_symbol_is_found_at_its_address() {
     }
 }
 
-/// Whether this process runs as root (effective uid 0): creating
-/// namespaces and loading BPF programs need it.
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
-    uid.split_whitespace().nth(1) == Some("0")
-}
-
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(std::process::Child);
 
@@ -357,8 +355,11 @@ impl Drop for Reaped {
 #[test]
 fn live_bpf_program_symbol() {
     // A loaded BPF program appears in kallsyms as `bpf_prog_TAG_NAME [bpf]`.
-    if !is_root() {
-        eprintln!("skipping [bpf] symbol check: loading a BPF program needs root");
+    if !testkit::require(
+        "live_bpf_program_symbol",
+        testkit::is_root(),
+        "loading a BPF program needs root",
+    ) {
         return;
     }
     let bpftrace = std::process::Command::new("bpftrace")
@@ -367,7 +368,10 @@ fn live_bpf_program_symbol() {
         .stderr(std::process::Stdio::piped())
         .spawn();
     let Ok(bpftrace) = bpftrace else {
-        eprintln!("skipping [bpf] symbol check: bpftrace is not installed");
+        testkit::skip(
+            "live_bpf_program_symbol",
+            testkit::not_installed("bpftrace"),
+        );
         return;
     };
     let mut bpftrace = Reaped(bpftrace);
@@ -464,7 +468,10 @@ fn agrees_with_perf_on_sampled_kernel_addresses() {
         "count=300000",
     ];
     let Some(samples) = perf_samples(&dir, &dd) else {
-        eprintln!("skipping the comparison with perf: perf is not installed");
+        testkit::skip(
+            "agrees_with_perf_on_sampled_kernel_addresses",
+            testkit::not_installed("perf"),
+        );
         return;
     };
     std::fs::remove_dir_all(&dir).unwrap();

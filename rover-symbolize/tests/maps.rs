@@ -21,14 +21,6 @@ fn impossible_pid() -> u32 {
     max + 1
 }
 
-/// Whether this process runs as root (effective uid 0): creating
-/// namespaces and loading BPF programs need it.
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
-    uid.split_whitespace().nth(1) == Some("0")
-}
-
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(Child);
 
@@ -271,14 +263,15 @@ fn unsorted_input_is_sorted() {
 }
 
 /// Opening `map_files` needs CAP_SYS_ADMIN; returns `None` (having said
-/// why) only when the kernel refuses for lack of it.
+/// why, or failing the test when `CI` is set) only when the kernel refuses
+/// for lack of it.
 fn read_map_files(path: &Path) -> Option<Vec<u8>> {
     match fs::read(path) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-            eprintln!(
-                "skipping map_files check: {}: {e} (needs CAP_SYS_ADMIN)",
-                path.display()
+            testkit::skip(
+                &testkit::current_test(),
+                format_args!("map_files: {}: {e} (needs CAP_SYS_ADMIN)", path.display()),
             );
             None
         }
@@ -422,8 +415,12 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         std::process::id()
     );
 
-    if !is_root() {
-        eprintln!("skipping pid-namespace check: creating a pid namespace needs root");
+    let test = "namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace";
+    if !testkit::require(
+        test,
+        testkit::is_root(),
+        "creating a pid namespace needs root",
+    ) {
         return;
     }
     let unshare = Command::new("unshare")
@@ -432,7 +429,7 @@ fn namespace_pid_of_self_and_of_a_process_in_a_new_pid_namespace() {
         .stderr(Stdio::piped())
         .spawn();
     let Ok(unshare) = unshare else {
-        eprintln!("skipping pid-namespace check: unshare(1) is not installed");
+        testkit::skip(test, testkit::not_installed("unshare"));
         return;
     };
     let mut unshare = Reaped(unshare);

@@ -213,14 +213,6 @@ fn cache_is_send_and_sync() {
     check::<PerfMap>();
 }
 
-/// Whether this process runs as root (effective uid 0): creating
-/// namespaces and loading BPF programs need it.
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
-    uid.split_whitespace().nth(1) == Some("0")
-}
-
 /// Kills and reaps a child when the test ends, however it ends.
 struct Reaped(std::process::Child);
 
@@ -238,8 +230,12 @@ fn containerised_process_perf_map_is_found_through_its_root() {
     let script = "mount -t tmpfs rover-test /tmp && \
                   echo '1000 20 JS:containerised' > /tmp/perf-$$.map && \
                   echo ready && exec sleep 30";
-    if !is_root() {
-        eprintln!("skipping container check: creating pid and mount namespaces needs root");
+    let test = "containerised_process_perf_map_is_found_through_its_root";
+    if !testkit::require(
+        test,
+        testkit::is_root(),
+        "creating pid and mount namespaces needs root",
+    ) {
         return;
     }
     let child = Command::new("unshare")
@@ -248,7 +244,7 @@ fn containerised_process_perf_map_is_found_through_its_root() {
         .stderr(Stdio::piped())
         .spawn();
     let Ok(child) = child else {
-        eprintln!("skipping container check: unshare(1) is not installed");
+        testkit::skip(test, testkit::not_installed("unshare"));
         return;
     };
     let mut child = Reaped(child);
@@ -303,7 +299,10 @@ fn node_jit_perf_map_names_a_hot_function() {
         .stdout(Stdio::piped())
         .spawn();
     let Ok(mut child) = child else {
-        eprintln!("skipping Node.js JIT check: node is not installed");
+        testkit::skip(
+            "node_jit_perf_map_names_a_hot_function",
+            testkit::not_installed("node"),
+        );
         return;
     };
     let pid = child.id();
@@ -446,8 +445,8 @@ proptest! {
 
 #[test]
 fn agrees_with_perf_on_sampled_jit_addresses() {
-    if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("skipping the comparison with perf: node is not installed");
+    let test = "agrees_with_perf_on_sampled_jit_addresses";
+    if !testkit::require_tool(test, "node") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("rover-perfmap-perf-{}", std::process::id()));
@@ -476,7 +475,7 @@ fn agrees_with_perf_on_sampled_jit_addresses() {
     let record = match record {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipping the comparison with perf: perf is not installed");
+            testkit::skip(test, testkit::not_installed("perf"));
             return;
         }
         Err(e) => panic!("perf record: {e}"),

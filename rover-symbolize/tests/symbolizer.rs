@@ -443,6 +443,10 @@ fn kernel_symbols() {
         assert!(
             matches!(&results[0], Symbolized::Unknown(u) if u.reason == Reason::KernelAddressesHidden)
         );
+        testkit::skip(
+            "kernel_symbols",
+            "kptr_restrict hides kernel addresses from this user: only the reason was checked",
+        );
         return;
     }
     let s = sym(&results[0]);

@@ -10,12 +10,13 @@ use rover_core::profile::{Metric, Profile};
 use rover_core::{Error, Profiler};
 
 /// A profiler, or `None` after printing why eBPF cannot run here (not root,
-/// no BTF): the only reasons a kernel test may skip.
+/// no BTF): the only reasons a kernel test may skip, and never when `CI` is
+/// set (see `testkit`).
 pub fn profiler(test: &str) -> Option<Profiler> {
     match Profiler::new() {
         Ok(profiler) => Some(profiler),
         Err(error) if error.is_privileges() || error.is_kernel_feature() => {
-            eprintln!("skipping {test}: {error}");
+            testkit::skip(test, error);
             None
         }
         Err(error) => panic!("profiler checks failed: {error}"),

@@ -12,12 +12,13 @@ use rover_core::loader::{Environment, LoaderError};
 static KERNEL: Mutex<()> = Mutex::new(());
 
 /// Serialises the tests that load programs (they count fds and programs),
-/// or returns `None`, saying why, where eBPF cannot run at all.
+/// or returns `None` where eBPF cannot run at all, having said why (a
+/// failure instead when `CI` is set: see `testkit`).
 pub fn kernel(test: &str) -> Option<MutexGuard<'static, ()>> {
     match Environment::check() {
         Ok(_) => Some(KERNEL.lock().unwrap_or_else(|poison| poison.into_inner())),
         Err(error @ (LoaderError::Privileges { .. } | LoaderError::NoBtf)) => {
-            eprintln!("skipping {test}: {error}");
+            testkit::skip(test, error);
             None
         }
         Err(error) => panic!("environment check failed: {error}"),
