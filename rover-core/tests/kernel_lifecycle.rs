@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rover_core::loader::{
-    Environment, LoaderError, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, Targets,
+    Environment, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, RawWindow, Targets,
 };
+use rover_core::{ConfigError, Error};
 use support::kernel;
 
 /// A pid that names no process: one of a child that has been reaped.
@@ -40,10 +41,10 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::NoSuchProcess(pid) if pid == dead));
+    assert!(matches!(error, Error::Config(ConfigError::NoSuchProcess(pid)) if pid == dead));
     assert_eq!(
         error.to_string(),
-        format!("process {dead} does not exist (no /proc/{dead})")
+        format!("invalid configuration: process {dead} does not exist (no /proc/{dead})")
     );
     let error = OffCpuProgram::attach(&OffCpuConfig {
         targets: Targets::Pids(vec![dead]),
@@ -51,7 +52,7 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::NoSuchProcess(pid) if pid == dead));
+    assert!(matches!(error, Error::Config(ConfigError::NoSuchProcess(pid)) if pid == dead));
 
     // A thread id is not a process id: the programs filter on the latter.
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -69,7 +70,8 @@ fn bad_configurations_are_clear_errors() {
     .err()
     .unwrap();
     assert!(
-        matches!(error, LoaderError::InvalidConfig(ref m) if m.contains("is a thread of process")),
+        matches!(error, Error::Config(ConfigError::ThreadId { tid: t, tgid }) if t == tid && tgid == std::process::id())
+            && error.to_string().contains("is a thread of process"),
         "{error}"
     );
     stop_tx.send(()).unwrap();
@@ -81,7 +83,10 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::ZeroFrequency), "{error}");
+    assert!(
+        matches!(error, Error::Config(ConfigError::ZeroFrequency)),
+        "{error}"
+    );
 
     let max = Environment::check().unwrap().max_sample_rate;
     let error = OnCpuProgram::attach(&OnCpuConfig {
@@ -91,7 +96,7 @@ fn bad_configurations_are_clear_errors() {
     .err()
     .unwrap();
     assert!(
-        matches!(error, LoaderError::FrequencyTooHigh { requested, max: m } if requested == max + 1 && m == max)
+        matches!(error, Error::Config(ConfigError::FrequencyTooHigh { requested, max: m }) if requested == max + 1 && m == max)
     );
     assert!(
         error.to_string().contains("perf_event_max_sample_rate"),
@@ -109,7 +114,8 @@ fn bad_configurations_are_clear_errors() {
         .err()
         .unwrap();
         assert!(
-            matches!(error, LoaderError::Cgroup { .. }) && error.to_string().contains(reason),
+            matches!(error, Error::Config(ConfigError::Cgroup { .. }))
+                && error.to_string().contains(reason),
             "{error}"
         );
     }
@@ -121,12 +127,15 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::InvalidConfig(_)), "{error}");
+    assert!(
+        matches!(error, Error::Config(ConfigError::BlockRange { .. })),
+        "{error}"
+    );
 
     let mut all = OnCpuProgram::attach(&OnCpuConfig::default()).unwrap();
     assert!(matches!(
         all.set_targets(&[std::process::id()]),
-        Err(LoaderError::InvalidConfig(_))
+        Err(Error::Config(ConfigError::NotAPidsSession(_)))
     ));
     let mut some = OnCpuProgram::attach(&OnCpuConfig {
         targets: Targets::Pids(vec![std::process::id()]),
@@ -135,7 +144,7 @@ fn bad_configurations_are_clear_errors() {
     .unwrap();
     assert!(matches!(
         some.set_targets(&[dead]),
-        Err(LoaderError::NoSuchProcess(pid)) if pid == dead
+        Err(Error::Config(ConfigError::NoSuchProcess(pid))) if pid == dead
     ));
 }
 
@@ -164,9 +173,8 @@ fn targets_change_while_running() {
     first.wait().unwrap();
     second.wait().unwrap();
 
-    let pids = |window: &rover_core::loader::OnCpuWindow| -> HashSet<u32> {
-        window.entries.iter().map(|e| e.tgid).collect()
-    };
+    let pids =
+        |window: &RawWindow| -> HashSet<u32> { window.entries.iter().map(|e| e.tgid).collect() };
     assert_eq!(pids(&before), HashSet::from([first.id()]));
     assert_eq!(pids(&after), HashSet::from([second.id()]));
     assert!(after.entries.iter().all(|e| e.comm == "yes"));
@@ -323,7 +331,7 @@ fn unprivileged_child() {
     );
     let error = OnCpuProgram::attach(&OnCpuConfig::default()).err().unwrap();
     assert!(
-        matches!(&error, LoaderError::Privileges { missing } if missing == "CAP_BPF and CAP_PERFMON"),
+        matches!(&error, Error::Privileges { missing } if missing == "CAP_BPF and CAP_PERFMON"),
         "{error}"
     );
     let message = error.to_string();
@@ -333,7 +341,24 @@ fn unprivileged_child() {
     );
     assert!(matches!(
         OffCpuProgram::attach(&OffCpuConfig::default()),
-        Err(LoaderError::Privileges { .. })
+        Err(Error::Privileges { .. })
+    ));
+    // A configuration error reads the same without privileges: it is found
+    // before the privilege check.
+    assert!(matches!(
+        OnCpuProgram::attach(&OnCpuConfig {
+            frequency_hz: 0,
+            ..OnCpuConfig::default()
+        }),
+        Err(Error::Config(ConfigError::ZeroFrequency))
+    ));
+    assert!(matches!(
+        OffCpuProgram::attach(&OffCpuConfig {
+            min_block: Duration::from_millis(10),
+            max_block: Some(Duration::from_millis(1)),
+            ..OffCpuConfig::default()
+        }),
+        Err(Error::Config(ConfigError::BlockRange { .. }))
     ));
     // The check tells the truth: the kernel itself refuses.
     assert!(
