@@ -103,7 +103,10 @@ fn set_pids_never_blocks_a_current_thread_executor() {
     let applied = applied.borrow();
     println!(
         "timer seen {late:?} after it fired; pid lists applied after {:?}",
-        applied.iter().map(|t| t.duration_since(seen_at)).collect::<Vec<_>>()
+        applied
+            .iter()
+            .map(|t| t.duration_since(seen_at))
+            .collect::<Vec<_>>()
     );
     assert_eq!(applied.len(), 3);
     assert!(
