@@ -293,14 +293,21 @@ fn not_privileged_is_a_clear_error() {
     let Some(_lock) = kernel("not_privileged_is_a_clear_error") else {
         return;
     };
+    let stdout = run_child("unprivileged_child", &[21, 38, 39]);
+    assert!(stdout.contains("unprivileged child checked"), "{stdout}");
+}
+
+/// Runs the ignored test `name` in a copy of this test binary whose
+/// capability bounding set lacks `caps`; returns its output once it passed.
+fn run_child(name: &str, caps: &'static [i32]) -> String {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "unprivileged_child", "--ignored", "--nocapture"])
+        .args(["--exact", name, "--ignored", "--nocapture"])
         .env(UNPRIVILEGED_CHILD, "1");
     // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
     unsafe {
-        command.pre_exec(|| {
-            for cap in [21, 38, 39] {
+        command.pre_exec(move || {
+            for &cap in caps {
                 if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -309,7 +316,7 @@ fn not_privileged_is_a_clear_error() {
         });
     }
     let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{stdout}");
     assert!(
         output.status.success(),
@@ -317,7 +324,68 @@ fn not_privileged_is_a_clear_error() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("1 passed"), "{stdout}");
-    assert!(stdout.contains("unprivileged child checked"), "{stdout}");
+    stdout
+}
+
+/// With CAP_BPF and CAP_PERFMON but neither CAP_SYS_ADMIN nor CAP_SYSLOG
+/// a process may profile, but `/proc/kallsyms` may show it zeros: the
+/// profiler's warning must say so exactly when it does.
+#[test]
+fn hidden_kernel_addresses_are_a_warning() {
+    let Some(_lock) = kernel("hidden_kernel_addresses_are_a_warning") else {
+        return;
+    };
+    let profiler = rover_core::Profiler::new().unwrap();
+    assert_eq!(
+        profiler.warnings().is_empty(),
+        kallsyms_shows_addresses(),
+        "{:?}",
+        profiler.warnings()
+    );
+    let stdout = run_child("without_cap_syslog_child", &[21, 34]);
+    assert!(
+        stdout.contains("child without CAP_SYSLOG checked"),
+        "{stdout}"
+    );
+}
+
+/// Whether `/proc/kallsyms` shows this process real addresses.
+fn kallsyms_shows_addresses() -> bool {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    kallsyms.lines().take(1000).any(|line| {
+        line.split(' ')
+            .next()
+            .is_some_and(|a| a.trim_start_matches('0') != "")
+    })
+}
+
+/// Only run by `hidden_kernel_addresses_are_a_warning`.
+#[test]
+#[ignore = "run by hidden_kernel_addresses_are_a_warning in a child without CAP_SYSLOG"]
+fn without_cap_syslog_child() {
+    assert_eq!(
+        std::env::var(UNPRIVILEGED_CHILD).as_deref(),
+        Ok("1"),
+        "this test only makes sense in the child"
+    );
+    let profiler = rover_core::Profiler::new().unwrap();
+    let visible = kallsyms_shows_addresses();
+    let warnings = profiler.warnings();
+    assert_eq!(warnings.is_empty(), visible, "{warnings:?}");
+    for warning in warnings {
+        assert!(
+            matches!(
+                warning,
+                rover_core::Warning::KernelAddressesHidden {
+                    cap_syslog: false,
+                    ..
+                }
+            ),
+            "{warning:?}"
+        );
+        println!("warning: {warning}");
+    }
+    println!("child without CAP_SYSLOG checked (kernel addresses visible: {visible})");
 }
 
 /// Only run by `not_privileged_is_a_clear_error`, without the capabilities.
@@ -366,5 +434,10 @@ fn unprivileged_child() {
             .load(rover_ebpf::ONCPU_OBJECT)
             .is_err()
     );
+    // What `fn main() -> Result<(), Error>` prints is the Debug: the same
+    // advice, not the variant.
+    let debug = format!("{error:?}");
+    assert_eq!(debug, message);
+    assert!(!debug.contains("Privileges {"), "{debug}");
     println!("unprivileged child checked: {message}");
 }

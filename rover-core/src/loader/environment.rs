@@ -67,14 +67,18 @@ impl fmt::Display for Warning {
                 } else {
                     write!(f, "no CAP_SYSLOG); ")?;
                 }
-                if *kptr_restrict >= 2 {
-                    f.write_str("set `sysctl kernel.kptr_restrict=1` and run with CAP_SYSLOG")
-                } else {
-                    f.write_str(
-                        "run as root, grant CAP_SYSLOG as well \
-                         (`setcap cap_bpf,cap_perfmon,cap_syslog+ep <binary>`), \
-                         or set `sysctl kernel.kptr_restrict=0`",
-                    )
+                const GRANT: &str = "run as root, or grant CAP_SYSLOG as well \
+                                     (`setcap cap_bpf,cap_perfmon,cap_syslog+ep <binary>`)";
+                match kptr_restrict {
+                    0 => write!(f, "{GRANT}, or set `sysctl kernel.perf_event_paranoid=1`"),
+                    1 => write!(
+                        f,
+                        "{GRANT}, or set `sysctl kernel.kptr_restrict=0` with \
+                         kernel.perf_event_paranoid at most 1"
+                    ),
+                    _ => f.write_str(
+                        "set `sysctl kernel.kptr_restrict=1` and run as root or with CAP_SYSLOG",
+                    ),
                 }
             }
         }
@@ -190,6 +194,16 @@ mod tests {
         let text = hidden.to_string();
         assert!(text.contains("kptr_restrict = 1, no CAP_SYSLOG"), "{text}");
         assert!(text.contains("cap_syslog+ep"), "{text}");
+        assert!(text.contains("kptr_restrict=0"), "{text}");
+        let paranoid = Warning::KernelAddressesHidden {
+            kptr_restrict: 0,
+            cap_syslog: false,
+        };
+        assert!(
+            paranoid.to_string().contains("perf_event_paranoid=1")
+                && !paranoid.to_string().contains("kptr_restrict=0"),
+            "{paranoid}"
+        );
         let never = Warning::KernelAddressesHidden {
             kptr_restrict: 2,
             cap_syslog: true,
