@@ -355,7 +355,7 @@ fn kallsyms_shows_addresses() -> bool {
     kallsyms.lines().take(1000).any(|line| {
         line.split(' ')
             .next()
-            .is_some_and(|a| a.trim_start_matches('0') != "")
+            .is_some_and(|a| !a.trim_start_matches('0').is_empty())
     })
 }
 
