@@ -18,12 +18,14 @@ use std::time::Duration;
 /// ```no_run
 /// use rover_core::{ConfigError, Error};
 ///
-/// match rover_core::Profiler::new()?.on_cpu().pids([1234]).frequency(0).start() {
+/// # fn run() -> Result<(), rover_core::Error> {
+/// let profiler = rover_core::Profiler::new()?;
+/// match profiler.on_cpu().pids([1234]).frequency(0).start() {
+///     Ok(session) => drop(session),
 ///     Err(Error::Config(ConfigError::ZeroFrequency)) => eprintln!("pick a frequency"),
-///     Err(error) if error.is_privileges() => eprintln!("{error}"),
-///     other => drop(other?),
+///     Err(error) => return Err(error),
 /// }
-/// # Ok::<(), rover_core::Error>(())
+/// # Ok(()) }
 /// ```
 #[derive(thiserror::Error)]
 pub enum Error {

@@ -13,7 +13,7 @@ use super::buffer::{StackResolver, clear_except, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
 use super::states::state_from_bit;
 use super::targets::ResolvedTargets;
-use super::validate::{Limits, excluded_tgid};
+use super::validate::excluded_tgid;
 use super::window::{RawEntry, RawWindow, comm_string};
 use super::{Environment, Error, MapSizes, Program, Targets, TaskStates};
 use crate::profile::{ProfileKind, SampleValue};
@@ -108,7 +108,7 @@ impl OffCpuProgram {
     /// Validates the configuration ([`OffCpuConfig::validate`]), then checks
     /// privileges and BTF, loads the program and attaches it to `sched_switch`.
     pub fn attach(config: &OffCpuConfig) -> Result<Self, Error> {
-        let targets = config.checked(&Limits::read()?)?;
+        let targets = config.checked()?;
         Self::load(config, &targets, &Environment::check()?)
     }
 

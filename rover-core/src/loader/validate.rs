@@ -68,12 +68,14 @@ impl OnCpuConfig {
 impl OffCpuConfig {
     /// Checks every setting: `min_block` at most `max_block`, a state set
     /// that is not empty, map sizes, and targets as
-    /// [`OnCpuConfig::validate`] does. Runs before any privilege check.
-    pub fn validate(&self, limits: &Limits) -> Result<(), ConfigError> {
-        self.checked(limits).map(|_| ())
+    /// [`OnCpuConfig::validate`] does (no kernel limit applies off CPU).
+    /// [`OffCpuProgram::attach`](super::OffCpuProgram::attach) runs it
+    /// before its privilege check.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.checked().map(|_| ())
     }
 
-    pub(crate) fn checked(&self, _limits: &Limits) -> Result<ResolvedTargets, ConfigError> {
+    pub(crate) fn checked(&self) -> Result<ResolvedTargets, ConfigError> {
         check_blocks(self.min_block, self.max_block)?;
         if self.states.is_empty() {
             return Err(ConfigError::NoStates);
@@ -235,7 +237,7 @@ mod tests {
             targets: me(),
             ..OffCpuConfig::default()
         };
-        assert_eq!(base.validate(&LIMITS), Ok(()));
+        assert_eq!(base.validate(), Ok(()));
         let min = Duration::from_millis(10);
         let max = Duration::from_millis(1);
         let reversed = OffCpuConfig {
@@ -244,14 +246,14 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(
-            reversed.validate(&LIMITS),
+            reversed.validate(),
             Err(ConfigError::BlockRange { min, max })
         );
         let no_states = OffCpuConfig {
             states: TaskStates::from_bits_for_test(0),
             ..base.clone()
         };
-        assert_eq!(no_states.validate(&LIMITS), Err(ConfigError::NoStates));
+        assert_eq!(no_states.validate(), Err(ConfigError::NoStates));
         let no_start = OffCpuConfig {
             map_sizes: MapSizes {
                 start: 0,
@@ -259,10 +261,7 @@ mod tests {
             },
             ..base
         };
-        assert_eq!(
-            no_start.validate(&LIMITS),
-            Err(ConfigError::ZeroMapSize("start"))
-        );
+        assert_eq!(no_start.validate(), Err(ConfigError::ZeroMapSize("start")));
     }
 
     #[test]

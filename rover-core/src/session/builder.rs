@@ -271,7 +271,7 @@ impl OffCpuBuilder {
 
     /// The program's configuration, checked: every [`ConfigError`] is
     /// found here, before any privilege or kernel check.
-    fn config(&self, limits: &Limits) -> Result<OffCpuConfig, ConfigError> {
+    fn config(&self) -> Result<OffCpuConfig, ConfigError> {
         let config = OffCpuConfig {
             targets: self.common()?,
             min_block: self.kind.min_block,
@@ -282,14 +282,14 @@ impl OffCpuBuilder {
             hook: self.kind.hook,
             map_sizes: self.map_sizes,
         };
-        config.validate(limits)?;
+        config.validate()?;
         Ok(config)
     }
 
     /// Validates the configuration, then attaches the program and starts
     /// the drain thread.
     pub fn start(self) -> Result<Session, Error> {
-        let config = self.config(&Limits::read()?)?;
+        let config = self.config()?;
         let program = OffCpuProgram::attach_checked(&config, self.profiler.environment())?;
         self.start_program(Box::new(program), None)
     }
@@ -310,7 +310,7 @@ mod tests {
         let profiler = Profiler::unchecked_for_tests();
         let me = std::process::id();
         let on = |b: OnCpuBuilder| b.config(&LIMITS).map(|_| ());
-        let off = |b: OffCpuBuilder| b.config(&LIMITS).map(|_| ());
+        let off = |b: OffCpuBuilder| b.config().map(|_| ());
         assert_eq!(on(profiler.on_cpu()), Err(ConfigError::NoTargets));
         assert_eq!(off(profiler.off_cpu()), Err(ConfigError::NoTargets));
         assert_eq!(on(profiler.on_cpu().pids([me])), Ok(()));
