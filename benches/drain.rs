@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rover_core::loader::{OnCpuEntry, OnCpuWindow, StackSlot};
+use rover_core::loader::{RawEntry, RawWindow, StackSlot};
+use rover_core::profile::SampleValue;
 use rover_core::session::WindowSymbolizer;
 use rover_core::{Profiler, WindowStats};
 use rover_symbolize::Symbolizer;
@@ -151,7 +152,7 @@ fn kernel_text_symbols() -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn realistic_window(pids: &[u32], rng: &mut Rng) -> OnCpuWindow {
+fn realistic_window(pids: &[u32], rng: &mut Rng) -> RawWindow {
     let kernel = kernel_text_symbols();
     let mut stacks: Vec<Vec<u64>> = Vec::new();
     let mut kernel_ids = Vec::new();
@@ -201,17 +202,19 @@ fn realistic_window(pids: &[u32], rng: &mut Rng) -> OnCpuWindow {
             } else {
                 StackSlot::Empty
             };
-            OnCpuEntry {
+            RawEntry {
                 tgid: pid,
                 tid: pid + (i % 4) as u32,
                 comm: "bench".into(),
                 user_stack: StackSlot::Stack(user),
                 kernel_stack,
-                samples: 1 + rng.below(5) as u64,
+                value: SampleValue::OnCpu {
+                    samples: 1 + rng.below(5) as u64,
+                },
             }
         })
         .collect();
-    OnCpuWindow {
+    RawWindow {
         entries,
         stacks,
         errors: Vec::new(),
@@ -237,12 +240,12 @@ fn symbolize_window() {
     );
     let mut symbolizer = WindowSymbolizer::new(Arc::new(Symbolizer::default()));
     let started = Instant::now();
-    let cold = symbolizer.on_cpu(window.clone());
+    let cold = symbolizer.on_cpu(&window);
     let cold_time = started.elapsed();
     let mut warm_times = Vec::new();
     for _ in 0..7 {
         let started = Instant::now();
-        let warm = symbolizer.on_cpu(window.clone());
+        let warm = symbolizer.on_cpu(&window);
         warm_times.push(started.elapsed());
         assert_eq!(warm.profile.len(), cold.profile.len());
     }

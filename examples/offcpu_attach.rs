@@ -9,7 +9,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use rover_core::loader::{ErrorCounts, OffCpuConfig, OffCpuHook, OffCpuProgram};
+use rover_core::loader::{OffCpuConfig, OffCpuHook, OffCpuProgram};
+use rover_core::profile::SampleValue;
 
 fn main() -> ExitCode {
     let mut seconds = 10u64;
@@ -48,13 +49,20 @@ fn main() -> ExitCode {
         let started = Instant::now();
         match program.drain() {
             Ok(window) => {
-                let switches: u64 = window.entries.iter().map(|e| e.switches).sum();
-                let errors = ErrorCounts::sum(&window.errors);
+                let switches: u64 = window
+                    .entries
+                    .iter()
+                    .map(|e| match e.value {
+                        SampleValue::OffCpu { switches, .. } => switches,
+                        SampleValue::OnCpu { .. } => 0,
+                    })
+                    .sum();
+                let errors = window.dropped();
                 println!(
                     "window: {} keys, {switches} switches, {} stacks, {} dropped ({:?}), drained in {:?}",
                     window.entries.len(),
                     window.stacks.len(),
-                    errors.total(),
+                    errors.dropped_events(),
                     errors,
                     started.elapsed()
                 );

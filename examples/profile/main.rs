@@ -119,6 +119,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let duration = Duration::from_secs_f64(args.duration);
     let profiler = Profiler::new().map_err(|e| e.to_string())?;
+    for warning in profiler.warnings() {
+        eprintln!("warning: {warning}");
+    }
     let demo = args.pids.is_empty() && args.cgroup.is_none() && !args.all;
     let modes = match (args.mode, demo) {
         (Some(mode), _) => vec![mode],
@@ -200,17 +203,19 @@ fn run(args: &Args) -> Result<(), String> {
     for (mode, profile) in &profiles {
         match mode {
             Mode::OnCpu => println!(
-                "  on-CPU:  {} samples, {} lost, {} distinct stacks, {} threads",
+                "  on-CPU:  {} samples, {} dropped, {} with a lost stack, {} distinct stacks, {} threads",
                 profile.total(Metric::OnCpuSamples),
-                totals.lost_on_cpu,
+                totals.on_cpu.dropped,
+                totals.on_cpu.lost_stacks,
                 profile.stack_count(),
                 profile.thread_ids().len()
             ),
             Mode::OffCpu => println!(
-                "  off-CPU: {} blocks, {:.3} s off CPU, {} lost, {} distinct stacks",
+                "  off-CPU: {} blocks, {:.3} s off CPU, {} dropped, {} with a lost stack, {} distinct stacks",
                 profile.total(Metric::OffCpuSwitches),
                 profile.total(Metric::OffCpuNanos) as f64 / 1e9,
-                totals.lost_off_cpu,
+                totals.off_cpu.dropped,
+                totals.off_cpu.lost_stacks,
                 profile.stack_count()
             ),
         }
@@ -251,10 +256,25 @@ struct Totals {
     on_cpu_samples: u64,
     off_cpu_blocks: u64,
     off_cpu_nanos: u64,
-    lost_on_cpu: u64,
-    lost_off_cpu: u64,
+    on_cpu: Losses,
+    off_cpu: Losses,
     missed: u64,
     work: Duration,
+}
+
+/// Samples dropped by the kernel side (not counted) and samples counted
+/// whose stack was lost, kept apart as `WindowStats` keeps them.
+#[derive(Default)]
+struct Losses {
+    dropped: u64,
+    lost_stacks: u64,
+}
+
+impl Losses {
+    fn add(&mut self, stats: &rover_core::WindowStats) {
+        self.dropped += stats.dropped_samples();
+        self.lost_stacks += stats.lost_stack_samples();
+    }
 }
 
 /// Follows every session's windows on a thread with `block_on`, printing a
@@ -277,13 +297,13 @@ fn spawn_progress(
         futures::executor::block_on(merged.fold(Totals::default(), |mut totals, (mode, w)| {
             add_window(&mut totals, mode, &w);
             eprint!(
-                "\r[{:5.1}/{:.1} s] on-CPU {} samples | off-CPU {} blocks, {:.2} s | lost {}   ",
+                "\r[{:5.1}/{:.1} s] on-CPU {} samples | off-CPU {} blocks, {:.2} s | dropped {}   ",
                 started.elapsed().as_secs_f64().min(duration.as_secs_f64()),
                 duration.as_secs_f64(),
                 totals.on_cpu_samples,
                 totals.off_cpu_blocks,
                 totals.off_cpu_nanos as f64 / 1e9,
-                totals.lost_on_cpu + totals.lost_off_cpu,
+                totals.on_cpu.dropped + totals.off_cpu.dropped,
             );
             let _ = std::io::stderr().flush();
             async move { totals }
@@ -294,16 +314,15 @@ fn spawn_progress(
 fn add_window(totals: &mut Totals, mode: Mode, window: &Window) {
     let stats = &window.stats;
     totals.windows += 1;
-    let lost = stats.lost_total() + stats.lost_stacks.iter().map(|(_, n)| n).sum::<u64>();
     match mode {
         Mode::OnCpu => {
             totals.on_cpu_samples += stats.samples;
-            totals.lost_on_cpu += lost;
+            totals.on_cpu.add(stats);
         }
         Mode::OffCpu => {
             totals.off_cpu_blocks += stats.samples;
             totals.off_cpu_nanos += stats.off_cpu_nanos;
-            totals.lost_off_cpu += lost;
+            totals.off_cpu.add(stats);
         }
     }
     totals.missed += stats.symbolization.missed();

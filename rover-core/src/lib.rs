@@ -36,9 +36,9 @@ mod profiler;
 pub mod session;
 mod stats;
 
-pub use error::Error;
-pub use loader::{MapSizes, Targets, TaskState, TaskStates};
+pub use error::{ConfigError, Error};
+pub use loader::{MapSizes, Targets, TaskStates, Warning};
 pub use profile::Profile;
 pub use profiler::{Profiler, ProfilerBuilder};
-pub use session::{OffCpuBuilder, OnCpuBuilder, Session, Window};
+pub use session::{OffCpuBuilder, OnCpuBuilder, Session, SessionBuilder, Window};
 pub use stats::{SymbolizationStats, WindowStats};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rover_symbolize::{Level, Symbolizer};
 
 use crate::Error;
-use crate::loader::Environment;
+use crate::loader::{Environment, Warning};
 use crate::session::{OffCpuBuilder, OnCpuBuilder};
 
 /// Starts profiling sessions. Cheap to clone; every session of a profiler
@@ -50,7 +50,8 @@ impl std::fmt::Debug for Profiler {
 impl Profiler {
     /// Checks that this process may profile (root, or CAP_BPF with
     /// CAP_PERFMON) and that the kernel has BTF, with a default symbolizer
-    /// (names, lines and inlined frames, demangled).
+    /// (names, lines and inlined frames, demangled). What would make
+    /// profiles poorer without stopping them is in [`Profiler::warnings`].
     pub fn new() -> Result<Self, Error> {
         Profiler::builder().build()
     }
@@ -78,6 +79,35 @@ impl Profiler {
     /// What the checks found: tracefs, the kernel's sampling-rate limit.
     pub fn environment(&self) -> &Environment {
         &self.environment
+    }
+
+    /// What the checks found that makes profiles poorer without stopping
+    /// them, e.g. kernel addresses hidden by `kernel.kptr_restrict` (every
+    /// kernel frame unnamed). Each says what to do.
+    ///
+    /// ```no_run
+    /// let profiler = rover_core::Profiler::new()?;
+    /// for warning in profiler.warnings() {
+    ///     eprintln!("warning: {warning}");
+    /// }
+    /// # Ok::<(), rover_core::Error>(())
+    /// ```
+    pub fn warnings(&self) -> &[Warning] {
+        &self.environment.warnings
+    }
+
+    /// A profiler whose environment was not checked, for unit tests of the
+    /// configuration checks, which run without privileges.
+    #[cfg(test)]
+    pub(crate) fn unchecked_for_tests() -> Self {
+        Profiler {
+            symbolizer: Arc::new(Symbolizer::default()),
+            environment: Environment {
+                tracefs: true,
+                max_sample_rate: 1000,
+                warnings: Vec::new(),
+            },
+        }
     }
 }
 

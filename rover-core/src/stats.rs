@@ -1,5 +1,9 @@
 //! What a session measured about itself in one window: samples taken and
-//! lost, stacks, symbolization misses and the time spent draining.
+//! dropped, stacks lost, symbolization misses and the time spent draining.
+//!
+//! Two words, two meanings: a *dropped* sample was not counted at all (a
+//! map was full), a *lost* stack belongs to a sample that was counted but
+//! whose stack could not be recorded.
 
 use std::time::Duration;
 
@@ -22,9 +26,9 @@ pub struct WindowStats {
     pub keys: usize,
     /// Distinct stacks (kernel and user stacks, as the kernel recorded them).
     pub distinct_stacks: usize,
-    /// What the kernel side could not record, summed over CPUs.
-    pub lost: ErrorCounts,
-    /// Samples counted whose user or kernel stack was not recorded, by why.
+    /// What the kernel side dropped, by reason, summed over CPUs.
+    pub dropped: ErrorCounts,
+    /// Samples counted whose user or kernel stack was lost, by why.
     pub lost_stacks: Vec<(StackLoss, u64)>,
     /// How symbolization of the window went.
     pub symbolization: SymbolizationStats,
@@ -32,16 +36,34 @@ pub struct WindowStats {
     pub drain_time: Duration,
     /// Time to symbolize the window and build its profile.
     pub symbolize_time: Duration,
-    /// Windows left out of the stream before this one because the consumer
+    /// Windows left out of this stream before this one because its consumer
     /// was behind (they are still in the profile `stop()` returns).
     pub windows_skipped: u64,
 }
 
 impl WindowStats {
     /// Samples (on-CPU) or blocks (off-CPU) the kernel side dropped because
-    /// a map was full; lost stacks of counted samples are in `lost_stacks`.
-    pub fn lost_total(&self) -> u64 {
-        self.lost.count_map_full + self.lost.start_map_full
+    /// a map was full: not in `samples`, nor in any profile.
+    /// [`ErrorCounts::dropped_events`] adds the dropped stacks.
+    ///
+    /// ```no_run
+    /// # fn show(stats: &rover_core::WindowStats) {
+    /// println!(
+    ///     "{} samples, {} dropped, {} with a lost stack",
+    ///     stats.samples,
+    ///     stats.dropped_samples(),
+    ///     stats.lost_stack_samples(),
+    /// );
+    /// # }
+    /// ```
+    pub fn dropped_samples(&self) -> u64 {
+        self.dropped.dropped_samples()
+    }
+
+    /// Samples counted (in `samples`) whose user or kernel stack was lost:
+    /// the sum of `lost_stacks`. A sample that lost both counts twice.
+    pub fn lost_stack_samples(&self) -> u64 {
+        self.lost_stacks.iter().map(|(_, n)| n).sum()
     }
 }
 

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rover_core::loader::{
-    Environment, LoaderError, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, Targets,
+    Environment, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, RawWindow, Targets,
 };
+use rover_core::{ConfigError, Error};
 use support::kernel;
 
 /// A pid that names no process: one of a child that has been reaped.
@@ -40,10 +41,10 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::NoSuchProcess(pid) if pid == dead));
+    assert!(matches!(error, Error::Config(ConfigError::NoSuchProcess(pid)) if pid == dead));
     assert_eq!(
         error.to_string(),
-        format!("process {dead} does not exist (no /proc/{dead})")
+        format!("invalid configuration: process {dead} does not exist (no /proc/{dead})")
     );
     let error = OffCpuProgram::attach(&OffCpuConfig {
         targets: Targets::Pids(vec![dead]),
@@ -51,7 +52,7 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::NoSuchProcess(pid) if pid == dead));
+    assert!(matches!(error, Error::Config(ConfigError::NoSuchProcess(pid)) if pid == dead));
 
     // A thread id is not a process id: the programs filter on the latter.
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -69,7 +70,8 @@ fn bad_configurations_are_clear_errors() {
     .err()
     .unwrap();
     assert!(
-        matches!(error, LoaderError::InvalidConfig(ref m) if m.contains("is a thread of process")),
+        matches!(error, Error::Config(ConfigError::ThreadId { tid: t, tgid }) if t == tid && tgid == std::process::id())
+            && error.to_string().contains("is a thread of process"),
         "{error}"
     );
     stop_tx.send(()).unwrap();
@@ -81,7 +83,10 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::ZeroFrequency), "{error}");
+    assert!(
+        matches!(error, Error::Config(ConfigError::ZeroFrequency)),
+        "{error}"
+    );
 
     let max = Environment::check().unwrap().max_sample_rate;
     let error = OnCpuProgram::attach(&OnCpuConfig {
@@ -91,7 +96,7 @@ fn bad_configurations_are_clear_errors() {
     .err()
     .unwrap();
     assert!(
-        matches!(error, LoaderError::FrequencyTooHigh { requested, max: m } if requested == max + 1 && m == max)
+        matches!(error, Error::Config(ConfigError::FrequencyTooHigh { requested, max: m }) if requested == max + 1 && m == max)
     );
     assert!(
         error.to_string().contains("perf_event_max_sample_rate"),
@@ -109,7 +114,8 @@ fn bad_configurations_are_clear_errors() {
         .err()
         .unwrap();
         assert!(
-            matches!(error, LoaderError::Cgroup { .. }) && error.to_string().contains(reason),
+            matches!(error, Error::Config(ConfigError::Cgroup { .. }))
+                && error.to_string().contains(reason),
             "{error}"
         );
     }
@@ -121,12 +127,15 @@ fn bad_configurations_are_clear_errors() {
     })
     .err()
     .unwrap();
-    assert!(matches!(error, LoaderError::InvalidConfig(_)), "{error}");
+    assert!(
+        matches!(error, Error::Config(ConfigError::BlockRange { .. })),
+        "{error}"
+    );
 
     let mut all = OnCpuProgram::attach(&OnCpuConfig::default()).unwrap();
     assert!(matches!(
         all.set_targets(&[std::process::id()]),
-        Err(LoaderError::InvalidConfig(_))
+        Err(Error::Config(ConfigError::NotAPidsSession(_)))
     ));
     let mut some = OnCpuProgram::attach(&OnCpuConfig {
         targets: Targets::Pids(vec![std::process::id()]),
@@ -135,7 +144,7 @@ fn bad_configurations_are_clear_errors() {
     .unwrap();
     assert!(matches!(
         some.set_targets(&[dead]),
-        Err(LoaderError::NoSuchProcess(pid)) if pid == dead
+        Err(Error::Config(ConfigError::NoSuchProcess(pid))) if pid == dead
     ));
 }
 
@@ -164,9 +173,8 @@ fn targets_change_while_running() {
     first.wait().unwrap();
     second.wait().unwrap();
 
-    let pids = |window: &rover_core::loader::OnCpuWindow| -> HashSet<u32> {
-        window.entries.iter().map(|e| e.tgid).collect()
-    };
+    let pids =
+        |window: &RawWindow| -> HashSet<u32> { window.entries.iter().map(|e| e.tgid).collect() };
     assert_eq!(pids(&before), HashSet::from([first.id()]));
     assert_eq!(pids(&after), HashSet::from([second.id()]));
     assert!(after.entries.iter().all(|e| e.comm == "yes"));
@@ -286,14 +294,21 @@ fn not_privileged_is_a_clear_error() {
     let Some(_lock) = kernel("not_privileged_is_a_clear_error") else {
         return;
     };
+    let stdout = run_child("unprivileged_child", &[21, 38, 39]);
+    assert!(stdout.contains("unprivileged child checked"), "{stdout}");
+}
+
+/// Runs the ignored test `name` in a copy of this test binary whose
+/// capability bounding set lacks `caps`; returns its output once it passed.
+fn run_child(name: &str, caps: &'static [i32]) -> String {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "unprivileged_child", "--ignored", "--nocapture"])
+        .args(["--exact", name, "--ignored", "--nocapture"])
         .env(UNPRIVILEGED_CHILD, "1");
     // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
     unsafe {
-        command.pre_exec(|| {
-            for cap in [21, 38, 39] {
+        command.pre_exec(move || {
+            for &cap in caps {
                 if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -302,7 +317,7 @@ fn not_privileged_is_a_clear_error() {
         });
     }
     let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{stdout}");
     assert!(
         output.status.success(),
@@ -310,7 +325,68 @@ fn not_privileged_is_a_clear_error() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("1 passed"), "{stdout}");
-    assert!(stdout.contains("unprivileged child checked"), "{stdout}");
+    stdout
+}
+
+/// With CAP_BPF and CAP_PERFMON but neither CAP_SYS_ADMIN nor CAP_SYSLOG
+/// a process may profile, but `/proc/kallsyms` may show it zeros: the
+/// profiler's warning must say so exactly when it does.
+#[test]
+fn hidden_kernel_addresses_are_a_warning() {
+    let Some(_lock) = kernel("hidden_kernel_addresses_are_a_warning") else {
+        return;
+    };
+    let profiler = rover_core::Profiler::new().unwrap();
+    assert_eq!(
+        profiler.warnings().is_empty(),
+        kallsyms_shows_addresses(),
+        "{:?}",
+        profiler.warnings()
+    );
+    let stdout = run_child("without_cap_syslog_child", &[21, 34]);
+    assert!(
+        stdout.contains("child without CAP_SYSLOG checked"),
+        "{stdout}"
+    );
+}
+
+/// Whether `/proc/kallsyms` shows this process real addresses.
+fn kallsyms_shows_addresses() -> bool {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    kallsyms.lines().take(1000).any(|line| {
+        line.split(' ')
+            .next()
+            .is_some_and(|a| !a.trim_start_matches('0').is_empty())
+    })
+}
+
+/// Only run by `hidden_kernel_addresses_are_a_warning`.
+#[test]
+#[ignore = "run by hidden_kernel_addresses_are_a_warning in a child without CAP_SYSLOG"]
+fn without_cap_syslog_child() {
+    assert_eq!(
+        std::env::var(UNPRIVILEGED_CHILD).as_deref(),
+        Ok("1"),
+        "this test only makes sense in the child"
+    );
+    let profiler = rover_core::Profiler::new().unwrap();
+    let visible = kallsyms_shows_addresses();
+    let warnings = profiler.warnings();
+    assert_eq!(warnings.is_empty(), visible, "{warnings:?}");
+    for warning in warnings {
+        assert!(
+            matches!(
+                warning,
+                rover_core::Warning::KernelAddressesHidden {
+                    cap_syslog: false,
+                    ..
+                }
+            ),
+            "{warning:?}"
+        );
+        println!("warning: {warning}");
+    }
+    println!("child without CAP_SYSLOG checked (kernel addresses visible: {visible})");
 }
 
 /// Only run by `not_privileged_is_a_clear_error`, without the capabilities.
@@ -324,7 +400,7 @@ fn unprivileged_child() {
     );
     let error = OnCpuProgram::attach(&OnCpuConfig::default()).err().unwrap();
     assert!(
-        matches!(&error, LoaderError::Privileges { missing } if missing == "CAP_BPF and CAP_PERFMON"),
+        matches!(&error, Error::Privileges { missing } if missing == "CAP_BPF and CAP_PERFMON"),
         "{error}"
     );
     let message = error.to_string();
@@ -334,7 +410,24 @@ fn unprivileged_child() {
     );
     assert!(matches!(
         OffCpuProgram::attach(&OffCpuConfig::default()),
-        Err(LoaderError::Privileges { .. })
+        Err(Error::Privileges { .. })
+    ));
+    // A configuration error reads the same without privileges: it is found
+    // before the privilege check.
+    assert!(matches!(
+        OnCpuProgram::attach(&OnCpuConfig {
+            frequency_hz: 0,
+            ..OnCpuConfig::default()
+        }),
+        Err(Error::Config(ConfigError::ZeroFrequency))
+    ));
+    assert!(matches!(
+        OffCpuProgram::attach(&OffCpuConfig {
+            min_block: Duration::from_millis(10),
+            max_block: Some(Duration::from_millis(1)),
+            ..OffCpuConfig::default()
+        }),
+        Err(Error::Config(ConfigError::BlockRange { .. }))
     ));
     // The check tells the truth: the kernel itself refuses.
     assert!(
@@ -342,5 +435,10 @@ fn unprivileged_child() {
             .load(rover_ebpf::ONCPU_OBJECT)
             .is_err()
     );
+    // What `fn main() -> Result<(), Error>` prints is the Debug: the same
+    // advice, not the variant.
+    let debug = format!("{error:?}");
+    assert_eq!(debug, message);
+    assert!(!debug.contains("Privileges {"), "{debug}");
     println!("unprivileged child checked: {message}");
 }

@@ -10,10 +10,32 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rover_core::loader::{
-    OffCpuConfig, OffCpuEntry, OffCpuHook, OffCpuProgram, OnCpuConfig, OnCpuProgram, StackLoss,
-    StackSlot, Targets, TaskState,
+    OffCpuConfig, OffCpuHook, OffCpuProgram, OnCpuConfig, OnCpuProgram, RawEntry, StackLoss,
+    StackSlot, Targets,
 };
+use rover_core::profile::{OffCpuState, SampleValue};
 use support::{Fixture, go, kernel, kernel_names};
+
+/// An on-CPU entry's samples.
+fn samples(entry: &RawEntry) -> u64 {
+    match entry.value {
+        SampleValue::OnCpu { samples } => samples,
+        SampleValue::OffCpu { .. } => panic!("an off-CPU value from the on-CPU program: {entry:?}"),
+    }
+}
+
+/// An off-CPU entry's state, switches and nanoseconds.
+#[cfg(target_arch = "x86_64")]
+fn off_cpu(entry: &RawEntry) -> (OffCpuState, u64, u64) {
+    match entry.value {
+        SampleValue::OffCpu {
+            state,
+            switches,
+            nanos,
+        } => (state, switches, nanos),
+        SampleValue::OnCpu { .. } => panic!("an on-CPU value from the off-CPU program: {entry:?}"),
+    }
+}
 
 const SPIN: &str = r#"
 #include <stdio.h>
@@ -125,11 +147,11 @@ fn oncpu_attributes_a_spinning_function() {
             .collect();
         for entry in &window.entries {
             assert_eq!(entry.tgid, pid, "a sample of another process: {entry:?}");
-            total += entry.samples;
+            total += samples(entry);
             if let StackSlot::Stack(index) = entry.user_stack
                 && names[index] == "spin_here"
             {
-                in_spin += entry.samples;
+                in_spin += samples(entry);
             }
         }
     }
@@ -195,10 +217,7 @@ int main(int argc, char **argv) {
 /// 120 ms so that many 50 ms blocks span a buffer flip, and returns the
 /// entries whose user leaf is in `block_here` and all entries.
 #[cfg(target_arch = "x86_64")]
-fn run_blocking(
-    config: OffCpuConfig,
-    args: &[&str],
-) -> (Vec<OffCpuEntry>, Vec<OffCpuEntry>, OffCpuHook) {
+fn run_blocking(config: OffCpuConfig, args: &[&str]) -> (Vec<RawEntry>, Vec<RawEntry>, OffCpuHook) {
     let fixture = Fixture::build("block", BLOCK);
     let mut child = fixture.spawn(args);
     let pid = child.id();
@@ -226,7 +245,8 @@ fn run_blocking(
             // On a busy machine the fixture can also be preempted while in
             // the blocking function; those switches are keyed apart by state
             // and are not the sleeps this test times.
-            if block.contains(&window.stacks[user][0]) && entry.state == TaskState::Interruptible {
+            let (state, switches, _) = off_cpu(entry);
+            if block.contains(&window.stacks[user][0]) && state == OffCpuState::Interruptible {
                 let kernel = match entry.kernel_stack {
                     StackSlot::Stack(kernel) => kernel,
                     // This kernel does not always report a switch-in (seen
@@ -238,7 +258,7 @@ fn run_blocking(
                     {
                         *kernel_leaves
                             .entry("(switch-in unseen)".to_owned())
-                            .or_insert(0) += entry.switches;
+                            .or_insert(0) += switches;
                         blocked.push(entry.clone());
                         continue;
                     }
@@ -256,7 +276,7 @@ fn run_blocking(
                         && (hook == OffCpuHook::BtfTracepoint) != scheduler,
                     "kernel stack of the block: {names:?}"
                 );
-                *kernel_leaves.entry(names[0].clone()).or_insert(0) += entry.switches;
+                *kernel_leaves.entry(names[0].clone()).or_insert(0) += switches;
                 blocked.push(entry.clone());
             }
         }
@@ -279,9 +299,9 @@ fn run_blocking(
 }
 
 #[cfg(target_arch = "x86_64")]
-fn assert_one_second_in_twenty(blocked: &[OffCpuEntry], all: &[OffCpuEntry]) {
-    let switches: u64 = blocked.iter().map(|e| e.switches).sum();
-    let total_ns: u64 = blocked.iter().map(|e| e.total_ns).sum();
+fn assert_one_second_in_twenty(blocked: &[RawEntry], all: &[RawEntry]) {
+    let switches: u64 = blocked.iter().map(|e| off_cpu(e).1).sum();
+    let total_ns: u64 = blocked.iter().map(|e| off_cpu(e).2).sum();
     println!("block_here: {switches} switches, {total_ns} ns");
     assert_eq!(switches, 20, "all entries of the fixture: {all:#?}");
     let seconds = total_ns as f64 / 1e9;
@@ -367,6 +387,7 @@ fn offcpu_minimum_block_time_filters() {
         "50 ms blocks passed a 100 ms minimum: {blocked:?}"
     );
     for entry in all {
-        assert!(entry.total_ns >= entry.switches * 100_000_000, "{entry:?}");
+        let (_, switches, nanos) = off_cpu(&entry);
+        assert!(nanos >= switches * 100_000_000, "{entry:?}");
     }
 }

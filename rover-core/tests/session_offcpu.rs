@@ -59,7 +59,7 @@ fn blocking_fixture_through_windows_on_block_on() {
         for w in &windows {
             eprintln!(
                 "window {}: lost {:?}, lost stacks {:?}, symbolization {:?}",
-                w.stats.index, w.stats.lost, w.stats.lost_stacks, w.stats.symbolization
+                w.stats.index, w.stats.dropped, w.stats.lost_stacks, w.stats.symbolization
             );
         }
     }

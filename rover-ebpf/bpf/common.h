@@ -13,6 +13,8 @@
 const volatile __u32 target_mode = ROVER_TARGET_ALL;
 const volatile __u64 target_cgroup = 0;
 const volatile bool include_idle = false;
+/* A process left out whatever the targets (the profiler itself), 0 for none. */
+const volatile __u32 exclude_tgid = 0;
 
 /* Process ids (tgid) to record when target_mode is ROVER_TARGET_PIDS; the
  * loader edits it while the program runs. */
@@ -112,6 +114,8 @@ static __always_inline bool rover_targeted(__u32 tgid, __u32 tid)
 {
 	if (tid == 0)
 		return include_idle;
+	if (tgid == exclude_tgid)
+		return false;
 	if (target_mode == ROVER_TARGET_PIDS)
 		return bpf_map_lookup_elem(&target_pids, &tgid) != 0;
 	if (target_mode == ROVER_TARGET_CGROUP)

@@ -98,7 +98,7 @@ pub struct OffCpuKey {
 /// Value of the off-CPU count maps (`struct rover_offcpu_value`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OffCpuValue {
+pub struct OffCpuCounts {
     /// Times the task went off CPU with this key.
     pub switches: u64,
     /// Total nanoseconds off CPU.
@@ -137,7 +137,7 @@ unsafe impl aya::Pod for OnCpuKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for OffCpuKey {}
 // SAFETY: as above.
-unsafe impl aya::Pod for OffCpuValue {}
+unsafe impl aya::Pod for OffCpuCounts {}
 // SAFETY: as above.
 unsafe impl aya::Pod for OffCpuStart {}
 // SAFETY: as above.
@@ -183,10 +183,10 @@ mod tests {
 
     #[test]
     fn offcpu_value_layout() {
-        assert_eq!(size_of::<OffCpuValue>(), 16);
-        assert_eq!(align_of::<OffCpuValue>(), 8);
-        assert_eq!(offset_of!(OffCpuValue, switches), 0);
-        assert_eq!(offset_of!(OffCpuValue, total_ns), 8);
+        assert_eq!(size_of::<OffCpuCounts>(), 16);
+        assert_eq!(align_of::<OffCpuCounts>(), 8);
+        assert_eq!(offset_of!(OffCpuCounts, switches), 0);
+        assert_eq!(offset_of!(OffCpuCounts, total_ns), 8);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! programs still writing the old half, read and clear that half.
 
 use std::collections::{HashMap as StdHashMap, HashSet};
+use std::hash::Hash;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use aya::Pod;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
 use rover_ebpf::abi::{self, KernelStack};
 
-use super::LoaderError;
+use super::Error;
 use super::window::{ErrorCounts, StackLoss, StackSlot};
 
 /// How long a flip waits at most for a program that was running on some
@@ -45,12 +46,12 @@ impl DoubleBuffer {
     /// once no program can still be writing it: every CPU whose sequence
     /// count was odd (a program running) after the switch has moved on.
     /// Programs that start later read the new index.
-    pub(crate) fn flip(&mut self) -> Result<u32, LoaderError> {
+    pub(crate) fn flip(&mut self) -> Result<u32, Error> {
         let idle = self.active;
         let next = idle ^ 1;
         self.map
             .set(0, next, 0)
-            .map_err(LoaderError::map("active_buffer"))?;
+            .map_err(Error::map("active_buffer"))?;
         self.active = next;
         let seen = self.sequences()?;
         let deadline = Instant::now() + MAX_WAIT;
@@ -67,11 +68,8 @@ impl DoubleBuffer {
         }
     }
 
-    fn sequences(&self) -> Result<Vec<u64>, LoaderError> {
-        let values = self
-            .in_flight
-            .get(&0, 0)
-            .map_err(LoaderError::map("in_flight"))?;
+    fn sequences(&self) -> Result<Vec<u64>, Error> {
+        let values = self.in_flight.get(&0, 0).map_err(Error::map("in_flight"))?;
         Ok(values.iter().copied().collect())
     }
 }
@@ -90,13 +88,10 @@ impl ErrorTracker {
         }
     }
 
-    pub(crate) fn take(&mut self) -> Result<Vec<ErrorCounts>, LoaderError> {
+    pub(crate) fn take(&mut self) -> Result<Vec<ErrorCounts>, Error> {
         let mut per_cpu: Vec<[u64; abi::ERR_MAX as usize]> = Vec::new();
         for index in 0..abi::ERR_MAX {
-            let values = self
-                .map
-                .get(&index, 0)
-                .map_err(LoaderError::map("errors"))?;
+            let values = self.map.get(&index, 0).map_err(Error::map("errors"))?;
             per_cpu.resize(values.len().max(per_cpu.len()), [0; abi::ERR_MAX as usize]);
             for (cpu, value) in values.iter().enumerate() {
                 per_cpu[cpu][index as usize] = *value;
@@ -131,8 +126,8 @@ impl StackResolver {
         &mut self,
         map: &'static str,
         id: u64,
-        fetch: impl FnOnce() -> Result<Option<Vec<u64>>, LoaderError>,
-    ) -> Result<StackSlot, LoaderError> {
+        fetch: impl FnOnce() -> Result<Option<Vec<u64>>, Error>,
+    ) -> Result<StackSlot, Error> {
         if let Some(slot) = self.seen.get(&(map, id)) {
             return Ok(*slot);
         }
@@ -154,14 +149,14 @@ impl StackResolver {
         map: &StackTraceMap<MapData>,
         name: &'static str,
         id: i32,
-    ) -> Result<StackSlot, LoaderError> {
+    ) -> Result<StackSlot, Error> {
         let Ok(id) = u32::try_from(id) else {
             return Ok(errno_slot(id.saturating_neg()));
         };
         self.resolve(name, id.into(), || match map.get(&id, 0) {
             Ok(trace) => Ok(Some(trace.frames().iter().map(|frame| frame.ip).collect())),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(error) => Err(LoaderError::map(name)(error)),
+            Err(error) => Err(Error::map(name)(error)),
         })
     }
 
@@ -172,7 +167,7 @@ impl StackResolver {
         name: &'static str,
         hash: u64,
         err: i32,
-    ) -> Result<StackSlot, LoaderError> {
+    ) -> Result<StackSlot, Error> {
         if hash == 0 {
             return Ok(errno_slot(err.saturating_neg()));
         }
@@ -186,7 +181,7 @@ impl StackResolver {
                     .collect(),
             )),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(error) => Err(LoaderError::map(name)(error)),
+            Err(error) => Err(Error::map(name)(error)),
         })
     }
 }
@@ -201,20 +196,49 @@ fn errno_slot(errno: i32) -> StackSlot {
     }
 }
 
-/// Removes every stack of `map` but those in `keep`.
-pub(crate) fn clear_stacks(
-    map: &mut StackTraceMap<MapData>,
-    keep: &HashSet<u32>,
+/// The maps a drain empties: stack maps and hash maps, by key.
+pub(crate) trait Keyed {
+    type Key: Eq + Hash;
+    fn all_keys(&self) -> Result<Vec<Self::Key>, MapError>;
+    fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError>;
+}
+
+impl Keyed for StackTraceMap<MapData> {
+    type Key = u32;
+
+    fn all_keys(&self) -> Result<Vec<u32>, MapError> {
+        self.stack_ids().collect()
+    }
+
+    fn remove_key(&mut self, key: &u32) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
+
+impl<K: Pod + Eq + Hash, V: Pod> Keyed for HashMap<MapData, K, V> {
+    type Key = K;
+
+    fn all_keys(&self) -> Result<Vec<K>, MapError> {
+        self.keys().collect()
+    }
+
+    fn remove_key(&mut self, key: &K) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
+
+/// Removes every entry of `map` but those whose key is in `keep`; an entry
+/// the program deleted meanwhile is not an error.
+pub(crate) fn clear_except<M: Keyed>(
+    map: &mut M,
+    keep: &HashSet<M::Key>,
     name: &'static str,
-) -> Result<(), LoaderError> {
-    let ids: Vec<u32> = map
-        .stack_ids()
-        .collect::<Result<_, _>>()
-        .map_err(LoaderError::map(name))?;
-    for id in ids.into_iter().filter(|id| !keep.contains(id)) {
-        match map.remove(&id) {
+) -> Result<(), Error> {
+    let keys = map.all_keys().map_err(Error::map(name))?;
+    for key in keys.into_iter().filter(|key| !keep.contains(key)) {
+        match map.remove_key(&key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(error) => return Err(LoaderError::map(name)(error)),
+            Err(error) => return Err(Error::map(name)(error)),
         }
     }
     Ok(())
@@ -224,35 +248,16 @@ pub(crate) fn clear_stacks(
 pub(crate) fn take_entries<K: Pod, V: Pod>(
     map: &mut HashMap<MapData, K, V>,
     name: &'static str,
-) -> Result<Vec<(K, V)>, LoaderError> {
+) -> Result<Vec<(K, V)>, Error> {
     let entries: Vec<(K, V)> = map
         .iter()
         .collect::<Result<_, _>>()
-        .map_err(LoaderError::map(name))?;
+        .map_err(Error::map(name))?;
     for (key, _) in &entries {
         match map.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(error) => return Err(LoaderError::map(name)(error)),
+            Err(error) => return Err(Error::map(name)(error)),
         }
     }
     Ok(entries)
-}
-
-/// Removes every entry of a hash map but those whose key is in `keep`.
-pub(crate) fn clear_hash_except<V: Pod>(
-    map: &mut HashMap<MapData, u64, V>,
-    keep: &HashSet<u64>,
-    name: &'static str,
-) -> Result<(), LoaderError> {
-    let keys: Vec<u64> = map
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(LoaderError::map(name))?;
-    for key in keys.into_iter().filter(|key| !keep.contains(key)) {
-        match map.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(error) => return Err(LoaderError::map(name)(error)),
-        }
-    }
-    Ok(())
 }

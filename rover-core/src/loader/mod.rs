@@ -5,29 +5,68 @@
 //! sessions instead. It is public so that tools and benchmarks can drive
 //! the kernel side directly: [`OnCpuProgram`] and [`OffCpuProgram`] attach
 //! from a config, [`OnCpuProgram::drain`] / [`OffCpuProgram::drain`] swap the
-//! double buffer and return the last window as plain data, and dropping a
-//! program detaches it and closes every fd.
+//! double buffer and return the last window as one [`RawWindow`] type for
+//! both (its values are the profile model's [`SampleValue`](crate::profile::SampleValue)),
+//! and dropping a program detaches it and closes every fd. [`Program`] is
+//! what both have in common.
+//!
+//! A configuration is validated ([`OnCpuConfig::validate`],
+//! [`OffCpuConfig::validate`]) before any privilege or kernel check, so a
+//! wrong setting is an [`Error::Config`] with or without root.
 //!
 //! Kernel requirements: BTF (`/sys/kernel/btf/vmlinux`), root or CAP_BPF
 //! with CAP_PERFMON, and tracefs only where BTF tracepoints are missing.
 
 mod buffer;
 mod environment;
-mod error;
 mod object;
 mod offcpu;
 mod oncpu;
 mod states;
 mod targets;
+mod validate;
 mod window;
 
-pub use environment::Environment;
-pub use error::LoaderError;
-pub use offcpu::{OffCpuConfig, OffCpuEntry, OffCpuHook, OffCpuProgram, OffCpuWindow};
-pub use oncpu::{OnCpuConfig, OnCpuEntry, OnCpuProgram, OnCpuWindow};
-pub use states::{TaskState, TaskStates};
+pub use environment::{Environment, Warning};
+pub use offcpu::{OffCpuConfig, OffCpuHook, OffCpuProgram};
+pub use oncpu::{OnCpuConfig, OnCpuProgram};
+pub use states::TaskStates;
 pub use targets::Targets;
-pub use window::{ErrorCounts, StackLoss, StackSlot};
+pub use validate::Limits;
+pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot};
+
+use crate::Error;
+use crate::error::ConfigError;
+use crate::profile::ProfileKind;
+
+/// What sessions need of an attached program, on-CPU or off-CPU alike, so
+/// that a session (or a tool) holds one `Box<dyn Program>`.
+///
+/// ```no_run
+/// use rover_core::loader::{OnCpuConfig, OnCpuProgram, Program, Targets};
+///
+/// let mut program: Box<dyn Program> = Box::new(OnCpuProgram::attach(&OnCpuConfig {
+///     targets: Targets::Pids(vec![1234]),
+///     ..OnCpuConfig::default()
+/// })?);
+/// std::thread::sleep(std::time::Duration::from_secs(1));
+/// let window = program.drain()?;
+/// println!("{:?}: {} keys", program.kind(), window.entries.len());
+/// # Ok::<(), rover_core::Error>(())
+/// ```
+pub trait Program: Send {
+    /// On-CPU or off-CPU: what the values of its windows are.
+    fn kind(&self) -> ProfileKind;
+
+    /// Replaces the target processes while the program runs. Only for a
+    /// program attached with [`Targets::Pids`]; the pids are checked as at
+    /// attach.
+    fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error>;
+
+    /// Swaps the halves of the double buffer and returns what was counted in
+    /// the half the program left.
+    fn drain(&mut self) -> Result<RawWindow, Error>;
+}
 
 /// Capacities of a program's maps, fixed at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +93,7 @@ impl Default for MapSizes {
 }
 
 impl MapSizes {
-    fn check(&self) -> Result<(), LoaderError> {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("counts", self.counts),
             ("stacks", self.stacks),
@@ -62,9 +101,7 @@ impl MapSizes {
             ("start", self.start),
         ] {
             if value == 0 {
-                return Err(LoaderError::InvalidConfig(format!(
-                    "MapSizes::{name} must be at least 1"
-                )));
+                return Err(ConfigError::ZeroMapSize(name));
             }
         }
         Ok(())
@@ -81,9 +118,8 @@ mod tests {
         fn send<T: Send>() {}
         send::<OnCpuProgram>();
         send::<OffCpuProgram>();
-        send::<OnCpuWindow>();
-        send::<OffCpuWindow>();
-        send::<LoaderError>();
+        send::<RawWindow>();
+        send::<Error>();
     }
 
     #[test]
@@ -95,9 +131,6 @@ mod tests {
         }
         .check()
         .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid configuration: MapSizes::stacks must be at least 1"
-        );
+        assert_eq!(error.to_string(), "MapSizes::stacks must be at least 1");
     }
 }

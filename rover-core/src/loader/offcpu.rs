@@ -7,12 +7,16 @@ use std::time::Duration;
 use aya::maps::{HashMap, MapData, StackTraceMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use rover_ebpf::abi::{KernelStack, OffCpuKey, OffCpuStart, OffCpuValue};
+use rover_ebpf::abi::{KernelStack, OffCpuCounts, OffCpuKey, OffCpuStart};
 
-use super::buffer::{StackResolver, clear_hash_except, clear_stacks, take_entries};
+use super::buffer::{StackResolver, clear_except, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
-use super::window::{ErrorCounts, StackSlot, comm_string};
-use super::{Environment, LoaderError, MapSizes, Targets, TaskState, TaskStates};
+use super::states::state_from_bit;
+use super::targets::ResolvedTargets;
+use super::validate::excluded_tgid;
+use super::window::{RawEntry, RawWindow, comm_string};
+use super::{Environment, Error, MapSizes, Program, Targets, TaskStates};
+use crate::profile::{ProfileKind, SampleValue};
 
 const BTF_PROGRAM: &str = "rover_offcpu_btf";
 const TP_PROGRAM: &str = "rover_offcpu_tp";
@@ -43,6 +47,9 @@ pub struct OffCpuConfig {
     pub states: TaskStates,
     /// Whether to follow the idle task (pid 0).
     pub include_idle: bool,
+    /// Whether every-process and cgroup targets include this process
+    /// (default: no, an agent does not profile itself).
+    pub include_self: bool,
     /// The hook to use; `None` picks the BTF tracepoint and falls back to
     /// the classic one.
     pub hook: Option<OffCpuHook>,
@@ -58,49 +65,18 @@ impl Default for OffCpuConfig {
             max_block: None,
             states: TaskStates::ALL,
             include_idle: false,
+            include_self: false,
             hook: None,
             map_sizes: MapSizes::default(),
         }
     }
 }
 
-/// Off-CPU time of one thread, pair of stacks and state during a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffCpuEntry {
-    /// Process id.
-    pub tgid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Thread command name.
-    pub comm: String,
-    /// The task's state when it went off CPU.
-    pub state: TaskState,
-    /// The user-space stack where it blocked, leaf first.
-    pub user_stack: StackSlot,
-    /// The kernel stack where it blocked, leaf first (`__schedule` and up).
-    pub kernel_stack: StackSlot,
-    /// Blocks counted.
-    pub switches: u64,
-    /// Total time off CPU over those blocks, in nanoseconds.
-    pub total_ns: u64,
-}
-
-/// One drained window of the off-CPU program. A block is counted in the
-/// window in which the task came back on CPU.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OffCpuWindow {
-    /// Time off CPU per thread, stacks and state.
-    pub entries: Vec<OffCpuEntry>,
-    /// Instruction pointers, leaf first, referenced by [`StackSlot::Stack`].
-    pub stacks: Vec<Vec<u64>>,
-    /// Per CPU, what could not be recorded during the window.
-    pub errors: Vec<ErrorCounts>,
-}
-
 /// The attached off-CPU program. Dropping it detaches and closes every fd.
 ///
 /// ```no_run
 /// use rover_core::loader::{OffCpuConfig, OffCpuProgram, Targets};
+/// use rover_core::profile::SampleValue;
 /// use std::time::Duration;
 ///
 /// let mut program = OffCpuProgram::attach(&OffCpuConfig {
@@ -110,12 +86,14 @@ pub struct OffCpuWindow {
 /// })?;
 /// std::thread::sleep(Duration::from_secs(1));
 /// for entry in program.drain()?.entries {
-///     println!("{} {:?}: {} ns in {} blocks", entry.tid, entry.state, entry.total_ns, entry.switches);
+///     if let SampleValue::OffCpu { state, switches, nanos } = entry.value {
+///         println!("{} {state}: {nanos} ns in {switches} blocks", entry.tid);
+///     }
 /// }
-/// # Ok::<(), rover_core::loader::LoaderError>(())
+/// # Ok::<(), rover_core::Error>(())
 /// ```
 pub struct OffCpuProgram {
-    counts: [HashMap<MapData, OffCpuKey, OffCpuValue>; 2],
+    counts: [HashMap<MapData, OffCpuKey, OffCpuCounts>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     kstacks: [HashMap<MapData, u64, KernelStack>; 2],
     start: HashMap<MapData, u32, OffCpuStart>,
@@ -127,27 +105,33 @@ pub struct OffCpuProgram {
 }
 
 impl OffCpuProgram {
-    /// Checks privileges and the configuration, loads the program and
-    /// attaches it to `sched_switch`.
-    pub fn attach(config: &OffCpuConfig) -> Result<Self, LoaderError> {
-        let environment = Environment::check()?;
-        config.map_sizes.check()?;
-        let max_block = config.max_block.unwrap_or(Duration::MAX);
-        if config.min_block > max_block {
-            return Err(LoaderError::InvalidConfig(format!(
-                "min_block {:?} is above max_block {max_block:?}",
-                config.min_block
-            )));
-        }
-        if config.states.bits() == 0 {
-            return Err(LoaderError::InvalidConfig(
-                "an empty state set counts nothing".into(),
-            ));
-        }
+    /// Validates the configuration ([`OffCpuConfig::validate`]), then checks
+    /// privileges and BTF, loads the program and attaches it to `sched_switch`.
+    pub fn attach(config: &OffCpuConfig) -> Result<Self, Error> {
+        let targets = config.checked()?;
+        Self::load(config, &targets, &Environment::check()?)
+    }
+
+    /// Attaches a configuration the caller validated, for a process whose
+    /// environment was checked already (a [`Profiler`](crate::Profiler)'s).
+    pub(crate) fn attach_checked(
+        config: &OffCpuConfig,
+        environment: &Environment,
+    ) -> Result<Self, Error> {
         let targets = config.targets.resolve(config.map_sizes.pids)?;
+        Self::load(config, &targets, environment)
+    }
+
+    fn load(
+        config: &OffCpuConfig,
+        targets: &ResolvedTargets,
+        environment: &Environment,
+    ) -> Result<Self, Error> {
+        let max_block = config.max_block.unwrap_or(Duration::MAX);
         let btf = kernel_btf()?;
         let sizes = &config.map_sizes;
         let include_idle = u8::from(config.include_idle);
+        let exclude_tgid = excluded_tgid(&config.targets, config.include_self);
         let min_ns = duration_ns(config.min_block);
         let max_ns = duration_ns(max_block);
         let state_mask = config.states.bits();
@@ -156,6 +140,7 @@ impl OffCpuProgram {
             .override_global("target_mode", &targets.mode, true)
             .override_global("target_cgroup", &targets.cgroup_id, true)
             .override_global("include_idle", &include_idle, true)
+            .override_global("exclude_tgid", &exclude_tgid, true)
             .override_global("min_block_ns", &min_ns, true)
             .override_global("max_block_ns", &max_ns, true)
             .override_global("state_mask", &state_mask, true)
@@ -168,11 +153,11 @@ impl OffCpuProgram {
             .map_max_entries(KSTACKS[1], sizes.stacks)
             .map_max_entries(START, sizes.start)
             .load(rover_ebpf::OFFCPU_OBJECT)
-            .map_err(|source| LoaderError::Load {
+            .map_err(|source| Error::Load {
                 object: "offcpu",
                 source: Box::new(source),
             })?;
-        let shared = SharedMaps::take(&mut ebpf, &config.targets, sizes.pids, &targets)?;
+        let shared = SharedMaps::take(&mut ebpf, &config.targets, sizes.pids, targets)?;
         let counts = [
             take_map(&mut ebpf, COUNTS[0], HashMap::try_from)?,
             take_map(&mut ebpf, COUNTS[1], HashMap::try_from)?,
@@ -186,7 +171,7 @@ impl OffCpuProgram {
             take_map(&mut ebpf, KSTACKS[1], HashMap::try_from)?,
         ];
         let start = take_map(&mut ebpf, START, HashMap::try_from)?;
-        let hook = attach_hook(&mut ebpf, config.hook, &environment)?;
+        let hook = attach_hook(&mut ebpf, config.hook, environment)?;
         Ok(OffCpuProgram {
             counts,
             stacks,
@@ -207,7 +192,7 @@ impl OffCpuProgram {
     /// Replaces the target processes while the program runs. Only for a
     /// program attached with [`Targets::Pids`]. Tasks already off CPU keep
     /// the record they left.
-    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), LoaderError> {
+    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error> {
         self.shared.set_targets(pids)
     }
 
@@ -221,7 +206,7 @@ impl OffCpuProgram {
     /// in the active half, are kept until a later drain has read them. Kernel
     /// stacks are taken at switch-in into the active half (except with the
     /// classic tracepoint, which takes them at switch-out) and kept the same way.
-    pub fn drain(&mut self) -> Result<OffCpuWindow, LoaderError> {
+    pub fn drain(&mut self) -> Result<RawWindow, Error> {
         let idle = self.shared.buffer.flip()?;
         let active = self.shared.buffer.active() as usize;
         let taken = take_entries(&mut self.counts[idle as usize], COUNTS[idle as usize])?;
@@ -230,11 +215,10 @@ impl OffCpuProgram {
         for (key, value) in taken {
             let user = (key.user_stack_buffer & 1) as usize;
             let kernel = (key.kernel_stack_buffer & 1) as usize;
-            entries.push(OffCpuEntry {
+            entries.push(RawEntry {
                 tgid: key.tgid,
                 tid: key.tid,
                 comm: comm_string(&key.comm),
-                state: TaskState::from_bit(key.state),
                 user_stack: resolver.stack_id(
                     &self.stacks[user],
                     STACKS[user],
@@ -246,18 +230,21 @@ impl OffCpuProgram {
                     key.kernel_stack_hash,
                     key.kernel_stack_err,
                 )?,
-                switches: value.switches,
-                total_ns: value.total_ns,
+                value: SampleValue::OffCpu {
+                    state: state_from_bit(key.state),
+                    switches: value.switches,
+                    nanos: value.total_ns,
+                },
             });
         }
         // The program counts a block before deleting its start record, so a
         // block is always in one of the two maps scanned here, in this order.
         if let Some((user, kernel)) = self.stacks_in_use(idle, active)? {
             let idle = idle as usize;
-            clear_stacks(&mut self.stacks[idle], &user, STACKS[idle])?;
-            clear_hash_except(&mut self.kstacks[idle], &kernel, KSTACKS[idle])?;
+            clear_except(&mut self.stacks[idle], &user, STACKS[idle])?;
+            clear_except(&mut self.kstacks[idle], &kernel, KSTACKS[idle])?;
         }
-        Ok(OffCpuWindow {
+        Ok(RawWindow {
             entries,
             stacks: resolver.stacks,
             errors: self.shared.errors.take()?,
@@ -272,7 +259,7 @@ impl OffCpuProgram {
         &self,
         idle: u32,
         active: usize,
-    ) -> Result<Option<(HashSet<u32>, HashSet<u64>)>, LoaderError> {
+    ) -> Result<Option<(HashSet<u32>, HashSet<u64>)>, Error> {
         let mut user = HashSet::new();
         let mut kernel = HashSet::new();
         let mut add = |user_buffer: u32, user_id: i32, kernel_buffer: u32, hash: u64| {
@@ -288,7 +275,7 @@ impl OffCpuProgram {
         // A walk restarts when its cursor is deleted under it; bound it.
         let limit = 4 * self.start_capacity as usize;
         for (walked, record) in self.start.iter().enumerate() {
-            let (_, start) = record.map_err(LoaderError::map(START))?;
+            let (_, start) = record.map_err(Error::map(START))?;
             add(
                 start.user_stack_buffer,
                 start.user_stack_id,
@@ -300,7 +287,7 @@ impl OffCpuProgram {
             }
         }
         for key in self.counts[active].keys() {
-            let key = key.map_err(LoaderError::map(COUNTS[active]))?;
+            let key = key.map_err(Error::map(COUNTS[active]))?;
             add(
                 key.user_stack_buffer,
                 key.user_stack_id,
@@ -312,11 +299,25 @@ impl OffCpuProgram {
     }
 }
 
+impl Program for OffCpuProgram {
+    fn kind(&self) -> ProfileKind {
+        ProfileKind::OffCpu
+    }
+
+    fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error> {
+        OffCpuProgram::set_targets(self, pids)
+    }
+
+    fn drain(&mut self) -> Result<RawWindow, Error> {
+        OffCpuProgram::drain(self)
+    }
+}
+
 fn attach_hook(
     ebpf: &mut Ebpf,
     wanted: Option<OffCpuHook>,
     environment: &Environment,
-) -> Result<OffCpuHook, LoaderError> {
+) -> Result<OffCpuHook, Error> {
     if wanted != Some(OffCpuHook::Tracepoint) {
         match attach_btf_tracepoint(ebpf) {
             Ok(()) => return Ok(OffCpuHook::BtfTracepoint),
@@ -325,33 +326,31 @@ fn attach_hook(
         }
     }
     if !environment.tracefs {
-        return Err(LoaderError::NoTracefs);
+        return Err(Error::NoTracefs);
     }
     let program: &mut TracePoint = ebpf
         .program_mut(TP_PROGRAM)
         .ok_or_else(|| missing_in_object(TP_PROGRAM))?
         .try_into()
-        .map_err(LoaderError::program(TP_PROGRAM))?;
-    program.load().map_err(LoaderError::program(TP_PROGRAM))?;
+        .map_err(Error::program(TP_PROGRAM))?;
+    program.load().map_err(Error::program(TP_PROGRAM))?;
     program
         .attach("sched", "sched_switch")
-        .map_err(LoaderError::program(TP_PROGRAM))?;
+        .map_err(Error::program(TP_PROGRAM))?;
     Ok(OffCpuHook::Tracepoint)
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), Error> {
     let btf = kernel_btf()?;
     let program: &mut BtfTracePoint = ebpf
         .program_mut(BTF_PROGRAM)
         .ok_or_else(|| missing_in_object(BTF_PROGRAM))?
         .try_into()
-        .map_err(LoaderError::program(BTF_PROGRAM))?;
+        .map_err(Error::program(BTF_PROGRAM))?;
     program
         .load("sched_switch", btf)
-        .map_err(LoaderError::program(BTF_PROGRAM))?;
-    program
-        .attach()
-        .map_err(LoaderError::program(BTF_PROGRAM))?;
+        .map_err(Error::program(BTF_PROGRAM))?;
+    program.attach().map_err(Error::program(BTF_PROGRAM))?;
     Ok(())
 }
 

@@ -9,10 +9,13 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use aya::{Ebpf, EbpfLoader};
 use rover_ebpf::abi::OnCpuKey;
 
-use super::buffer::{StackResolver, clear_stacks, take_entries};
+use super::buffer::{StackResolver, clear_except, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
-use super::window::{ErrorCounts, StackSlot, comm_string};
-use super::{Environment, LoaderError, MapSizes, Targets};
+use super::targets::ResolvedTargets;
+use super::validate::{Limits, excluded_tgid};
+use super::window::{RawEntry, RawWindow, comm_string};
+use super::{Environment, Error, MapSizes, Program, Targets};
+use crate::profile::{ProfileKind, SampleValue};
 
 const PROGRAM: &str = "rover_oncpu";
 const COUNTS: [&str; 2] = ["oncpu_counts0", "oncpu_counts1"];
@@ -27,6 +30,9 @@ pub struct OnCpuConfig {
     pub frequency_hz: u64,
     /// Whether to count samples of the idle task (pid 0).
     pub include_idle: bool,
+    /// Whether every-process and cgroup targets include this process
+    /// (default: no, an agent does not profile itself).
+    pub include_self: bool,
     /// Map capacities.
     pub map_sizes: MapSizes,
 }
@@ -37,37 +43,10 @@ impl Default for OnCpuConfig {
             targets: Targets::All,
             frequency_hz: 99,
             include_idle: false,
+            include_self: false,
             map_sizes: MapSizes::default(),
         }
     }
-}
-
-/// Samples counted for one thread and pair of stacks during a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnCpuEntry {
-    /// Process id.
-    pub tgid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Thread command name.
-    pub comm: String,
-    /// The user-space stack, leaf first.
-    pub user_stack: StackSlot,
-    /// The kernel stack, leaf first.
-    pub kernel_stack: StackSlot,
-    /// Samples with this key.
-    pub samples: u64,
-}
-
-/// One drained window of the on-CPU program.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OnCpuWindow {
-    /// Counts per thread and stacks.
-    pub entries: Vec<OnCpuEntry>,
-    /// Instruction pointers, leaf first, referenced by [`StackSlot::Stack`].
-    pub stacks: Vec<Vec<u64>>,
-    /// Per CPU, what could not be recorded during the window.
-    pub errors: Vec<ErrorCounts>,
 }
 
 /// The attached on-CPU program. Dropping it detaches the perf events and
@@ -83,9 +62,9 @@ pub struct OnCpuWindow {
 /// std::thread::sleep(std::time::Duration::from_secs(1));
 /// let window = program.drain()?;
 /// for entry in &window.entries {
-///     println!("{} {}: {} samples", entry.tgid, entry.comm, entry.samples);
+///     println!("{} {}: {:?}", entry.tgid, entry.comm, entry.value);
 /// }
-/// # Ok::<(), rover_core::loader::LoaderError>(())
+/// # Ok::<(), rover_core::Error>(())
 /// ```
 pub struct OnCpuProgram {
     counts: [HashMap<MapData, OnCpuKey, u64>; 2],
@@ -96,40 +75,43 @@ pub struct OnCpuProgram {
 }
 
 impl OnCpuProgram {
-    /// Checks privileges and the configuration, loads the program and
-    /// attaches one cpu-clock perf event per online CPU.
-    pub fn attach(config: &OnCpuConfig) -> Result<Self, LoaderError> {
-        let environment = Environment::check()?;
-        if config.frequency_hz == 0 {
-            return Err(LoaderError::ZeroFrequency);
-        }
-        if config.frequency_hz > environment.max_sample_rate {
-            return Err(LoaderError::FrequencyTooHigh {
-                requested: config.frequency_hz,
-                max: environment.max_sample_rate,
-            });
-        }
-        config.map_sizes.check()?;
-        let targets = config.targets.resolve(config.map_sizes.pids)?;
+    /// Validates the configuration ([`OnCpuConfig::validate`]), then checks
+    /// privileges and BTF, loads the program and attaches one cpu-clock
+    /// perf event per online CPU.
+    pub fn attach(config: &OnCpuConfig) -> Result<Self, Error> {
+        let targets = config.checked(&Limits::read()?)?;
+        Environment::check()?;
+        Self::load(config, &targets)
+    }
+
+    /// Attaches a configuration the caller validated, for a process whose
+    /// environment was checked already (a [`Profiler`](crate::Profiler)'s).
+    pub(crate) fn attach_checked(config: &OnCpuConfig) -> Result<Self, Error> {
+        Self::load(config, &config.targets.resolve(config.map_sizes.pids)?)
+    }
+
+    fn load(config: &OnCpuConfig, targets: &ResolvedTargets) -> Result<Self, Error> {
         let btf = kernel_btf()?;
         let sizes = &config.map_sizes;
         let include_idle = u8::from(config.include_idle);
+        let exclude_tgid = excluded_tgid(&config.targets, config.include_self);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .override_global("target_mode", &targets.mode, true)
             .override_global("target_cgroup", &targets.cgroup_id, true)
             .override_global("include_idle", &include_idle, true)
+            .override_global("exclude_tgid", &exclude_tgid, true)
             .map_max_entries("target_pids", sizes.pids)
             .map_max_entries(COUNTS[0], sizes.counts)
             .map_max_entries(COUNTS[1], sizes.counts)
             .map_max_entries(STACKS[0], sizes.stacks)
             .map_max_entries(STACKS[1], sizes.stacks)
             .load(rover_ebpf::ONCPU_OBJECT)
-            .map_err(|source| LoaderError::Load {
+            .map_err(|source| Error::Load {
                 object: "oncpu",
                 source: Box::new(source),
             })?;
-        let shared = SharedMaps::take(&mut ebpf, &config.targets, config.map_sizes.pids, &targets)?;
+        let shared = SharedMaps::take(&mut ebpf, &config.targets, config.map_sizes.pids, targets)?;
         let counts = [
             take_map(&mut ebpf, COUNTS[0], HashMap::try_from)?,
             take_map(&mut ebpf, COUNTS[1], HashMap::try_from)?,
@@ -149,13 +131,13 @@ impl OnCpuProgram {
 
     /// Replaces the target processes while the program runs. Only for a
     /// program attached with [`Targets::Pids`].
-    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), LoaderError> {
+    pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error> {
         self.shared.set_targets(pids)
     }
 
     /// Swaps the halves of the double buffer and returns what was counted in
     /// the half the program left, which is then emptied for its next turn.
-    pub fn drain(&mut self) -> Result<OnCpuWindow, LoaderError> {
+    pub fn drain(&mut self) -> Result<RawWindow, Error> {
         let idle = self.shared.buffer.flip()? as usize;
         let entries = take_entries(&mut self.counts[idle], COUNTS[idle])?;
         let (entries, stacks) = {
@@ -163,21 +145,21 @@ impl OnCpuProgram {
             let stacks = &self.stacks[idle];
             let mut resolved = Vec::with_capacity(entries.len());
             for (key, samples) in entries {
-                resolved.push(OnCpuEntry {
+                resolved.push(RawEntry {
                     tgid: key.tgid,
                     tid: key.tid,
                     comm: comm_string(&key.comm),
                     user_stack: resolver.stack_id(stacks, STACKS[idle], key.user_stack_id)?,
                     kernel_stack: resolver.stack_id(stacks, STACKS[idle], key.kernel_stack_id)?,
-                    samples,
+                    value: SampleValue::OnCpu { samples },
                 });
             }
             (resolved, resolver.stacks)
         };
         // Every id of this half was just read and no later key can refer to
         // it: the half is written again only after the next flip.
-        clear_stacks(&mut self.stacks[idle], &HashSet::new(), STACKS[idle])?;
-        Ok(OnCpuWindow {
+        clear_except(&mut self.stacks[idle], &HashSet::new(), STACKS[idle])?;
+        Ok(RawWindow {
             entries,
             stacks,
             errors: self.shared.errors.take()?,
@@ -185,14 +167,28 @@ impl OnCpuProgram {
     }
 }
 
-fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), LoaderError> {
+impl Program for OnCpuProgram {
+    fn kind(&self) -> ProfileKind {
+        ProfileKind::OnCpu
+    }
+
+    fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error> {
+        OnCpuProgram::set_targets(self, pids)
+    }
+
+    fn drain(&mut self) -> Result<RawWindow, Error> {
+        OnCpuProgram::drain(self)
+    }
+}
+
+fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), Error> {
     let program: &mut PerfEvent = ebpf
         .program_mut(PROGRAM)
         .ok_or_else(|| missing_in_object(PROGRAM))?
         .try_into()
-        .map_err(LoaderError::program(PROGRAM))?;
-    program.load().map_err(LoaderError::program(PROGRAM))?;
-    let cpus = aya::util::online_cpus().map_err(|(what, source)| LoaderError::Io {
+        .map_err(Error::program(PROGRAM))?;
+    program.load().map_err(Error::program(PROGRAM))?;
+    let cpus = aya::util::online_cpus().map_err(|(what, source)| Error::Io {
         what: format!("reading {what}"),
         source,
     })?;
@@ -204,7 +200,7 @@ fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), LoaderEr
                 SamplePolicy::Frequency(frequency_hz),
                 false,
             )
-            .map_err(LoaderError::program(PROGRAM))?;
+            .map_err(Error::program(PROGRAM))?;
     }
     Ok(())
 }

@@ -1,34 +1,21 @@
-//! Task states of an off-CPU block, and sets of them to filter on.
+//! Sets of off-CPU task states to filter on, and the state bits of the ABI.
 
 use std::ops::BitOr;
 
 use rover_ebpf::abi;
 
-/// The state a task was in when it went off CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TaskState {
-    /// Still runnable: preempted, or yielded the CPU.
-    Preempted,
-    /// Interruptible sleep: waiting on a lock, a socket, a timer, a child...
-    Interruptible,
-    /// Uninterruptible sleep, typically disk I/O.
-    Uninterruptible,
-    /// Stopped, traced, or an idle kernel wait.
-    Other,
-}
+use crate::profile::OffCpuState;
 
-impl TaskState {
-    pub(crate) fn from_bit(bit: u32) -> Self {
-        match bit {
-            abi::STATE_PREEMPTED => TaskState::Preempted,
-            abi::STATE_INTERRUPTIBLE => TaskState::Interruptible,
-            abi::STATE_UNINTERRUPTIBLE => TaskState::Uninterruptible,
-            _ => TaskState::Other,
-        }
-    }
-}
-
-/// A set of [`TaskState`]s, e.g. `TaskStates::INTERRUPTIBLE | TaskStates::UNINTERRUPTIBLE`.
+/// A set of [`OffCpuState`]s, e.g. `TaskStates::INTERRUPTIBLE | TaskStates::UNINTERRUPTIBLE`.
+///
+/// ```
+/// use rover_core::TaskStates;
+/// use rover_core::profile::OffCpuState;
+///
+/// let sleeping = TaskStates::INTERRUPTIBLE | TaskStates::UNINTERRUPTIBLE;
+/// assert!(sleeping.contains(OffCpuState::Uninterruptible));
+/// assert!(!sleeping.contains(OffCpuState::Preempted));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskStates(u32);
 
@@ -55,14 +42,13 @@ impl TaskStates {
     }
 
     /// Whether `state` is in the set.
-    pub fn contains(self, state: TaskState) -> bool {
-        let bit = match state {
-            TaskState::Preempted => abi::STATE_PREEMPTED,
-            TaskState::Interruptible => abi::STATE_INTERRUPTIBLE,
-            TaskState::Uninterruptible => abi::STATE_UNINTERRUPTIBLE,
-            TaskState::Other => abi::STATE_OTHER,
-        };
-        self.0 & bit != 0
+    pub fn contains(self, state: OffCpuState) -> bool {
+        self.0 & state_bit(state) != 0
+    }
+
+    /// Whether the set holds no state (it would count nothing).
+    pub fn is_empty(self) -> bool {
+        self.0 & TaskStates::ALL.0 == 0
     }
 }
 
@@ -80,6 +66,38 @@ impl BitOr for TaskStates {
     }
 }
 
+impl From<OffCpuState> for TaskStates {
+    fn from(state: OffCpuState) -> Self {
+        TaskStates(state_bit(state))
+    }
+}
+
+fn state_bit(state: OffCpuState) -> u32 {
+    match state {
+        OffCpuState::Preempted => abi::STATE_PREEMPTED,
+        OffCpuState::Interruptible => abi::STATE_INTERRUPTIBLE,
+        OffCpuState::Uninterruptible => abi::STATE_UNINTERRUPTIBLE,
+        OffCpuState::Other => abi::STATE_OTHER,
+    }
+}
+
+/// The state of a `STATE_*` bit the off-CPU program recorded.
+pub(crate) fn state_from_bit(bit: u32) -> OffCpuState {
+    match bit {
+        abi::STATE_PREEMPTED => OffCpuState::Preempted,
+        abi::STATE_INTERRUPTIBLE => OffCpuState::Interruptible,
+        abi::STATE_UNINTERRUPTIBLE => OffCpuState::Uninterruptible,
+        _ => OffCpuState::Other,
+    }
+}
+
+#[cfg(test)]
+impl TaskStates {
+    pub(crate) fn from_bits_for_test(bits: u32) -> Self {
+        TaskStates(bits)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,12 +105,18 @@ mod tests {
     #[test]
     fn sets_contain_their_states() {
         let sleeping = TaskStates::INTERRUPTIBLE | TaskStates::UNINTERRUPTIBLE;
-        assert!(sleeping.contains(TaskState::Interruptible));
-        assert!(sleeping.contains(TaskState::Uninterruptible));
-        assert!(!sleeping.contains(TaskState::Preempted));
+        assert!(sleeping.contains(OffCpuState::Interruptible));
+        assert!(sleeping.contains(OffCpuState::Uninterruptible));
+        assert!(!sleeping.contains(OffCpuState::Preempted));
         assert_eq!(TaskStates::ALL.bits(), 0b1111);
         for bit in [1, 2, 4, 8] {
-            assert!(TaskStates(bit).contains(TaskState::from_bit(bit)));
+            assert!(TaskStates(bit).contains(state_from_bit(bit)));
         }
+        for state in OffCpuState::ALL {
+            assert_eq!(state_from_bit(state_bit(state)), state);
+            assert!(TaskStates::ALL.contains(state));
+        }
+        assert!(TaskStates(0).is_empty());
+        assert!(!TaskStates::from(OffCpuState::Other).is_empty());
     }
 }

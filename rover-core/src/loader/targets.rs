@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap, MapData};
 use rover_ebpf::abi;
 
-use super::LoaderError;
+use super::Error;
+use crate::error::ConfigError;
 
 /// The tasks a program records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -21,6 +22,18 @@ pub enum Targets {
     Cgroup(PathBuf),
 }
 
+impl Targets {
+    /// `None` for a pid list, which can change while a program runs; else
+    /// what the targets are, in words.
+    pub(crate) fn kind_name(&self) -> Option<&'static str> {
+        match self {
+            Targets::Pids(_) => None,
+            Targets::All => Some("every process (.all())"),
+            Targets::Cgroup(_) => Some("a cgroup (.cgroup(..))"),
+        }
+    }
+}
+
 /// Targets turned into the values the programs read.
 pub(crate) struct ResolvedTargets {
     pub mode: u32,
@@ -29,7 +42,10 @@ pub(crate) struct ResolvedTargets {
 }
 
 impl Targets {
-    pub(crate) fn resolve(&self, pid_capacity: u32) -> Result<ResolvedTargets, LoaderError> {
+    /// Checks the targets (pids live, cgroup a v2 directory) and turns them
+    /// into the programs' values; reads `/proc` and the cgroup file system
+    /// only, so it needs no privileges.
+    pub(crate) fn resolve(&self, pid_capacity: u32) -> Result<ResolvedTargets, ConfigError> {
         match self {
             Targets::All => Ok(ResolvedTargets {
                 mode: abi::TARGET_ALL,
@@ -54,23 +70,13 @@ impl Targets {
 }
 
 /// Every pid must name a live process: a typo would otherwise profile nothing.
-pub(crate) fn check_pids(pids: &[u32], capacity: u32) -> Result<(), LoaderError> {
-    if pids.is_empty() {
-        return Err(LoaderError::InvalidConfig(
-            "an empty pid list targets nothing; use Targets::All for every process".into(),
-        ));
-    }
-    if pids.len() > capacity as usize {
-        return Err(LoaderError::InvalidConfig(format!(
-            "{} target pids exceed the pid map's {capacity} entries (MapSizes::pids)",
-            pids.len()
-        )));
-    }
+pub(crate) fn check_pids(pids: &[u32], capacity: u32) -> Result<(), ConfigError> {
+    check_pid_count(pids, capacity)?;
     for &pid in pids {
         // /proc/TID exists for threads too, but the programs filter on the
         // process id: a thread id would match nothing.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map_err(|_| LoaderError::NoSuchProcess(pid))?;
+            .map_err(|_| ConfigError::NoSuchProcess(pid))?;
         let tgid = status
             .lines()
             .find_map(|line| line.strip_prefix("Tgid:"))
@@ -78,25 +84,33 @@ pub(crate) fn check_pids(pids: &[u32], capacity: u32) -> Result<(), LoaderError>
         match tgid {
             Some(tgid) if tgid == pid => {}
             Some(tgid) => {
-                return Err(LoaderError::InvalidConfig(format!(
-                    "{pid} is a thread of process {tgid}: target the process id"
-                )));
+                return Err(ConfigError::ThreadId { tid: pid, tgid });
             }
-            None => return Err(LoaderError::NoSuchProcess(pid)),
+            None => return Err(ConfigError::NoSuchProcess(pid)),
         }
+    }
+    Ok(())
+}
+
+/// The part of [`check_pids`] that reads nothing.
+pub(crate) fn check_pid_count(pids: &[u32], capacity: u32) -> Result<(), ConfigError> {
+    if pids.is_empty() {
+        return Err(ConfigError::EmptyPids);
+    }
+    if pids.len() > capacity as usize {
+        return Err(ConfigError::TooManyPids {
+            count: pids.len(),
+            capacity,
+        });
     }
     Ok(())
 }
 
 /// Makes the pid map hold exactly `pids`: new ones added before stale ones
 /// are removed, so a pid kept in both sets is never briefly missing.
-pub(crate) fn replace_pids(
-    map: &mut HashMap<MapData, u32, u8>,
-    pids: &[u32],
-) -> Result<(), LoaderError> {
+pub(crate) fn replace_pids(map: &mut HashMap<MapData, u32, u8>, pids: &[u32]) -> Result<(), Error> {
     for pid in pids {
-        map.insert(pid, 1, 0)
-            .map_err(LoaderError::map("target_pids"))?;
+        map.insert(pid, 1, 0).map_err(Error::map("target_pids"))?;
     }
     let stale: Vec<u32> = map
         .keys()
@@ -104,16 +118,16 @@ pub(crate) fn replace_pids(
         .filter(|pid| !pids.contains(pid))
         .collect();
     for pid in stale {
-        map.remove(&pid).map_err(LoaderError::map("target_pids"))?;
+        map.remove(&pid).map_err(Error::map("target_pids"))?;
     }
     Ok(())
 }
 
 /// A cgroup v2 id is the inode number of its directory, which is what
 /// `bpf_get_current_cgroup_id()` returns.
-fn cgroup_id(path: &Path) -> Result<u64, LoaderError> {
+fn cgroup_id(path: &Path) -> Result<u64, ConfigError> {
     const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
-    let error = |reason: String| LoaderError::Cgroup {
+    let error = |reason: String| ConfigError::Cgroup {
         path: path.to_owned(),
         reason,
     };

@@ -1,7 +1,66 @@
-//! What a drain returns besides the counts: stacks as instruction pointers,
-//! why a stack is missing, and the per-CPU counters of what was dropped.
+//! What a drain returns, the same for both programs: counts per thread and
+//! stacks, stacks as instruction pointers, why a stack is missing, and the
+//! per-CPU counters of what was dropped.
 
 use rover_ebpf::abi;
+
+use crate::profile::SampleValue;
+
+/// What was counted for one thread and pair of stacks (and, off CPU, one
+/// task state) during a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    /// Process id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread command name.
+    pub comm: String,
+    /// The user-space stack, leaf first.
+    pub user_stack: StackSlot,
+    /// The kernel stack, leaf first (off CPU: `__schedule` and up).
+    pub kernel_stack: StackSlot,
+    /// On-CPU samples, or off-CPU switches and nanoseconds in one state.
+    pub value: SampleValue,
+}
+
+/// One drained window of either program. Off CPU, a block is counted in
+/// the window in which the task came back on CPU.
+///
+/// ```no_run
+/// use rover_core::loader::{OnCpuConfig, OnCpuProgram};
+/// use rover_core::profile::SampleValue;
+///
+/// let mut program = OnCpuProgram::attach(&OnCpuConfig::default())?;
+/// std::thread::sleep(std::time::Duration::from_secs(1));
+/// let window = program.drain()?;
+/// let samples: u64 = window
+///     .entries
+///     .iter()
+///     .map(|e| match e.value {
+///         SampleValue::OnCpu { samples } => samples,
+///         SampleValue::OffCpu { switches, .. } => switches,
+///     })
+///     .sum();
+/// println!("{samples} samples, {} dropped", window.dropped().dropped_samples());
+/// # Ok::<(), rover_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawWindow {
+    /// Counts per thread and stacks.
+    pub entries: Vec<RawEntry>,
+    /// Instruction pointers, leaf first, referenced by [`StackSlot::Stack`].
+    pub stacks: Vec<Vec<u64>>,
+    /// Per CPU, what could not be recorded during the window.
+    pub errors: Vec<ErrorCounts>,
+}
+
+impl RawWindow {
+    /// What could not be recorded during the window, summed over CPUs.
+    pub fn dropped(&self) -> ErrorCounts {
+        ErrorCounts::sum(&self.errors)
+    }
+}
 
 /// Where an entry's stack is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +120,7 @@ pub struct ErrorCounts {
     /// (some kernels, in some VMs, at times skip one). Each is
     /// still counted, at the task's next switch-out, its end dated by the
     /// CPU time the task used since; with the BTF hook its kernel stack is
-    /// missing ([`StackLoss::SwitchInUnseen`]). Left out of [`total`](Self::total).
+    /// missing ([`StackLoss::SwitchInUnseen`]). Left out of every sum below.
     pub switch_in_unseen: u64,
 }
 
@@ -90,13 +149,22 @@ impl ErrorCounts {
         }
     }
 
-    /// All dropped events of every kind (`switch_in_unseen` is not a drop).
-    pub fn total(&self) -> u64 {
-        self.stack_map_full
-            + self.stack_collision
-            + self.stack_other
-            + self.count_map_full
-            + self.start_map_full
+    /// Samples (on-CPU) or blocks (off-CPU) not counted at all, because the
+    /// count map or the start map was full.
+    pub fn dropped_samples(&self) -> u64 {
+        self.count_map_full + self.start_map_full
+    }
+
+    /// Stacks not recorded, for samples that were still counted (their
+    /// stack is a [`StackSlot::Lost`]).
+    pub fn dropped_stacks(&self) -> u64 {
+        self.stack_map_full + self.stack_collision + self.stack_other
+    }
+
+    /// Every event the kernel side dropped: [`dropped_samples`](Self::dropped_samples)
+    /// plus [`dropped_stacks`](Self::dropped_stacks).
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_samples() + self.dropped_stacks()
     }
 
     /// Sums counters, e.g. of every CPU.

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use rover_symbolize::{Reason, Source, Symbolized, Symbolizer, Unknown};
 
-use super::program::RawWindow;
-use crate::loader::{StackLoss, StackSlot};
+use crate::loader::{RawWindow, StackLoss, StackSlot};
 use crate::profile::{FrameId, Profile, ProfileKind, SampleValue, StackId};
 use crate::stats::{SymbolizationStats, WindowStats};
 
@@ -59,7 +58,7 @@ impl Assembler {
 
         stats.keys = raw.entries.len();
         stats.distinct_stacks = raw.stacks.len();
-        stats.lost = raw.errors;
+        stats.dropped = raw.dropped();
         self.refresh_process_names(raw);
 
         let frames = self.symbolize_stacks(raw, &mut profile, &mut stats.symbolization);
@@ -76,13 +75,13 @@ impl Assembler {
                 }
             };
             stats.samples += weight;
-            for slot in [entry.user, entry.kernel] {
+            for slot in [entry.user_stack, entry.kernel_stack] {
                 if let StackSlot::Lost(loss) = slot {
                     count_loss(&mut stats.lost_stacks, loss, weight);
                 }
             }
-            let kernel = stack_index(entry.kernel);
-            let user = stack_index(entry.user);
+            let kernel = stack_index(entry.kernel_stack);
+            let user = stack_index(entry.user_stack);
             let stack = *stacks.entry((kernel, entry.tgid, user)).or_insert_with(|| {
                 scratch.clear();
                 if let Some(ids) = kernel.and_then(|k| frames.kernel.get(&k)) {
@@ -141,10 +140,10 @@ impl Assembler {
         let mut kernel: Vec<usize> = Vec::new();
         let mut user: HashMap<u32, Vec<usize>> = HashMap::new();
         for entry in &raw.entries {
-            if let Some(k) = stack_index(entry.kernel) {
+            if let Some(k) = stack_index(entry.kernel_stack) {
                 kernel.push(k);
             }
-            if let Some(u) = stack_index(entry.user) {
+            if let Some(u) = stack_index(entry.user_stack) {
                 user.entry(entry.tgid).or_default().push(u);
             }
         }
@@ -284,9 +283,8 @@ fn is_probe_frame(symbolized: &Symbolized) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loader::ErrorCounts;
+    use crate::loader::RawEntry;
     use crate::profile::{FrameKind, Metric};
-    use crate::session::program::RawEntry;
 
     #[inline(never)]
     fn marker_function() -> u64 {
@@ -297,7 +295,7 @@ mod tests {
         RawWindow {
             entries,
             stacks,
-            errors: ErrorCounts::default(),
+            errors: Vec::new(),
         }
     }
 
@@ -307,8 +305,8 @@ mod tests {
             tgid: pid,
             tid: pid,
             comm: "tester".into(),
-            user,
-            kernel,
+            user_stack: user,
+            kernel_stack: kernel,
             value: SampleValue::OnCpu { samples },
         }
     }

@@ -4,14 +4,15 @@
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
 
 use super::assemble::Assembler;
-use super::program::Program;
+use super::unix_nanos;
 use super::window::Window;
 use crate::Error;
+use crate::loader::Program;
 use crate::profile::Profile;
 use crate::stats::WindowStats;
 
@@ -23,19 +24,26 @@ pub(crate) enum Control {
     SetPids(Vec<u32>, oneshot::Sender<Result<(), Error>>),
 }
 
-/// Where the drain thread publishes windows: a sender is set once the user
-/// asks for the stream, so no window is buffered for a session nobody watches.
+/// Where the drain thread publishes windows: one sender per stream asked
+/// for, so no window is buffered for a session nobody watches.
 pub(crate) type WindowSink = Arc<Mutex<Sink>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
-    pub sender: Option<mpsc::Sender<Window>>,
+    pub subscribers: Vec<Subscriber>,
     /// The session is over: a stream asked for now must end at once.
     pub closed: bool,
 }
 
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub sender: mpsc::Sender<Window>,
+    /// Windows left out of this stream since its last delivered one.
+    pub skipped: u64,
+}
+
 pub(crate) struct Drain {
-    pub program: Program,
+    pub program: Box<dyn Program>,
     pub assembler: Assembler,
     pub window: Duration,
     pub control: Receiver<Control>,
@@ -56,21 +64,22 @@ impl Drain {
             sink,
             done,
         } = self;
+        let kind = program.kind();
         let mut whole = Profile::new();
-        whole.declare_kind(program.kind());
+        whole.declare_kind(kind);
         let session_start = unix_nanos();
         let mut window_start = Instant::now();
         let mut window_start_unix = session_start;
         let mut index = 0;
-        let mut skipped = 0;
         let result = loop {
             let wait = window.saturating_sub(window_start.elapsed());
             let last = match control.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => false,
                 Ok(Control::Stop) => true,
                 Ok(Control::SetPids(pids, reply)) => {
-                    // Samples already counted stay in this window.
-                    let _ = reply.send(program.set_targets(&pids).map_err(Error::Loader));
+                    // Samples already counted stay in this window. A reply
+                    // nobody waits for (its future was dropped) is no error.
+                    let _ = reply.send(program.set_targets(&pids));
                     continue;
                 }
                 // The handle was dropped: detach without a last window.
@@ -79,7 +88,7 @@ impl Drain {
             let drain_started = Instant::now();
             let raw = match program.drain() {
                 Ok(raw) => raw,
-                Err(error) => break Err(Error::Loader(error)),
+                Err(error) => break Err(error),
             };
             let drained = Instant::now();
             let end_unix = unix_nanos();
@@ -87,7 +96,6 @@ impl Drain {
                 index,
                 duration: drained.duration_since(window_start),
                 drain_time: drained.duration_since(drain_started),
-                windows_skipped: skipped,
                 ..WindowStats::default()
             };
             let profile = assembler.assemble(&raw, window_start_unix, end_unix, &mut stats);
@@ -96,20 +104,23 @@ impl Drain {
             window_start = drained;
             window_start_unix = end_unix;
             index += 1;
-            if publish(&sink, Window { profile, stats }) {
-                skipped = 0;
-            } else {
-                skipped += 1;
-            }
+            publish(
+                &sink,
+                Window {
+                    kind,
+                    profile,
+                    stats,
+                },
+            );
             if last {
                 whole.set_time_range(session_start, end_unix);
                 break Ok(whole);
             }
         };
         drop(program);
-        // Closing the stream tells consumers the session is over.
+        // Closing the streams tells consumers the session is over.
         let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
-        sink.sender = None;
+        sink.subscribers.clear();
         sink.closed = true;
         drop(sink);
         // The handle may be gone already; nobody is left to tell.
@@ -117,25 +128,28 @@ impl Drain {
     }
 }
 
-/// Sends a window to the stream if anyone listens; false if the consumer is
-/// behind and the window was left out of the stream.
-fn publish(sink: &WindowSink, window: Window) -> bool {
+/// Sends a window to every stream; a stream whose consumer is behind skips
+/// it (counted in its next window's `windows_skipped`), a dropped stream is
+/// forgotten.
+fn publish(sink: &WindowSink, window: Window) {
     let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(sender) = sink.sender.as_mut() else {
-        return true;
-    };
-    match sender.try_send(window) {
-        Ok(()) => true,
-        Err(error) if error.is_disconnected() => {
-            sink.sender = None;
-            true
+    // One stream is the usual case: its window is moved, not copied.
+    if let Some((last, others)) = sink.subscribers.split_last_mut() {
+        for subscriber in others {
+            subscriber.deliver(window.clone());
         }
-        Err(_) => false,
+        last.deliver(window);
     }
+    sink.subscribers.retain(|s| !s.sender.is_closed());
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+impl Subscriber {
+    fn deliver(&mut self, mut window: Window) {
+        window.stats.windows_skipped = self.skipped;
+        match self.sender.try_send(window) {
+            Ok(()) => self.skipped = 0,
+            Err(error) if error.is_disconnected() => {}
+            Err(_) => self.skipped += 1,
+        }
+    }
 }

@@ -1,19 +1,20 @@
 //! The handle of a running session: its window stream, `stop`, and detach
 //! on drop.
 
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::Stream;
 use futures::channel::{mpsc, oneshot};
 
-use super::drain::{Control, Sink, WindowSink};
+use super::drain::{Control, Sink, Subscriber, WindowSink};
 use super::window::Window;
 use crate::Error;
+use crate::error::ConfigError;
 use crate::profile::{Profile, ProfileKind};
 
-/// How many windows the stream holds for a consumer that is behind; later
-/// windows are left out of the stream (counted in `WindowStats::windows_skipped`)
+/// How many windows each stream holds for a consumer that is behind; later
+/// windows are left out of that stream (counted in `WindowStats::windows_skipped`)
 /// but still added to the profile `stop()` returns.
 const STREAM_CAPACITY: usize = 16;
 
@@ -26,7 +27,9 @@ const STREAM_CAPACITY: usize = 16;
 #[derive(Debug)]
 pub struct Session {
     kind: ProfileKind,
-    control: Option<SyncSender<Control>>,
+    /// `None` for a pids session, else what it follows, in words.
+    follows: Option<&'static str>,
+    control: Option<Sender<Control>>,
     done: Option<oneshot::Receiver<Result<Profile, Error>>>,
     sink: WindowSink,
 }
@@ -34,12 +37,14 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(
         kind: ProfileKind,
-        control: SyncSender<Control>,
+        follows: Option<&'static str>,
+        control: Sender<Control>,
         done: oneshot::Receiver<Result<Profile, Error>>,
         sink: WindowSink,
     ) -> Self {
         Session {
             kind,
+            follows,
             control: Some(control),
             done: Some(done),
             sink,
@@ -51,10 +56,16 @@ impl Session {
         self.kind
     }
 
-    /// The stream of windows, each a symbolized profile with its statistics.
+    /// A stream of windows, each a symbolized profile with its statistics.
     /// It ends when the session stops (after the last window) or fails.
-    /// Windows start flowing from the first call; calling again replaces the
-    /// previous stream, which then ends.
+    ///
+    /// Every call returns a stream of its own that receives every window
+    /// drained from then on: a second call does not end the first, and two
+    /// consumers (say, an exporter and a dashboard) each see every window.
+    /// A stream asked for after the session ended is empty. Each stream
+    /// holds up to 16 windows for a consumer that is behind; later ones are
+    /// left out of it (counted in `WindowStats::windows_skipped`) but are
+    /// still in the profile `stop()` returns. Dropping a stream is fine.
     ///
     /// ```no_run
     /// # fn run(mut session: rover_core::Session) {
@@ -62,7 +73,7 @@ impl Session {
     /// let mut windows = session.windows();
     /// futures::executor::block_on(async {
     ///     while let Some(window) = windows.next().await {
-    ///         println!("{} samples, {} lost", window.stats.samples, window.stats.lost.total());
+    ///         println!("{} samples, {} dropped", window.stats.samples, window.stats.dropped_samples());
     ///     }
     /// });
     /// # }
@@ -71,7 +82,7 @@ impl Session {
         let (sender, receiver) = mpsc::channel(STREAM_CAPACITY);
         let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
         if !sink.closed {
-            sink.sender = Some(sender);
+            sink.subscribers.push(Subscriber { sender, skipped: 0 });
         }
         receiver
     }
@@ -94,25 +105,29 @@ impl Session {
         futures::executor::block_on(self.stop())
     }
 
-    /// Replaces the processes a session started with `pids(...)` records,
+    /// Replaces the processes a session started with `.pids(..)` records,
     /// while it runs: an agent following a service's processes as they come
     /// and go. What was counted before stays in its window; tasks of a
     /// dropped process that are off CPU already are still counted when they
-    /// come back (their block started while targeted). Fails for a session
-    /// that targets a cgroup or every process, and for a pid list the
-    /// program's pid map cannot hold. The future waits only on a channel;
-    /// it resolves once the drain thread has applied the change (after the
-    /// window it may be draining).
+    /// come back (their block started while targeted).
+    ///
+    /// Fails with [`ConfigError::NotAPidsSession`] for a session that
+    /// follows a cgroup or every process, and with the same errors as
+    /// `.pids(..)` at start for a bad list. Nothing here blocks: the request
+    /// is queued at once (behind any other, without waiting for it) and the
+    /// future resolves once the drain thread has applied it, after the
+    /// window it may be draining. A request queued by a future that is then
+    /// dropped is still applied, and never holds up [`Session::stop`].
     pub async fn set_pids(&self, pids: impl IntoIterator<Item = u32>) -> Result<(), Error> {
+        if let Some(follows) = self.follows {
+            return Err(ConfigError::NotAPidsSession(follows).into());
+        }
         let Some(control) = &self.control else {
             return Err(Error::DrainThreadLost);
         };
         let (reply, result) = oneshot::channel();
-        let pids: Vec<u32> = pids.into_iter().collect();
-        // The queue holds one request; a second waits for the thread to take
-        // the first, which it does between windows.
         control
-            .send(Control::SetPids(pids, reply))
+            .send(Control::SetPids(pids.into_iter().collect(), reply))
             .map_err(|_| Error::DrainThreadLost)?;
         result.await.unwrap_or(Err(Error::DrainThreadLost))
     }
@@ -124,8 +139,9 @@ impl Session {
 
     fn request_stop(&mut self) -> Option<oneshot::Receiver<Result<Profile, Error>>> {
         if let Some(control) = self.control.take() {
-            // A full or closed queue means the thread is stopping already.
-            let _ = control.try_send(Control::Stop);
+            // Queued behind any pid change; refused only by a thread that
+            // is gone, whose result `done` then reports.
+            let _ = control.send(Control::Stop);
         }
         self.done.take()
     }

@@ -8,31 +8,30 @@
 //! own target filter and maps, so two sessions never see each other's samples.
 
 mod assemble;
+mod builder;
 mod drain;
 mod handle;
-mod offcpu;
-mod oncpu;
-mod program;
+#[cfg(feature = "unstable-bench")]
 mod symbolize;
-mod targeting;
 mod window;
 
+pub use builder::{OffCpuBuilder, OffCpuSettings, OnCpuBuilder, OnCpuSettings, SessionBuilder};
 pub use handle::Session;
-pub use offcpu::OffCpuBuilder;
-pub use oncpu::OnCpuBuilder;
+#[cfg(feature = "unstable-bench")]
 pub use symbolize::WindowSymbolizer;
 pub use window::Window;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use rover_symbolize::Symbolizer;
 
 use crate::Error;
+use crate::loader::Program;
+use crate::profile::ProfileKind;
 use assemble::Assembler;
-use drain::{Control, Drain};
-use program::Program;
+use drain::Drain;
 
 /// The shortest window: draining costs a few map reads and a symbolization
 /// pass, which shorter windows would repeat for little data.
@@ -41,24 +40,19 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(10);
 /// The default window length.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 
-fn check_window(window: Duration) -> Result<(), Error> {
-    if window < MIN_WINDOW {
-        return Err(Error::InvalidConfig(format!(
-            "window {window:?} is shorter than the minimum of {MIN_WINDOW:?}"
-        )));
-    }
-    Ok(())
-}
-
 /// Spawns the drain thread of an attached program and returns its handle.
+/// `follows` is `None` for a pids session, else what it targets in words.
 fn spawn(
-    program: Program,
+    program: Box<dyn Program>,
     symbolizer: Arc<Symbolizer>,
     frequency_hz: Option<u64>,
     window: Duration,
+    follows: Option<&'static str>,
 ) -> Result<Session, Error> {
     let kind = program.kind();
-    let (control_tx, control_rx) = std::sync::mpsc::sync_channel::<Control>(1);
+    // Unbounded: neither a stop nor a pid change ever waits for, or is
+    // refused because of, a request still queued.
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let sink = handle::new_sink();
     let drain = Drain {
@@ -73,12 +67,19 @@ fn spawn(
         .name(format!("rover-drain-{}", kind_name(kind)))
         .spawn(move || drain.run())
         .map_err(Error::Thread)?;
-    Ok(Session::new(kind, control_tx, done_rx, sink))
+    Ok(Session::new(kind, follows, control_tx, done_rx, sink))
 }
 
-fn kind_name(kind: crate::profile::ProfileKind) -> &'static str {
+fn kind_name(kind: ProfileKind) -> &'static str {
     match kind {
-        crate::profile::ProfileKind::OnCpu => "oncpu",
-        crate::profile::ProfileKind::OffCpu => "offcpu",
+        ProfileKind::OnCpu => "oncpu",
+        ProfileKind::OffCpu => "offcpu",
     }
+}
+
+/// Now, as nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -1,21 +1,25 @@
-//! Symbolizing a window drained with the low-level loader, for tools that
-//! drive `rover_core::loader` themselves (and for the drain benchmark).
+//! Symbolizing a window drained with the low-level loader exactly as a
+//! session does, for the drain benchmark. Behind the `unstable-bench`
+//! feature: not part of rover-core's supported API.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use rover_symbolize::Symbolizer;
 
 use super::assemble::Assembler;
-use super::program::RawWindow;
+use super::unix_nanos;
 use super::window::Window;
-use crate::loader::{OffCpuWindow, OnCpuWindow};
+use crate::loader::RawWindow;
 use crate::profile::ProfileKind;
 use crate::stats::WindowStats;
 
 /// Turns loader windows into symbolized [`Window`]s, exactly as a session's
 /// drain thread does: each distinct stack symbolized once, user stacks per
 /// process, every frame but the leaf at address − 1.
+///
+/// Unstable: compiled only with the `unstable-bench` feature, for
+/// `benches/drain.rs`; it may change or go in any release.
 ///
 /// ```no_run
 /// use rover_core::loader::{OnCpuConfig, OnCpuProgram};
@@ -24,9 +28,9 @@ use crate::stats::WindowStats;
 /// let mut program = OnCpuProgram::attach(&OnCpuConfig::default())?;
 /// let mut symbolizer = WindowSymbolizer::new(Default::default());
 /// std::thread::sleep(std::time::Duration::from_secs(1));
-/// let window = symbolizer.on_cpu(program.drain()?);
+/// let window = symbolizer.on_cpu(&program.drain()?);
 /// println!("{} stacks", window.profile.stack_count());
-/// # Ok::<(), rover_core::loader::LoaderError>(())
+/// # Ok::<(), rover_core::Error>(())
 /// ```
 pub struct WindowSymbolizer {
     on_cpu: Assembler,
@@ -45,22 +49,33 @@ impl WindowSymbolizer {
     }
 
     /// Symbolizes an on-CPU window.
-    pub fn on_cpu(&mut self, window: OnCpuWindow) -> Window {
-        let raw = RawWindow::from_on_cpu(window);
-        Self::build(&mut self.on_cpu, &mut self.index, &raw)
+    pub fn on_cpu(&mut self, window: &RawWindow) -> Window {
+        Self::build(
+            &mut self.on_cpu,
+            ProfileKind::OnCpu,
+            &mut self.index,
+            window,
+        )
     }
 
     /// Symbolizes an off-CPU window.
-    pub fn off_cpu(&mut self, window: OffCpuWindow) -> Window {
-        let raw = RawWindow::from_off_cpu(window);
-        Self::build(&mut self.off_cpu, &mut self.index, &raw)
+    pub fn off_cpu(&mut self, window: &RawWindow) -> Window {
+        Self::build(
+            &mut self.off_cpu,
+            ProfileKind::OffCpu,
+            &mut self.index,
+            window,
+        )
     }
 
-    fn build(assembler: &mut Assembler, index: &mut u64, raw: &RawWindow) -> Window {
+    fn build(
+        assembler: &mut Assembler,
+        kind: ProfileKind,
+        index: &mut u64,
+        raw: &RawWindow,
+    ) -> Window {
         let started = Instant::now();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let now = unix_nanos();
         let mut stats = WindowStats {
             index: *index,
             ..WindowStats::default()
@@ -68,6 +83,10 @@ impl WindowSymbolizer {
         *index += 1;
         let profile = assembler.assemble(raw, now, now, &mut stats);
         stats.symbolize_time = started.elapsed();
-        Window { profile, stats }
+        Window {
+            kind,
+            profile,
+            stats,
+        }
     }
 }

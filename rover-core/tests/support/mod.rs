@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use object::{Object, ObjectSegment, ObjectSymbol};
-use rover_core::loader::{Environment, LoaderError};
+use rover_core::Error;
+use rover_core::loader::Environment;
 
 static KERNEL: Mutex<()> = Mutex::new(());
 
@@ -17,7 +18,7 @@ static KERNEL: Mutex<()> = Mutex::new(());
 pub fn kernel(test: &str) -> Option<MutexGuard<'static, ()>> {
     match Environment::check() {
         Ok(_) => Some(KERNEL.lock().unwrap_or_else(|poison| poison.into_inner())),
-        Err(error @ (LoaderError::Privileges { .. } | LoaderError::NoBtf)) => {
+        Err(error @ (Error::Privileges { .. } | Error::NoBtf)) => {
             testkit::skip(test, error);
             None
         }
