@@ -24,21 +24,35 @@
 //! ```
 //!
 //! Modules: [`profile`] (the model and its operations), [`export`] (folded,
-//! SVG flame graphs, pprof), [`loader`] (the low-level eBPF layer sessions
-//! are built on).
+//! SVG flame graphs, pprof), [`session`] (builders, handles, windows). The
+//! low-level eBPF layer sessions are built on (`loader`: attach a program,
+//! drain raw windows) is public only with the unstable `unstable-loader`
+//! feature, which rover's own kernel tests and benchmarks use; the types of
+//! it that sessions take or report are re-exported here.
 #![warn(missing_docs)]
 
 mod error;
 pub mod export;
+#[cfg(feature = "unstable-loader")]
 pub mod loader;
+#[cfg(not(feature = "unstable-loader"))]
+#[allow(dead_code, unused_imports)]
+mod loader;
 pub mod profile;
 mod profiler;
 pub mod session;
 mod stats;
 
 pub use error::{ConfigError, Error};
-pub use loader::{MapSizes, Targets, TaskStates, Warning};
+pub use loader::{
+    Environment, ErrorCounts, MapSizes, OffCpuHook, StackLoss, Targets, TaskStates, Warning,
+};
 pub use profile::Profile;
 pub use profiler::{Profiler, ProfilerBuilder};
 pub use session::{OffCpuBuilder, OnCpuBuilder, Session, SessionBuilder, Window};
 pub use stats::{SymbolizationStats, WindowStats};
+
+/// The README's examples, compiled as doctests so they stay true to the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -155,8 +155,9 @@ impl ErrorCounts {
         self.count_map_full + self.start_map_full
     }
 
-    /// Stacks not recorded, for samples that were still counted (their
-    /// stack is a [`StackSlot::Lost`]).
+    /// Stacks not recorded, for samples that were still counted (in a
+    /// window's stats, `WindowStats::lost_stacks` says why, by
+    /// [`StackLoss`]).
     pub fn dropped_stacks(&self) -> u64 {
         self.stack_map_full + self.stack_collision + self.stack_other
     }

@@ -11,13 +11,13 @@ mod assemble;
 mod builder;
 mod drain;
 mod handle;
-#[cfg(feature = "unstable-bench")]
+#[cfg(feature = "unstable-loader")]
 mod symbolize;
 mod window;
 
 pub use builder::{OffCpuBuilder, OffCpuSettings, OnCpuBuilder, OnCpuSettings, SessionBuilder};
 pub use handle::Session;
-#[cfg(feature = "unstable-bench")]
+#[cfg(feature = "unstable-loader")]
 pub use symbolize::WindowSymbolizer;
 pub use window::Window;
 

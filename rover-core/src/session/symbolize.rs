@@ -1,5 +1,5 @@
 //! Symbolizing a window drained with the low-level loader exactly as a
-//! session does, for the drain benchmark. Behind the `unstable-bench`
+//! session does, for the drain benchmark. Behind the `unstable-loader`
 //! feature: not part of rover-core's supported API.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::stats::WindowStats;
 /// drain thread does: each distinct stack symbolized once, user stacks per
 /// process, every frame but the leaf at address − 1.
 ///
-/// Unstable: compiled only with the `unstable-bench` feature, for
+/// Unstable: compiled only with the `unstable-loader` feature, for
 /// `benches/drain.rs`; it may change or go in any release.
 ///
 /// ```no_run
