@@ -16,7 +16,11 @@ use session_fixtures::{BLOCK, Fixture, SPIN, Start, profiler};
 
 #[test]
 fn session_profiles_export_to_folded_svg_and_pprof() {
-    let Some(profiler) = profiler("session_profiles_export_to_folded_svg_and_pprof") else {
+    let test = "session_profiles_export_to_folded_svg_and_pprof";
+    if !testkit::require_tool(test, "go") {
+        return;
+    }
+    let Some(profiler) = profiler(test) else {
         return;
     };
     let spin_fixture = Fixture::build("spin", SPIN);
