@@ -155,13 +155,7 @@ impl ElfFile {
     /// bias.
     /// Executable segments win when segments overlap (they can share a page).
     pub(crate) fn file_offset_to_vaddr(&self, offset: u64) -> Option<u64> {
-        let inside = |s: &&LoadSegment| offset >= s.offset && offset - s.offset < s.filesz;
-        let seg = self
-            .segments
-            .iter()
-            .filter(inside)
-            .find(|s| s.executable)
-            .or_else(|| self.segments.iter().find(inside))?;
+        let seg = self.load_segment(|s| offset >= s.offset && offset - s.offset < s.filesz)?;
         Some(offset - seg.offset + seg.vaddr)
     }
 
@@ -169,14 +163,19 @@ impl ElfFile {
     /// `vaddr` is loaded from; `None` when no segment loads it from the
     /// file (it is past a segment's file size, or outside every segment).
     pub(crate) fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
-        let inside = |s: &&LoadSegment| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz;
-        let seg = self
-            .segments
-            .iter()
-            .filter(inside)
-            .find(|s| s.executable)
-            .or_else(|| self.segments.iter().find(inside))?;
+        let seg = self.load_segment(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)?;
         Some(vaddr - seg.vaddr + seg.offset)
+    }
+
+    /// The `PT_LOAD` segment `inside` accepts; an executable one wins when
+    /// several do (segments can share a page).
+    fn load_segment(&self, inside: impl Fn(&LoadSegment) -> bool) -> Option<&LoadSegment> {
+        let mut found = self.segments.iter().filter(|s| inside(s));
+        let first = found.next()?;
+        if first.executable {
+            return Some(first);
+        }
+        found.find(|s| s.executable).or(Some(first))
     }
 
     /// Where the `.symtab` and `.dynsym` of this file lie in its mapping,

@@ -171,6 +171,28 @@ pub struct Sym {
 }
 
 impl Sym {
+    /// A symbol of code that no file maps (the kernel, JIT code): absolute
+    /// addresses only, no source location.
+    pub(crate) fn unfiled(
+        name: &str,
+        module: Module,
+        origin: Origin,
+        address: u64,
+        sym_addr: u64,
+    ) -> Self {
+        Sym {
+            name: Arc::from(name),
+            module,
+            origin,
+            address,
+            file_offset: None,
+            vaddr: None,
+            sym_addr,
+            location: None,
+            inlined: Vec::new(),
+        }
+    }
+
     /// How far into its symbol the address lies.
     pub fn offset_in_symbol(&self) -> u64 {
         self.address.wrapping_sub(self.sym_addr)

@@ -92,17 +92,7 @@ impl Symbolizer {
             .map(|&addr| match symbols.find(addr) {
                 Ok(sym) => {
                     let (module, origin) = module_of(&mut modules, &core, sym.module);
-                    Symbolized::Sym(Sym {
-                        name: Arc::from(sym.name),
-                        module,
-                        origin,
-                        address: addr,
-                        file_offset: None,
-                        vaddr: None,
-                        sym_addr: sym.start,
-                        location: None,
-                        inlined: Vec::new(),
-                    })
+                    Symbolized::Sym(Sym::unfiled(sym.name, module, origin, addr, sym.start))
                 }
                 Err(reason) => Symbolized::Unknown(Unknown {
                     module: Some(core.clone()),

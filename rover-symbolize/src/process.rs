@@ -298,17 +298,13 @@ impl Symbolizer {
                 .as_ref()
                 .and_then(|(m, module)| Some((m.find(addr)?, module)));
             out[idx] = match found {
-                Some((sym, module)) => Symbolized::Sym(Sym {
-                    name: Arc::from(sym.name),
-                    module: module.clone(),
-                    origin: Origin::PerfMap,
-                    address: addr,
-                    file_offset: None,
-                    vaddr: None,
-                    sym_addr: sym.start,
-                    location: None,
-                    inlined: Vec::new(),
-                }),
+                Some((sym, module)) => Symbolized::Sym(Sym::unfiled(
+                    sym.name,
+                    module.clone(),
+                    Origin::PerfMap,
+                    addr,
+                    sym.start,
+                )),
                 _ => Symbolized::Unknown(Unknown {
                     module: None,
                     origin: Some(Origin::Anonymous),
