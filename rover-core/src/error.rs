@@ -28,6 +28,7 @@ use std::time::Duration;
 /// # Ok(()) }
 /// ```
 #[derive(thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A setting is wrong: nothing was loaded into the kernel.
     #[error("invalid configuration: {0}")]
