@@ -109,12 +109,34 @@ fn check_blocks(min: Duration, max: Option<Duration>) -> Result<(), ConfigError>
 /// The profiler's own process id, left out of every-process and cgroup
 /// targets unless asked for: an agent profiling the machine should not
 /// see its own drain threads. Pid targets name it explicitly or not at all.
+/// 0 (nothing left out) where the id the kernel knows this process by
+/// cannot be told.
 pub(crate) fn excluded_tgid(targets: &Targets, include_self: bool) -> u32 {
     match targets {
         Targets::Pids(_) => 0,
         Targets::All | Targets::Cgroup(_) if include_self => 0,
-        Targets::All | Targets::Cgroup(_) => std::process::id(),
+        Targets::All | Targets::Cgroup(_) => kernel_tgid().unwrap_or(0),
     }
+}
+
+/// This process's id as the programs see it, in the initial pid namespace.
+/// `std::process::id()` is the id in this process's own pid namespace: in a
+/// container with its own pid namespace it is another process's id on the
+/// host, and leaving that one out would be wrong. `/proc/self` names this
+/// process in the namespace of the procfs mounted at `/proc`, and that is
+/// the initial one when it shows kthreadd as pid 2 (kernel threads are seen
+/// only there), as with a host's `/proc` or a container run with the host's
+/// pid namespace.
+fn kernel_tgid() -> Option<u32> {
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").ok()?;
+    if kthreadd.trim_end() != "kthreadd" {
+        return None;
+    }
+    std::fs::read_link("/proc/self")
+        .ok()?
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -271,6 +293,50 @@ mod tests {
         assert_eq!(excluded_tgid(&Targets::All, true), 0);
         assert_eq!(excluded_tgid(&Targets::Cgroup("/x".into()), false), me);
         assert_eq!(excluded_tgid(&Targets::Pids(vec![me]), false), 0);
+    }
+
+    const PID_NAMESPACE_CHILD: &str = "ROVER_PID_NAMESPACE_CHILD";
+
+    /// In a pid namespace of its own, with its own `/proc`, a process does
+    /// not know the id the kernel's programs see, so it leaves nothing out
+    /// rather than another process of the host that has its local id.
+    #[test]
+    fn in_a_pid_namespace_of_its_own_nothing_is_left_out() {
+        let test = "in_a_pid_namespace_of_its_own_nothing_is_left_out";
+        if !testkit::require_root(test) || !testkit::require_tool(test, "unshare") {
+            return;
+        }
+        let binary = std::env::current_exe().unwrap();
+        let output = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(&binary)
+            .args(["--exact", "loader::validate::tests::pid_namespace_child"])
+            .args(["--ignored", "--nocapture"])
+            .env(PID_NAMESPACE_CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "child failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Only run by `in_a_pid_namespace_of_its_own_nothing_is_left_out`.
+    #[test]
+    #[ignore = "run by in_a_pid_namespace_of_its_own_nothing_is_left_out in a new pid namespace"]
+    fn pid_namespace_child() {
+        assert_eq!(std::env::var(PID_NAMESPACE_CHILD).as_deref(), Ok("1"));
+        // The namespace's first process is `unshare`'s fork: this is pid 1.
+        assert_eq!(std::process::id(), 1);
+        assert_eq!(kernel_tgid(), None);
+        assert_eq!(excluded_tgid(&Targets::All, false), 0);
+    }
+
+    #[test]
+    fn on_the_host_the_kernel_s_id_is_the_process_id() {
+        assert_eq!(kernel_tgid(), Some(std::process::id()));
     }
 
     #[test]

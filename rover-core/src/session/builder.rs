@@ -155,6 +155,12 @@ impl<K> SessionBuilder<K> {
     /// Whether `.all()` and `.cgroup(..)` record this process too, its
     /// drain threads included (default: no, an agent does not profile
     /// itself). `.pids(..)` records exactly the pids given, whatever this says.
+    ///
+    /// Left out means left out by the id the kernel knows this process by.
+    /// A process in a pid namespace of its own, with its own `/proc` (a
+    /// container without the host's pid namespace), cannot learn that id,
+    /// and is then recorded like any other rather than leaving out the
+    /// host process that has its local id.
     pub fn include_self(mut self, include: bool) -> Self {
         self.include_self = include;
         self
