@@ -15,7 +15,7 @@ use rover_core::MapSizes;
 use rover_core::profile::{Metric, ProfileKind};
 use session_fixtures::{Fixture, SPIN, Start, pids, profiler, value_through};
 
-/// A `set_pids` whose future is dropped after it queued its request, then
+/// `set_pids` futures dropped after they queued their requests, then
 /// `stop()`: the stop must still drain the last window. The window is long,
 /// so that last window is the only one and holds every sample.
 #[test]
@@ -24,6 +24,9 @@ fn a_dropped_set_pids_never_costs_the_last_window() {
         return;
     };
     let fixture = Fixture::build("spin", SPIN);
+    // Long enough that the drain thread is still checking the first list in
+    // /proc when the second request and the stop arrive: both wait behind it.
+    const LONG: usize = 20_000;
     for round in 0..5 {
         let mut spinner = fixture.start(&["5000"]);
         let pid = spinner.pid();
@@ -31,13 +34,19 @@ fn a_dropped_set_pids_never_costs_the_last_window() {
             .on_cpu()
             .pids([pid])
             .window(Duration::from_secs(60))
+            .map_sizes(MapSizes {
+                pids: LONG as u32,
+                ..MapSizes::default()
+            })
             .start()
             .unwrap();
         let windows = session.windows();
         spinner.go();
         std::thread::sleep(Duration::from_millis(300));
-        // Polled once, so its request is queued; then dropped unapplied.
-        assert!(session.set_pids([pid]).now_or_never().is_none());
+        // Each polled once, so its request is queued, then dropped; whether
+        // it was applied by then does not matter.
+        drop(session.set_pids(vec![pid; LONG]).now_or_never());
+        drop(session.set_pids(vec![pid; LONG]).now_or_never());
         let whole = session.stop_blocking().unwrap();
         let windows: Vec<_> = block_on(windows.collect());
         assert_eq!(windows.len(), 1, "round {round}: no last window");
