@@ -17,6 +17,11 @@
 //! }
 //! # Ok::<(), rover_symbolize::Error>(())
 //! ```
+//!
+//! The parsers underneath (`maps`: `/proc/PID/maps`, `kallsyms`,
+//! `perfmap`) are public only with the unstable `unstable-parsers` feature,
+//! which this crate's own tests use against the live kernel; they are not
+//! part of the supported API.
 #![warn(missing_docs)]
 
 mod addrmap;
@@ -28,12 +33,24 @@ mod dwarf;
 mod elf;
 mod error;
 mod frame;
+#[cfg(feature = "unstable-parsers")]
 pub mod kallsyms;
+#[cfg(not(feature = "unstable-parsers"))]
+#[allow(dead_code, unused_imports)]
+mod kallsyms;
 mod kernel;
+#[cfg(feature = "unstable-parsers")]
 pub mod maps;
+#[cfg(not(feature = "unstable-parsers"))]
+#[allow(dead_code, unused_imports)]
+mod maps;
 mod module;
 mod names;
+#[cfg(feature = "unstable-parsers")]
 pub mod perfmap;
+#[cfg(not(feature = "unstable-parsers"))]
+#[allow(dead_code, unused_imports)]
+mod perfmap;
 mod process;
 mod source;
 mod symbolizer;
