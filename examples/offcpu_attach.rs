@@ -59,10 +59,10 @@ fn main() -> ExitCode {
                     .sum();
                 let errors = window.dropped();
                 println!(
-                    "window: {} keys, {switches} switches, {} stacks, {} dropped ({:?}), drained in {:?}",
+                    "window: {} keys, {switches} switches, {} stacks, {} dropped or lost ({:?}), drained in {:?}",
                     window.entries.len(),
                     window.stacks.len(),
-                    errors.dropped_events(),
+                    errors.dropped_or_lost(),
                     errors,
                     started.elapsed()
                 );

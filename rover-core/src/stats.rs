@@ -26,7 +26,8 @@ pub struct WindowStats {
     pub keys: usize,
     /// Distinct stacks (kernel and user stacks, as the kernel recorded them).
     pub distinct_stacks: usize,
-    /// What the kernel side dropped, by reason, summed over CPUs.
+    /// What the kernel side could not record (dropped samples, lost
+    /// stacks), by reason, summed over CPUs.
     pub dropped: ErrorCounts,
     /// Samples counted whose user or kernel stack was lost, by why.
     pub lost_stacks: Vec<(StackLoss, u64)>,
@@ -44,7 +45,7 @@ pub struct WindowStats {
 impl WindowStats {
     /// Samples (on-CPU) or blocks (off-CPU) the kernel side dropped because
     /// a map was full: not in `samples`, nor in any profile.
-    /// [`ErrorCounts::dropped_events`] adds the dropped stacks.
+    /// [`ErrorCounts::dropped_or_lost`] adds the lost stacks.
     ///
     /// ```no_run
     /// # fn show(stats: &rover_core::WindowStats) {

@@ -90,7 +90,7 @@ impl Environment {
     /// or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN also does), and kernel BTF.
     ///
     /// ```no_run
-    /// let env = rover_core::loader::Environment::check()?;
+    /// let env = rover_core::Environment::check()?;
     /// println!("sampling up to {} Hz", env.max_sample_rate);
     /// # Ok::<(), rover_core::Error>(())
     /// ```

@@ -31,6 +31,7 @@ pub use environment::{Environment, Warning};
 pub use offcpu::{OffCpuConfig, OffCpuHook, OffCpuProgram};
 pub use oncpu::{OnCpuConfig, OnCpuProgram};
 pub use states::TaskStates;
+pub(crate) use targets::ResolvedTargets;
 pub use targets::Targets;
 pub use validate::Limits;
 pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot};

@@ -112,14 +112,15 @@ impl OffCpuProgram {
         Self::load(config, &targets, &Environment::check()?)
     }
 
-    /// Attaches a configuration the caller validated, for a process whose
-    /// environment was checked already (a [`Profiler`](crate::Profiler)'s).
+    /// Attaches a configuration the caller validated (`targets` is what its
+    /// check resolved), for a process whose environment was checked already
+    /// (a [`Profiler`](crate::Profiler)'s).
     pub(crate) fn attach_checked(
         config: &OffCpuConfig,
+        targets: &ResolvedTargets,
         environment: &Environment,
     ) -> Result<Self, Error> {
-        let targets = config.targets.resolve(config.map_sizes.pids)?;
-        Self::load(config, &targets, environment)
+        Self::load(config, targets, environment)
     }
 
     fn load(

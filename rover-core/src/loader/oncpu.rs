@@ -84,10 +84,14 @@ impl OnCpuProgram {
         Self::load(config, &targets)
     }
 
-    /// Attaches a configuration the caller validated, for a process whose
-    /// environment was checked already (a [`Profiler`](crate::Profiler)'s).
-    pub(crate) fn attach_checked(config: &OnCpuConfig) -> Result<Self, Error> {
-        Self::load(config, &config.targets.resolve(config.map_sizes.pids)?)
+    /// Attaches a configuration the caller validated (`targets` is what its
+    /// check resolved), for a process whose environment was checked already
+    /// (a [`Profiler`](crate::Profiler)'s).
+    pub(crate) fn attach_checked(
+        config: &OnCpuConfig,
+        targets: &ResolvedTargets,
+    ) -> Result<Self, Error> {
+        Self::load(config, targets)
     }
 
     fn load(config: &OnCpuConfig, targets: &ResolvedTargets) -> Result<Self, Error> {

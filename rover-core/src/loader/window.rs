@@ -155,17 +155,18 @@ impl ErrorCounts {
         self.count_map_full + self.start_map_full
     }
 
-    /// Stacks not recorded, for samples that were still counted (in a
-    /// window's stats, `WindowStats::lost_stacks` says why, by
-    /// [`StackLoss`]).
-    pub fn dropped_stacks(&self) -> u64 {
+    /// Stacks lost: not recorded, for samples that were still counted (in
+    /// a window's stats, `WindowStats::lost_stacks` says why, by
+    /// [`StackLoss`], weighted by the samples that lost them).
+    pub fn lost_stacks(&self) -> u64 {
         self.stack_map_full + self.stack_collision + self.stack_other
     }
 
-    /// Every event the kernel side dropped: [`dropped_samples`](Self::dropped_samples)
-    /// plus [`dropped_stacks`](Self::dropped_stacks).
-    pub fn dropped_events(&self) -> u64 {
-        self.dropped_samples() + self.dropped_stacks()
+    /// Everything the kernel side could not record:
+    /// [`dropped_samples`](Self::dropped_samples) plus
+    /// [`lost_stacks`](Self::lost_stacks).
+    pub fn dropped_or_lost(&self) -> u64 {
+        self.dropped_samples() + self.lost_stacks()
     }
 
     /// Sums counters, e.g. of every CPU.

@@ -9,7 +9,7 @@ use super::{DEFAULT_WINDOW, MIN_WINDOW, Session, spawn};
 use crate::error::ConfigError;
 use crate::loader::{
     Limits, MapSizes, OffCpuConfig, OffCpuHook, OffCpuProgram, OnCpuConfig, OnCpuProgram, Program,
-    Targets, TaskStates,
+    ResolvedTargets, Targets, TaskStates,
 };
 use crate::{Error, Profiler};
 
@@ -215,7 +215,7 @@ impl OnCpuBuilder {
 
     /// The program's configuration, checked: every [`ConfigError`] is
     /// found here, before any privilege or kernel check.
-    fn config(&self, limits: &Limits) -> Result<OnCpuConfig, ConfigError> {
+    fn config(&self, limits: &Limits) -> Result<(OnCpuConfig, ResolvedTargets), ConfigError> {
         let config = OnCpuConfig {
             targets: self.common()?,
             frequency_hz: self.kind.frequency_hz,
@@ -223,15 +223,15 @@ impl OnCpuBuilder {
             include_self: self.include_self,
             map_sizes: self.map_sizes,
         };
-        config.validate(limits)?;
-        Ok(config)
+        let targets = config.checked(limits)?;
+        Ok((config, targets))
     }
 
     /// Validates the configuration, then attaches the program and starts
     /// the drain thread.
     pub fn start(self) -> Result<Session, Error> {
-        let config = self.config(&Limits::read()?)?;
-        let program = OnCpuProgram::attach_checked(&config)?;
+        let (config, targets) = self.config(&Limits::read()?)?;
+        let program = OnCpuProgram::attach_checked(&config, &targets)?;
         let frequency_hz = config.frequency_hz;
         self.start_program(Box::new(program), Some(frequency_hz))
     }
@@ -277,7 +277,7 @@ impl OffCpuBuilder {
 
     /// The program's configuration, checked: every [`ConfigError`] is
     /// found here, before any privilege or kernel check.
-    fn config(&self) -> Result<OffCpuConfig, ConfigError> {
+    fn config(&self) -> Result<(OffCpuConfig, ResolvedTargets), ConfigError> {
         let config = OffCpuConfig {
             targets: self.common()?,
             min_block: self.kind.min_block,
@@ -288,15 +288,16 @@ impl OffCpuBuilder {
             hook: self.kind.hook,
             map_sizes: self.map_sizes,
         };
-        config.validate()?;
-        Ok(config)
+        let targets = config.checked()?;
+        Ok((config, targets))
     }
 
     /// Validates the configuration, then attaches the program and starts
     /// the drain thread.
     pub fn start(self) -> Result<Session, Error> {
-        let config = self.config()?;
-        let program = OffCpuProgram::attach_checked(&config, self.profiler.environment())?;
+        let (config, targets) = self.config()?;
+        let program =
+            OffCpuProgram::attach_checked(&config, &targets, self.profiler.environment())?;
         self.start_program(Box::new(program), None)
     }
 }
