@@ -125,28 +125,15 @@ impl Profile {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use rover_symbolize::{Origin, Symbolized};
 
-    use rover_symbolize::{Module, Origin, Sym, Symbolized};
-
+    use crate::profile::test_frames::sym;
     use crate::profile::{Profile, Sample, SampleValue};
 
     fn add(p: &mut Profile, pid: u32, comm: &str, names: &[&str]) {
         let user: Vec<Symbolized> = names
             .iter()
-            .map(|n| {
-                Symbolized::Sym(Sym {
-                    name: Arc::from(*n),
-                    module: Module::new("/usr/bin/app", None),
-                    origin: Origin::File,
-                    address: 0x1000,
-                    file_offset: Some(0x1000),
-                    vaddr: Some(0x1000),
-                    sym_addr: 0x1000,
-                    location: None,
-                    inlined: vec![],
-                })
-            })
+            .map(|n| sym(n, "/usr/bin/app", Origin::File))
             .collect();
         p.add_sample(&Sample {
             pid,

@@ -28,3 +28,28 @@ pub(crate) use printed::{PrintedStacks, sanitize_into};
 pub use summary::ProcessSummary;
 pub use top::{FunctionStat, TopOrder};
 pub use value::{Metric, OffCpuState, OffCpuValue, ProfileKind, SampleValue, Value};
+
+/// Symbolized frames for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_frames {
+    use std::sync::Arc;
+
+    use rover_symbolize::{Module, Origin, Sym, Symbolized};
+
+    /// `name` in `module`, found as `origin` says; file code gets a file
+    /// offset and virtual address, kernel and JIT code none.
+    pub(crate) fn sym(name: &str, module: &str, origin: Origin) -> Symbolized {
+        let in_file = (origin == Origin::File).then_some(0x1000);
+        Symbolized::Sym(Sym {
+            name: Arc::from(name),
+            module: Module::new(module, None),
+            origin,
+            address: 0x1000,
+            file_offset: in_file,
+            vaddr: in_file,
+            sym_addr: 0x1000,
+            location: None,
+            inlined: Vec::new(),
+        })
+    }
+}

@@ -499,30 +499,14 @@ impl Profile {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use rover_symbolize::{Module, Origin, Sym, Symbolized};
+    use rover_symbolize::{Origin, Symbolized};
 
     use super::*;
     use crate::profile::OffCpuState;
+    use crate::profile::test_frames::sym;
 
     fn syms(module: &str, origin: Origin, names: &[&str]) -> Vec<Symbolized> {
-        names
-            .iter()
-            .map(|n| {
-                Symbolized::Sym(Sym {
-                    name: Arc::from(*n),
-                    module: Module::new(module, None),
-                    origin,
-                    address: 0x1000,
-                    file_offset: None,
-                    vaddr: None,
-                    sym_addr: 0x1000,
-                    location: None,
-                    inlined: vec![],
-                })
-            })
-            .collect()
+        names.iter().map(|n| sym(n, module, origin)).collect()
     }
 
     /// The calls the session layer makes: a kernel stack interned once per

@@ -414,19 +414,12 @@ mod tests {
 
     #[test]
     fn probe_frames_are_recognised() {
-        let kernel = rover_symbolize::Module::new("[kernel.kallsyms]", None);
         let sym = |name: &str| {
-            Symbolized::Sym(rover_symbolize::Sym {
-                name: Arc::from(name),
-                module: kernel.clone(),
-                origin: rover_symbolize::Origin::Kernel,
-                address: 0,
-                file_offset: None,
-                vaddr: None,
-                sym_addr: 0,
-                location: None,
-                inlined: Vec::new(),
-            })
+            crate::profile::test_frames::sym(
+                name,
+                "[kernel.kallsyms]",
+                rover_symbolize::Origin::Kernel,
+            )
         };
         assert!(is_probe_frame(&sym(
             "bpf_prog_f0d5c25973793402_rover_offcpu_btf"

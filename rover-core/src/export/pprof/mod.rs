@@ -318,29 +318,23 @@ mod tests {
     use std::io::Read;
     use std::sync::Arc;
 
-    use rover_symbolize::{InlinedFrame, Module, Origin, Sym, Symbolized};
+    use rover_symbolize::{InlinedFrame, Origin, Symbolized};
 
     use super::*;
-    use crate::profile::{Sample, SampleValue};
+    use crate::profile::{Sample, SampleValue, test_frames};
 
     fn sym(name: &str, inlined: &[&str]) -> Symbolized {
-        Symbolized::Sym(Sym {
-            name: Arc::from(name),
-            module: Module::new("/bin/app", None),
-            origin: Origin::File,
-            address: 0x10,
-            file_offset: Some(0x10),
-            vaddr: Some(0x10),
-            sym_addr: 0x10,
-            location: None,
-            inlined: inlined
-                .iter()
-                .map(|n| InlinedFrame {
-                    name: Arc::from(*n),
-                    location: None,
-                })
-                .collect(),
-        })
+        let Symbolized::Sym(mut s) = test_frames::sym(name, "/bin/app", Origin::File) else {
+            unreachable!("test_frames::sym resolves")
+        };
+        s.inlined = inlined
+            .iter()
+            .map(|n| InlinedFrame {
+                name: Arc::from(*n),
+                location: None,
+            })
+            .collect();
+        Symbolized::Sym(s)
     }
 
     fn decode(profile: &Profile) -> proto::Profile {
