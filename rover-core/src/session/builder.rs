@@ -190,13 +190,11 @@ impl<K> SessionBuilder<K> {
         program: Box<dyn Program>,
         frequency_hz: Option<u64>,
     ) -> Result<Session, Error> {
-        let targets = self.targets.as_ref().and_then(Targets::kind_name);
         spawn(
             program,
             self.profiler.symbolizer().clone(),
             frequency_hz,
             self.window,
-            targets,
         )
     }
 }

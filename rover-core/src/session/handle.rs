@@ -10,7 +10,6 @@ use futures::channel::{mpsc, oneshot};
 use super::drain::{Control, Sink, Subscriber, WindowSink};
 use super::window::Window;
 use crate::Error;
-use crate::error::ConfigError;
 use crate::profile::{Profile, ProfileKind};
 
 /// How many windows each stream holds for a consumer that is behind; later
@@ -27,8 +26,6 @@ const STREAM_CAPACITY: usize = 16;
 #[derive(Debug)]
 pub struct Session {
     kind: ProfileKind,
-    /// `None` for a pids session, else what it follows, in words.
-    follows: Option<&'static str>,
     control: Option<Sender<Control>>,
     done: Option<oneshot::Receiver<Result<Profile, Error>>>,
     sink: WindowSink,
@@ -37,14 +34,12 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(
         kind: ProfileKind,
-        follows: Option<&'static str>,
         control: Sender<Control>,
         done: oneshot::Receiver<Result<Profile, Error>>,
         sink: WindowSink,
     ) -> Self {
         Session {
             kind,
-            follows,
             control: Some(control),
             done: Some(done),
             sink,
@@ -111,17 +106,15 @@ impl Session {
     /// dropped process that are off CPU already are still counted when they
     /// come back (their block started while targeted).
     ///
-    /// Fails with [`ConfigError::NotAPidsSession`] for a session that
-    /// follows a cgroup or every process, and with the same errors as
-    /// `.pids(..)` at start for a bad list. Nothing here blocks: the request
+    /// Fails with [`ConfigError::NotAPidsSession`](crate::ConfigError::NotAPidsSession)
+    /// for a session that follows a cgroup or every process, and with the
+    /// same errors as `.pids(..)` at start for a bad list (the program
+    /// checks both, as it does for a loader user). Nothing here blocks: the request
     /// is queued at once (behind any other, without waiting for it) and the
     /// future resolves once the drain thread has applied it, after the
     /// window it may be draining. A request queued by a future that is then
     /// dropped is still applied, and never holds up [`Session::stop`].
     pub async fn set_pids(&self, pids: impl IntoIterator<Item = u32>) -> Result<(), Error> {
-        if let Some(follows) = self.follows {
-            return Err(ConfigError::NotAPidsSession(follows).into());
-        }
         let Some(control) = &self.control else {
             return Err(Error::DrainThreadLost);
         };

@@ -41,13 +41,11 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(10);
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Spawns the drain thread of an attached program and returns its handle.
-/// `follows` is `None` for a pids session, else what it targets in words.
 fn spawn(
     program: Box<dyn Program>,
     symbolizer: Arc<Symbolizer>,
     frequency_hz: Option<u64>,
     window: Duration,
-    follows: Option<&'static str>,
 ) -> Result<Session, Error> {
     let kind = program.kind();
     // Unbounded: neither a stop nor a pid change ever waits for, or is
@@ -67,7 +65,7 @@ fn spawn(
         .name(format!("rover-drain-{}", kind_name(kind)))
         .spawn(move || drain.run())
         .map_err(Error::Thread)?;
-    Ok(Session::new(kind, follows, control_tx, done_rx, sink))
+    Ok(Session::new(kind, control_tx, done_rx, sink))
 }
 
 fn kind_name(kind: ProfileKind) -> &'static str {
