@@ -28,7 +28,10 @@ fn a_dropped_set_pids_never_costs_the_last_window() {
     // /proc when the second request and the stop arrive: both wait behind it.
     const LONG: usize = 20_000;
     for round in 0..5 {
-        let mut spinner = fixture.start(&["5000"]);
+        // Spins until killed (when dropped): it must still be alive when the
+        // last window is symbolized, after the drain thread got through the
+        // long pid lists, which takes seconds in an emulated guest.
+        let mut spinner = fixture.start(&["600000"]);
         let pid = spinner.pid();
         let mut session = profiler
             .on_cpu()
@@ -53,7 +56,11 @@ fn a_dropped_set_pids_never_costs_the_last_window() {
         let streamed = windows[0].profile.total(Metric::OnCpuSamples);
         assert!(streamed > 0, "round {round}: an empty last window");
         assert_eq!(whole.total(Metric::OnCpuSamples), streamed, "round {round}");
-        assert!(value_through(&whole, "spin_here", Metric::OnCpuSamples) > 0);
+        assert!(
+            value_through(&whole, "spin_here", Metric::OnCpuSamples) > 0,
+            "round {round}: no sample in spin_here; the profile:\n{}",
+            rover_core::export::folded_lines(&whole, &rover_core::export::FoldedOptions::on_cpu()).join("\n")
+        );
     }
 }
 
@@ -67,7 +74,7 @@ fn set_pids_never_blocks_a_current_thread_executor() {
         return;
     };
     let fixture = Fixture::build("spin", SPIN);
-    let spinner = fixture.start(&["5000"]);
+    let spinner = fixture.start(&["600000"]);
     let pid = spinner.pid();
     const LONG: usize = 100_000;
     let session = Rc::new(

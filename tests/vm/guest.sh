@@ -1,0 +1,40 @@
+#!/bin/bash
+# Runs inside the guest as its first process, on the host's root file system
+# (read-only, under a tmpfs overlay): mounts what the tests use, runs the test
+# binaries tests/vm/run.sh listed in OUT/tests with CI=1, and ends the guest
+# with the number of binaries that failed (through isa-debug-exit).
+out=$1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up 2>/dev/null
+hostname rover-vm
+
+export PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root CI=1 RUST_BACKTRACE=1 TERM=dumb
+filter=$(cat "$out/filter")
+echo "rover-vm: kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB"
+failed=0
+while read -r name dir path; do
+  echo "rover-vm: === $name"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$path" --nocapture $filter)
+  status=$?
+  echo "rover-vm: === $name: exit $status in $(($(date +%s) - start)) s"
+  [ "$status" -eq 0 ] || failed=$((failed + 1))
+done <"$out/tests"
+echo "rover-vm: $failed test binaries failed"
+"$out/rover-vm-exit" "$failed"
+# Not reached unless isa-debug-exit is missing.
+echo o >/proc/sysrq-trigger
+sleep 10
