@@ -59,7 +59,8 @@ fn a_dropped_set_pids_never_costs_the_last_window() {
         assert!(
             value_through(&whole, "spin_here", Metric::OnCpuSamples) > 0,
             "round {round}: no sample in spin_here; the profile:\n{}",
-            rover_core::export::folded_lines(&whole, &rover_core::export::FoldedOptions::on_cpu()).join("\n")
+            rover_core::export::folded_lines(&whole, &rover_core::export::FoldedOptions::on_cpu())
+                .join("\n")
         );
     }
 }

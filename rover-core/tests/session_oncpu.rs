@@ -3,7 +3,7 @@
 
 mod session_fixtures;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rover_core::ConfigError;
@@ -160,8 +160,11 @@ fn targets_change_while_the_session_runs() {
         return;
     };
     let fixture = Fixture::build("spin", SPIN);
-    let mut first = fixture.start(&["3000"]);
-    let mut second = fixture.start(&["3000"]);
+    // Both spin until killed (when dropped). The test waits for windows,
+    // not for time: in an emulated guest a window can take longer than its
+    // period to drain and symbolize, so a fixed sleep holds fewer windows.
+    let mut first = fixture.start(&["600000"]);
+    let mut second = fixture.start(&["600000"]);
     let (a, b) = (first.pid(), second.pid());
     let mut session = profiler
         .on_cpu()
@@ -169,37 +172,49 @@ fn targets_change_while_the_session_runs() {
         .window(Duration::from_millis(200))
         .start()
         .unwrap();
-    let windows = session.windows();
+    let mut windows = session.windows();
     first.go();
     second.go();
-    std::thread::sleep(Duration::from_millis(700));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut next_window = || {
+        assert!(Instant::now() < deadline, "the windows stopped coming");
+        futures::executor::block_on(windows.next()).expect("the session ended early")
+    };
+    // Until a window holds the first target.
+    while !pids(&next_window().profile).contains(&a) {}
     let changed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     session.set_pids_blocking([b]).unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let mut after = Vec::new();
+    while after.len() < 2 {
+        let window = next_window();
+        let (start, _) = window.profile.time_range().unwrap();
+        if start > changed {
+            after.push(window);
+        }
+    }
     let whole = session.stop_blocking().unwrap();
-    let windows: Vec<_> = futures::executor::block_on(windows.collect());
+    // The stream still holds the last window, drained at stop.
+    after.extend(futures::executor::block_on(windows.collect::<Vec<_>>()));
     assert_eq!(
         pids(&whole),
         vec![a.min(b), a.max(b)],
         "both targets in turn"
     );
-    let mut after = 0;
-    for window in &windows {
-        let (start, _) = window.profile.time_range().unwrap();
-        if start > changed {
-            after += 1;
-            let seen = pids(&window.profile);
-            assert!(
-                seen.is_empty() || seen == vec![b],
-                "window {} after the change saw {seen:?}",
-                window.stats.index
-            );
-        }
+    for window in &after {
+        let seen = pids(&window.profile);
+        assert!(
+            seen.is_empty() || seen == vec![b],
+            "window {} after the change saw {seen:?}",
+            window.stats.index
+        );
     }
-    assert!(after >= 2, "only {after} windows after the change");
+    assert!(
+        after.iter().any(|w| pids(&w.profile) == vec![b]),
+        "no window after the change holds the second target"
+    );
     assert!(value_through(&whole, "spin_here", Metric::OnCpuSamples) > 0);
 
     // A session on every process has no pid list to change.

@@ -22,14 +22,18 @@ hostname rover-vm
 export PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root CI=1 RUST_BACKTRACE=1 TERM=dumb
 filter=$(cat "$out/filter")
+per_test=$(cat "$out/per-test-timeout")
 echo "rover-vm: kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB"
 failed=0
 while read -r name dir path; do
   echo "rover-vm: === $name"
   start=$(date +%s)
   # shellcheck disable=SC2086
-  (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$path" --nocapture $filter)
+  (cd "$dir" && CARGO_MANIFEST_DIR=$dir timeout -k 10 "$per_test" "$path" --nocapture $filter)
   status=$?
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "rover-vm: === $name: TIMED OUT after $per_test s (the test that printed no result above hung)"
+  fi
   echo "rover-vm: === $name: exit $status in $(($(date +%s) - start)) s"
   [ "$status" -eq 0 ] || failed=$((failed + 1))
 done <"$out/tests"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# tests/vm/table.sh: prints the kernel x feature table of docs/kernel.md
+# from the `rover-feature:` and `rover-mode:` lines that the feature tests
+# printed in each guest (target/vm/KERNEL/features.txt, written by
+# tests/vm/run.sh KERNEL) and on this host (run here, as root).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p target/vm/host
+CI=1 cargo test --release -q -p rover-core --test kernel_features -- --nocapture 2>/dev/null |
+  grep -aE '^rover-(feature|mode):' >target/vm/host/features.txt || true
+columns=()
+for kernel in 5.10 6.1 6.12 host; do
+  [ -s "target/vm/$kernel/features.txt" ] && columns+=("$kernel")
+done
+[ ${#columns[@]} -gt 0 ] || { echo "no results: run tests/vm/run.sh KERNEL first" >&2; exit 1; }
+awk -v columns="${columns[*]}" -v host="$(uname -r)" '
+  BEGIN { n = split(columns, col, " ") }
+  {
+    kernel = FILENAME; sub(/^target\/vm\//, "", kernel); sub(/\/features.txt$/, "", kernel)
+    line = $0; sub(/^rover-/, "", line)
+    kind = substr(line, 1, index(line, ":") - 1); line = substr(line, index(line, ":") + 2)
+    name = substr(line, 1, index(line, ": ") - 1); value = substr(line, index(line, ": ") + 2)
+    if (name == "kernel") { release[kernel] = value; next }
+    key = kind ": " name
+    if (!(key in seen)) { seen[key] = 1; order[++rows] = key; label[key] = name; type[key] = kind }
+    cell[key, kernel] = value
+  }
+  END {
+    header = "| |"; rule = "|---|"
+    for (i = 1; i <= n; i++) {
+      k = col[i]; r = (k in release) ? release[k] : (k == "host" ? host : k)
+      header = header " " (k == "host" ? "this host " : "") r " |"; rule = rule "---|"
+    }
+    print header; print rule
+    for (t = 0; t < 2; t++) {
+      want = t == 0 ? "feature" : "mode"
+      for (j = 1; j <= rows; j++) {
+        key = order[j]; if (type[key] != want) continue
+        line = "| " (want == "feature" ? "`" label[key] "`" : label[key]) " |"
+        for (i = 1; i <= n; i++) {
+          v = ((key, col[i]) in cell) ? cell[key, col[i]] : "(not run)"
+          line = line " " v " |"
+        }
+        print line
+      }
+    }
+  }' $(for k in "${columns[@]}"; do echo "target/vm/$k/features.txt"; done)
