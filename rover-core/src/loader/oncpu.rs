@@ -14,7 +14,7 @@ use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
 use super::targets::ResolvedTargets;
 use super::validate::{Limits, excluded_tgid};
 use super::window::{RawEntry, RawWindow, comm_string};
-use super::{Environment, Error, MapSizes, Program, Targets};
+use super::{Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, Targets};
 use crate::profile::{ProfileKind, SampleValue};
 
 const PROGRAM: &str = "rover_oncpu";
@@ -76,12 +76,11 @@ pub struct OnCpuProgram {
 
 impl OnCpuProgram {
     /// Validates the configuration ([`OnCpuConfig::validate`]), then checks
-    /// privileges and BTF, loads the program and attaches one cpu-clock
-    /// perf event per online CPU.
+    /// privileges and the kernel's features, loads the program and attaches
+    /// one cpu-clock perf event per online CPU.
     pub fn attach(config: &OnCpuConfig) -> Result<Self, Error> {
         let targets = config.checked(&Limits::read()?)?;
-        Environment::check()?;
-        Self::load(config, &targets)
+        Self::load(config, &targets, &Environment::check()?.features)
     }
 
     /// Attaches a configuration the caller validated (`targets` is what its
@@ -90,11 +89,20 @@ impl OnCpuProgram {
     pub(crate) fn attach_checked(
         config: &OnCpuConfig,
         targets: &ResolvedTargets,
+        environment: &Environment,
     ) -> Result<Self, Error> {
-        Self::load(config, targets)
+        Self::load(config, targets, &environment.features)
     }
 
-    fn load(config: &OnCpuConfig, targets: &ResolvedTargets) -> Result<Self, Error> {
+    fn load(
+        config: &OnCpuConfig,
+        targets: &ResolvedTargets,
+        features: &KernelFeatures,
+    ) -> Result<Self, Error> {
+        for feature in [KernelFeature::PerfEventPrograms, KernelFeature::GetStackid] {
+            features.require(feature, "the on-CPU program", None)?;
+        }
+        config.targets.require_features(features)?;
         let btf = kernel_btf()?;
         let sizes = &config.map_sizes;
         let include_idle = u8::from(config.include_idle);
