@@ -44,9 +44,10 @@ pub enum Error {
         /// The capabilities that are not in the effective set.
         missing: String,
     },
-    /// The kernel exposes no BTF, which the CO-RE programs need.
+    /// The kernel exposes no BTF, which the off-CPU program's CO-RE
+    /// relocations need (on-CPU sessions do without).
     #[error(
-        "kernel BTF not found at /sys/kernel/btf/vmlinux: rover's programs need a kernel \
+        "kernel BTF not found at /sys/kernel/btf/vmlinux: the off-CPU program needs a kernel \
          built with CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)"
     )]
     NoBtf,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs;
 
-use super::{Error, KernelFeature, KernelFeatures, Limits};
+use super::{Error, KernelFeatures, Limits};
 
 const CAP_SYSLOG: u32 = 34;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -83,10 +83,10 @@ impl fmt::Display for Warning {
 
 impl Environment {
     /// Checks that this process may load and attach rover's programs: root,
-    /// or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN also does), and kernel
-    /// BTF; then probes the kernel's eBPF features ([`KernelFeatures`]).
-    /// Another missing feature is not an error here: the session that needs
-    /// it refuses by its name, or falls back.
+    /// or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN also does); then probes
+    /// the kernel's eBPF features ([`KernelFeatures`]). A missing feature is
+    /// not an error here: the session that needs it refuses by its name, or
+    /// falls back (kernel BTF, for one, only the off-CPU program needs).
     ///
     /// ```no_run
     /// let env = rover_core::Environment::check()?;
@@ -121,12 +121,8 @@ impl Environment {
                 cap_syslog,
             });
         }
-        let features = KernelFeatures::probe();
-        if features.support(KernelFeature::Btf).is_no() {
-            return Err(Error::NoBtf);
-        }
         Ok(Environment {
-            features,
+            features: KernelFeatures::probe(),
             max_sample_rate: Limits::read()?.max_sample_rate,
             warnings,
         })
