@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 clang=${CLANG:-clang-19}
 strip=${LLVM_STRIP:-llvm-strip-19}
-programs=(oncpu offcpu)
+programs=(oncpu offcpu probe)
 
 build() {
   local out=$1

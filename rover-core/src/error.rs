@@ -7,6 +7,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::KernelFeature;
+
 /// Why a profiler, a program or a session could not start, or why a session
 /// ended badly.
 ///
@@ -42,14 +44,33 @@ pub enum Error {
         /// The capabilities that are not in the effective set.
         missing: String,
     },
-    /// The kernel exposes no BTF, which the CO-RE programs need.
+    /// The kernel exposes no BTF, which the off-CPU program's CO-RE
+    /// relocations need (on-CPU sessions do without).
     #[error(
-        "kernel BTF not found at /sys/kernel/btf/vmlinux: rover's programs need a kernel \
+        "kernel BTF not found at /sys/kernel/btf/vmlinux: the off-CPU program needs a kernel \
          built with CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)"
     )]
     NoBtf,
-    /// The classic tracepoint (used where BTF tracepoints fail) needs tracefs,
-    /// and it is not mounted.
+    /// The kernel lacks an eBPF feature that what was asked for cannot do
+    /// without, as [`KernelFeatures`](crate::KernelFeatures) probed it;
+    /// found before anything was loaded.
+    #[error(
+        "{needed_by} needs {feature}{}, which this kernel ({release}) does not have{}",
+        arrived(*feature),
+        instead.map(|instead| format!(": {instead}")).unwrap_or_default()
+    )]
+    Unsupported {
+        /// The missing feature.
+        feature: KernelFeature,
+        /// What needs it, e.g. `the off-CPU hook OffCpuHook::BtfTracepoint`.
+        needed_by: &'static str,
+        /// What does without it, where something does.
+        instead: Option<&'static str>,
+        /// The kernel's release (`uname -r`).
+        release: String,
+    },
+    /// The classic tracepoint (used where BTF tracepoints are missing or
+    /// fail) needs tracefs, and it is not mounted.
     #[error(
         "the classic sched_switch tracepoint needs tracefs, which is not mounted (looked at \
          /sys/kernel/tracing and /sys/kernel/debug/tracing): mount it with \
@@ -204,9 +225,12 @@ impl Error {
     }
 
     /// Whether the error means the kernel lacks a feature rover needs (BTF,
-    /// tracefs for the tracepoint fallback).
+    /// tracefs for the tracepoint fallback, an eBPF program type or helper).
     pub fn is_kernel_feature(&self) -> bool {
-        matches!(self, Error::NoBtf | Error::NoTracefs)
+        matches!(
+            self,
+            Error::NoBtf | Error::NoTracefs | Error::Unsupported { .. }
+        )
     }
 
     pub(crate) fn map(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Self {
@@ -224,6 +248,14 @@ impl Error {
             source: Box::new(source),
         }
     }
+}
+
+/// ` (Linux 5.9 and later)`: when `feature` arrived, for its error message.
+fn arrived(feature: KernelFeature) -> String {
+    feature
+        .since()
+        .map(|since| format!(" (Linux {since} and later)"))
+        .unwrap_or_default()
 }
 
 /// The message and its causes, not the variant: this is what `main`

@@ -45,7 +45,8 @@ mod stats;
 
 pub use error::{ConfigError, Error};
 pub use loader::{
-    Environment, ErrorCounts, MapSizes, OffCpuHook, StackLoss, Targets, TaskStates, Warning,
+    Environment, ErrorCounts, KernelFeature, KernelFeatures, KernelVersion, MapSizes, OffCpuHook,
+    StackLoss, Support, Targets, TaskStates, Warning,
 };
 pub use profile::Profile;
 pub use profiler::{Profiler, ProfilerBuilder};

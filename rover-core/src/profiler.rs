@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rover_symbolize::{Level, Symbolizer};
 
 use crate::Error;
-use crate::loader::{Environment, Warning};
+use crate::loader::{Environment, KernelFeatures, Warning};
 use crate::session::{OffCpuBuilder, OnCpuBuilder};
 
 /// Starts profiling sessions. Cheap to clone; every session of a profiler
@@ -49,9 +49,12 @@ impl std::fmt::Debug for Profiler {
 
 impl Profiler {
     /// Checks that this process may profile (root, or CAP_BPF with
-    /// CAP_PERFMON) and that the kernel has BTF, with a default symbolizer
-    /// (names, lines and inlined frames, demangled). What would make
-    /// profiles poorer without stopping them is in [`Profiler::warnings`].
+    /// CAP_PERFMON) and probes the kernel's eBPF features
+    /// ([`Profiler::kernel_features`]), with a default symbolizer (names,
+    /// lines and inlined frames, demangled). A missing feature is refused,
+    /// by name, by the session that needs it, or that session falls back.
+    /// What would make profiles poorer without stopping them is in
+    /// [`Profiler::warnings`].
     pub fn new() -> Result<Self, Error> {
         Profiler::builder().build()
     }
@@ -76,9 +79,22 @@ impl Profiler {
         &self.symbolizer
     }
 
-    /// What the checks found: tracefs, the kernel's sampling-rate limit.
+    /// What the checks found: the kernel's features, its sampling-rate limit.
     pub fn environment(&self) -> &Environment {
         &self.environment
+    }
+
+    /// The eBPF features of the running kernel, probed by [`Profiler::new`]:
+    /// what sessions fall back from (the off-CPU hook) or refuse without.
+    ///
+    /// ```no_run
+    /// let profiler = rover_core::Profiler::new()?;
+    /// let features = profiler.kernel_features();
+    /// print!("Linux {}\n{features}", features.release());
+    /// # Ok::<(), rover_core::Error>(())
+    /// ```
+    pub fn kernel_features(&self) -> &KernelFeatures {
+        &self.environment.features
     }
 
     /// What the checks found that makes profiles poorer without stopping
@@ -103,7 +119,7 @@ impl Profiler {
         Profiler {
             symbolizer: Arc::new(Symbolizer::default()),
             environment: Environment {
-                tracefs: true,
+                features: KernelFeatures::all_for_tests(),
                 max_sample_rate: 1000,
                 warnings: Vec::new(),
             },

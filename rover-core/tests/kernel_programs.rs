@@ -353,7 +353,10 @@ fn offcpu_classic_tracepoint_fallback() {
     };
     if !testkit::require(
         "offcpu_classic_tracepoint_fallback",
-        rover_core::loader::Environment::check().unwrap().tracefs,
+        rover_core::loader::Environment::check()
+            .unwrap()
+            .features
+            .has(rover_core::KernelFeature::Tracefs),
         "tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)",
     ) {
         return;

@@ -10,4 +10,4 @@
 pub mod abi;
 mod objects;
 
-pub use objects::{OFFCPU_OBJECT, ONCPU_OBJECT};
+pub use objects::{OFFCPU_OBJECT, ONCPU_OBJECT, PROBE_OBJECT};

@@ -16,6 +16,10 @@ static OFFCPU: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!("../obj/offcpu.bpf.o"),
 };
 
+static PROBE: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!("../obj/probe.bpf.o"),
+};
+
 /// The on-CPU program (`bpf/oncpu.bpf.c`): program `rover_oncpu`
 /// (`perf_event`), maps `oncpu_counts{0,1}`, `oncpu_stacks{0,1}` and the
 /// shared `target_pids`, `active_buffer`, `errors`.
@@ -28,13 +32,18 @@ pub static ONCPU_OBJECT: &[u8] = &ONCPU.bytes;
 /// and the shared `target_pids`, `active_buffer`, `errors`.
 pub static OFFCPU_OBJECT: &[u8] = &OFFCPU.bytes;
 
+/// Programs that do nothing, for feature probes (`bpf/probe.bpf.c`):
+/// `rover_probe_tp_btf` (`tp_btf/sched_switch`), which rover-core loads and
+/// attaches to find whether the kernel runs BTF tracepoints.
+pub static PROBE_OBJECT: &[u8] = &PROBE.bytes;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn objects_are_aligned_bpf_elf() {
-        for object in [ONCPU_OBJECT, OFFCPU_OBJECT] {
+        for object in [ONCPU_OBJECT, OFFCPU_OBJECT, PROBE_OBJECT] {
             assert_eq!(object.as_ptr() as usize % 8, 0);
             assert_eq!(&object[..4], b"\x7fELF");
             // e_machine 247 is EM_BPF.

@@ -3,24 +3,20 @@
 
 use std::fmt;
 use std::fs;
-use std::path::Path;
 
-use super::{Error, Limits};
+use super::{Error, KernelFeatures, Limits};
 
 const CAP_SYSLOG: u32 = 34;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
-const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-
 /// What the running kernel and process offer for eBPF profiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Environment {
-    /// Whether tracefs is mounted (needed only by the classic tracepoint
-    /// fallback of the off-CPU program).
-    pub tracefs: bool,
+    /// The eBPF features of the running kernel, probed after the privilege
+    /// check: what sessions fall back from, or refuse without.
+    pub features: KernelFeatures,
     /// The kernel's limit on perf sampling frequency, in Hz, when checked.
     pub max_sample_rate: u64,
     /// What may make profiles less useful without stopping them.
@@ -87,11 +83,15 @@ impl fmt::Display for Warning {
 
 impl Environment {
     /// Checks that this process may load and attach rover's programs: root,
-    /// or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN also does), and kernel BTF.
+    /// or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN also does); then probes
+    /// the kernel's eBPF features ([`KernelFeatures`]). A missing feature is
+    /// not an error here: the session that needs it refuses by its name, or
+    /// falls back (kernel BTF, for one, only the off-CPU program needs).
     ///
     /// ```no_run
     /// let env = rover_core::Environment::check()?;
     /// println!("sampling up to {} Hz", env.max_sample_rate);
+    /// print!("{}", env.features);
     /// # Ok::<(), rover_core::Error>(())
     /// ```
     pub fn check() -> Result<Self, Error> {
@@ -109,9 +109,6 @@ impl Environment {
                 });
             }
         }
-        if !Path::new(BTF_PATH).exists() {
-            return Err(Error::NoBtf);
-        }
         let kptr_restrict = read_number("/proc/sys/kernel/kptr_restrict").unwrap_or(0);
         // Without perf events built in the sysctl is absent and the perf
         // exception of kptr_restrict=0 does not apply.
@@ -125,9 +122,7 @@ impl Environment {
             });
         }
         Ok(Environment {
-            tracefs: TRACEFS_PATHS
-                .iter()
-                .any(|path| Path::new(path).join("events").is_dir()),
+            features: KernelFeatures::probe(),
             max_sample_rate: Limits::read()?.max_sample_rate,
             warnings,
         })

@@ -14,11 +14,14 @@
 //! [`OffCpuConfig::validate`]) before any privilege or kernel check, so a
 //! wrong setting is an [`Error::Config`] with or without root.
 //!
-//! Kernel requirements: BTF (`/sys/kernel/btf/vmlinux`), root or CAP_BPF
-//! with CAP_PERFMON, and tracefs only where BTF tracepoints are missing.
+//! Kernel requirements: root or CAP_BPF with CAP_PERFMON; for the off-CPU
+//! program, BTF (`/sys/kernel/btf/vmlinux`), and tracefs where BTF
+//! tracepoints or `bpf_get_task_stack` are missing. [`KernelFeatures`]
+//! says what the kernel has.
 
 mod buffer;
 mod environment;
+mod features;
 mod object;
 mod offcpu;
 mod oncpu;
@@ -28,6 +31,7 @@ mod validate;
 mod window;
 
 pub use environment::{Environment, Warning};
+pub use features::{KernelFeature, KernelFeatures, KernelVersion, Support};
 pub use offcpu::{OffCpuConfig, OffCpuHook, OffCpuProgram};
 pub use oncpu::{OnCpuConfig, OnCpuProgram};
 pub use states::TaskStates;

@@ -15,7 +15,9 @@ use super::states::state_from_bit;
 use super::targets::ResolvedTargets;
 use super::validate::excluded_tgid;
 use super::window::{RawEntry, RawWindow, comm_string};
-use super::{Environment, Error, MapSizes, Program, Targets, TaskStates};
+use super::{
+    Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, Targets, TaskStates,
+};
 use crate::profile::{ProfileKind, SampleValue};
 
 const BTF_PROGRAM: &str = "rover_offcpu_btf";
@@ -26,11 +28,20 @@ const KSTACKS: [&str; 2] = ["offcpu_kstacks0", "offcpu_kstacks1"];
 const START: &str = "offcpu_start";
 
 /// Where the off-CPU program hooks `sched_switch`.
+///
+/// Left unset, rover picks the BTF tracepoint where the kernel has
+/// [`KernelFeature::BtfTracepoints`] and [`KernelFeature::GetTaskStack`]
+/// (or their probes were inconclusive; a failed attach then falls back),
+/// and the classic tracepoint otherwise. Asked for by name, a hook the
+/// kernel cannot run is an error naming the missing feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffCpuHook {
-    /// `tp_btf/sched_switch` (kernel 5.5+ with BTF): typed arguments, cheapest.
+    /// `tp_btf/sched_switch` (Linux 5.5+ with BTF; its kernel stacks need
+    /// `bpf_get_task_stack`, 5.9+): typed arguments, and the kernel stack
+    /// taken only for the blocks that are counted.
     BtfTracepoint,
-    /// The classic `sched/sched_switch` tracepoint (needs tracefs).
+    /// The classic `sched/sched_switch` tracepoint (needs tracefs); the
+    /// kernel stack is taken at every switch-out of a targeted task.
     Tracepoint,
 }
 
@@ -50,8 +61,8 @@ pub struct OffCpuConfig {
     /// Whether every-process and cgroup targets include this process
     /// (default: no, an agent does not profile itself).
     pub include_self: bool,
-    /// The hook to use; `None` picks the BTF tracepoint and falls back to
-    /// the classic one.
+    /// The hook to use; `None` picks the BTF tracepoint where the kernel
+    /// has what it needs, the classic one otherwise (see [`OffCpuHook`]).
     pub hook: Option<OffCpuHook>,
     /// Map capacities.
     pub map_sizes: MapSizes,
@@ -106,7 +117,8 @@ pub struct OffCpuProgram {
 
 impl OffCpuProgram {
     /// Validates the configuration ([`OffCpuConfig::validate`]), then checks
-    /// privileges and BTF, loads the program and attaches it to `sched_switch`.
+    /// privileges and the kernel's features (BTF; those of the hook), loads
+    /// the program and attaches it to `sched_switch`.
     pub fn attach(config: &OffCpuConfig) -> Result<Self, Error> {
         let targets = config.checked()?;
         Self::load(config, &targets, &Environment::check()?)
@@ -128,6 +140,8 @@ impl OffCpuProgram {
         targets: &ResolvedTargets,
         environment: &Environment,
     ) -> Result<Self, Error> {
+        // Everything the kernel lacks is found before anything is loaded.
+        let plan = plan_hooks(config, &environment.features)?;
         let max_block = config.max_block.unwrap_or(Duration::MAX);
         let btf = kernel_btf()?;
         let sizes = &config.map_sizes;
@@ -172,7 +186,7 @@ impl OffCpuProgram {
             take_map(&mut ebpf, KSTACKS[1], HashMap::try_from)?,
         ];
         let start = take_map(&mut ebpf, START, HashMap::try_from)?;
-        let hook = attach_hook(&mut ebpf, config.hook, environment)?;
+        let hook = attach_hook(&mut ebpf, plan, &environment.features)?;
         Ok(OffCpuProgram {
             counts,
             stacks,
@@ -314,20 +328,69 @@ impl Program for OffCpuProgram {
     }
 }
 
-fn attach_hook(
-    ebpf: &mut Ebpf,
-    wanted: Option<OffCpuHook>,
-    environment: &Environment,
-) -> Result<OffCpuHook, Error> {
-    if wanted != Some(OffCpuHook::Tracepoint) {
-        match attach_btf_tracepoint(ebpf) {
-            Ok(()) => return Ok(OffCpuHook::BtfTracepoint),
-            Err(error) if wanted == Some(OffCpuHook::BtfTracepoint) => return Err(error),
-            Err(_) => {}
+/// The hooks to attach: one, or the BTF tracepoint with the classic one as
+/// the fallback if its attach fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookPlan {
+    Only(OffCpuHook),
+    BtfThenClassic,
+}
+
+const PROGRAM: &str = "the off-CPU program";
+const BTF_HOOK: &str = "the off-CPU hook OffCpuHook::BtfTracepoint";
+const CLASSIC_HOOK: &str = "the off-CPU hook OffCpuHook::Tracepoint";
+const LEAVE_UNSET: &str =
+    "leave the hook unset, and rover uses the classic tracepoint (OffCpuHook::Tracepoint)";
+
+/// Which hooks `config` may use on a kernel with `features`, or the error
+/// naming what the kernel lacks.
+fn plan_hooks(config: &OffCpuConfig, features: &KernelFeatures) -> Result<HookPlan, Error> {
+    // Both programs read kernel structures through CO-RE relocations.
+    features.require(KernelFeature::Btf, PROGRAM, None)?;
+    for feature in [KernelFeature::ProbeReadKernel, KernelFeature::GetStackid] {
+        features.require(feature, PROGRAM, None)?;
+    }
+    config.targets.require_features(features)?;
+    let btf_hook = [KernelFeature::BtfTracepoints, KernelFeature::GetTaskStack];
+    match config.hook {
+        Some(OffCpuHook::BtfTracepoint) => {
+            for feature in btf_hook {
+                features.require(feature, BTF_HOOK, Some(LEAVE_UNSET))?;
+            }
+            Ok(HookPlan::Only(OffCpuHook::BtfTracepoint))
+        }
+        None if btf_hook.iter().all(|f| !features.support(*f).is_no()) => {
+            Ok(HookPlan::BtfThenClassic)
+        }
+        Some(OffCpuHook::Tracepoint) | None => {
+            require_classic(features)?;
+            Ok(HookPlan::Only(OffCpuHook::Tracepoint))
         }
     }
-    if !environment.tracefs {
-        return Err(Error::NoTracefs);
+}
+
+fn require_classic(features: &KernelFeatures) -> Result<(), Error> {
+    for feature in [
+        KernelFeature::TracepointPrograms,
+        KernelFeature::GetStack,
+        KernelFeature::Tracefs,
+    ] {
+        features.require(feature, CLASSIC_HOOK, None)?;
+    }
+    Ok(())
+}
+
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    plan: HookPlan,
+    features: &KernelFeatures,
+) -> Result<OffCpuHook, Error> {
+    if plan != HookPlan::Only(OffCpuHook::Tracepoint) {
+        match attach_btf_tracepoint(ebpf) {
+            Ok(()) => return Ok(OffCpuHook::BtfTracepoint),
+            Err(error) if plan == HookPlan::Only(OffCpuHook::BtfTracepoint) => return Err(error),
+            Err(_) => require_classic(features)?,
+        }
     }
     let program: &mut TracePoint = ebpf
         .program_mut(TP_PROGRAM)
@@ -357,4 +420,120 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), Error> {
 
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Support;
+
+    /// The plan for `hook` on a kernel that has every feature but `missing`.
+    fn plan(
+        hook: Option<OffCpuHook>,
+        targets: Targets,
+        missing: &[(KernelFeature, Support)],
+    ) -> Result<HookPlan, Error> {
+        let mut features = KernelFeatures::all_for_tests();
+        for (feature, support) in missing {
+            features.set_for_tests(*feature, support.clone());
+        }
+        plan_hooks(
+            &OffCpuConfig {
+                targets,
+                hook,
+                ..OffCpuConfig::default()
+            },
+            &features,
+        )
+    }
+
+    fn no(feature: KernelFeature) -> (KernelFeature, Support) {
+        (feature, Support::No)
+    }
+
+    #[test]
+    fn left_unset_the_hook_follows_the_features() {
+        let auto =
+            |missing: &[(KernelFeature, Support)]| plan(None, Targets::All, missing).unwrap();
+        assert_eq!(auto(&[]), HookPlan::BtfThenClassic);
+        // The BTF hook takes its kernel stacks with bpf_get_task_stack.
+        for missing in [KernelFeature::BtfTracepoints, KernelFeature::GetTaskStack] {
+            assert_eq!(auto(&[no(missing)]), HookPlan::Only(OffCpuHook::Tracepoint));
+        }
+        // Unknown: the attach decides, with the classic hook to fall back on.
+        let unknown = (
+            KernelFeature::GetTaskStack,
+            Support::Unknown("EPERM".into()),
+        );
+        assert_eq!(auto(&[unknown]), HookPlan::BtfThenClassic);
+        assert!(matches!(
+            plan(
+                None,
+                Targets::All,
+                &[no(KernelFeature::GetTaskStack), no(KernelFeature::Tracefs)]
+            ),
+            Err(Error::NoTracefs)
+        ));
+    }
+
+    #[test]
+    fn a_hook_asked_for_is_refused_by_what_the_kernel_lacks() {
+        let btf_hook = Some(OffCpuHook::BtfTracepoint);
+        let error = plan(btf_hook, Targets::All, &[no(KernelFeature::GetTaskStack)]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Unsupported {
+                    feature: KernelFeature::GetTaskStack,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the off-CPU hook OffCpuHook::BtfTracepoint needs bpf_get_task_stack (Linux 5.9 and \
+             later), which this kernel (6.12.0-test) does not have: leave the hook unset, and \
+             rover uses the classic tracepoint (OffCpuHook::Tracepoint)"
+        );
+        let error = plan(btf_hook, Targets::All, &[no(KernelFeature::BtfTracepoints)]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("needs tp_btf (Linux 5.5 and later)"),
+            "{error}"
+        );
+        let classic = Some(OffCpuHook::Tracepoint);
+        assert!(matches!(
+            plan(classic, Targets::All, &[no(KernelFeature::Tracefs)]),
+            Err(Error::NoTracefs)
+        ));
+        assert_eq!(
+            plan(classic, Targets::All, &[no(KernelFeature::BtfTracepoints)]).unwrap(),
+            HookPlan::Only(OffCpuHook::Tracepoint)
+        );
+    }
+
+    #[test]
+    fn every_hook_needs_btf_and_cgroups_their_helper() {
+        for hook in [
+            None,
+            Some(OffCpuHook::BtfTracepoint),
+            Some(OffCpuHook::Tracepoint),
+        ] {
+            assert!(matches!(
+                plan(hook, Targets::All, &[no(KernelFeature::Btf)]),
+                Err(Error::NoBtf)
+            ));
+        }
+        let cgroup = Targets::Cgroup("/sys/fs/cgroup".into());
+        let error = plan(None, cgroup, &[no(KernelFeature::GetCurrentCgroupId)]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("a cgroup target (.cgroup(..)) needs bpf_get_current_cgroup_id"),
+            "{error}"
+        );
+        assert!(plan(None, Targets::All, &[no(KernelFeature::GetCurrentCgroupId)]).is_ok());
+    }
 }

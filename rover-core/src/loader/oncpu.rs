@@ -10,11 +10,11 @@ use aya::{Ebpf, EbpfLoader};
 use rover_ebpf::abi::OnCpuKey;
 
 use super::buffer::{StackResolver, clear_except, take_entries};
-use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
+use super::object::{SharedMaps, missing_in_object, take_map};
 use super::targets::ResolvedTargets;
 use super::validate::{Limits, excluded_tgid};
 use super::window::{RawEntry, RawWindow, comm_string};
-use super::{Environment, Error, MapSizes, Program, Targets};
+use super::{Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, Targets};
 use crate::profile::{ProfileKind, SampleValue};
 
 const PROGRAM: &str = "rover_oncpu";
@@ -76,12 +76,11 @@ pub struct OnCpuProgram {
 
 impl OnCpuProgram {
     /// Validates the configuration ([`OnCpuConfig::validate`]), then checks
-    /// privileges and BTF, loads the program and attaches one cpu-clock
-    /// perf event per online CPU.
+    /// privileges and the kernel's features, loads the program and attaches
+    /// one cpu-clock perf event per online CPU. Kernel BTF is not needed.
     pub fn attach(config: &OnCpuConfig) -> Result<Self, Error> {
         let targets = config.checked(&Limits::read()?)?;
-        Environment::check()?;
-        Self::load(config, &targets)
+        Self::load(config, &targets, &Environment::check()?.features)
     }
 
     /// Attaches a configuration the caller validated (`targets` is what its
@@ -90,17 +89,27 @@ impl OnCpuProgram {
     pub(crate) fn attach_checked(
         config: &OnCpuConfig,
         targets: &ResolvedTargets,
+        environment: &Environment,
     ) -> Result<Self, Error> {
-        Self::load(config, targets)
+        Self::load(config, targets, &environment.features)
     }
 
-    fn load(config: &OnCpuConfig, targets: &ResolvedTargets) -> Result<Self, Error> {
-        let btf = kernel_btf()?;
+    fn load(
+        config: &OnCpuConfig,
+        targets: &ResolvedTargets,
+        features: &KernelFeatures,
+    ) -> Result<Self, Error> {
+        for feature in [KernelFeature::PerfEventPrograms, KernelFeature::GetStackid] {
+            features.require(feature, "the on-CPU program", None)?;
+        }
+        config.targets.require_features(features)?;
         let sizes = &config.map_sizes;
         let include_idle = u8::from(config.include_idle);
         let exclude_tgid = excluded_tgid(&config.targets, config.include_self);
+        // The program reads no kernel structure: it has no CO-RE relocation
+        // (a test below says so), so it runs where the kernel has no BTF.
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
+            .btf(None)
             .override_global("target_mode", &targets.mode, true)
             .override_global("target_cgroup", &targets.cgroup_id, true)
             .override_global("include_idle", &include_idle, true)
@@ -207,4 +216,21 @@ fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), Error> {
             .map_err(Error::program(PROGRAM))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Without kernel BTF aya would load a CO-RE relocation unrelocated, so
+    /// the on-CPU program, which loads without it, must have none. The
+    /// off-CPU program has some: the check can tell.
+    #[test]
+    fn the_program_has_no_co_re_relocations_so_runs_without_kernel_btf() {
+        let relocated = |bytes| {
+            aya_obj::Object::parse(bytes)
+                .expect("an embedded object parses")
+                .has_btf_relocations()
+        };
+        assert!(!relocated(rover_ebpf::ONCPU_OBJECT));
+        assert!(relocated(rover_ebpf::OFFCPU_OBJECT));
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap, MapData};
 use rover_ebpf::abi;
 
-use super::Error;
+use super::{Error, KernelFeature, KernelFeatures};
 use crate::error::ConfigError;
 
 /// The tasks a program records.
@@ -30,6 +30,19 @@ impl Targets {
             Targets::Pids(_) => None,
             Targets::All => Some("every process (.all())"),
             Targets::Cgroup(_) => Some("a cgroup (.cgroup(..))"),
+        }
+    }
+
+    /// Refuses targets the kernel cannot filter on: a cgroup where
+    /// `bpf_get_current_cgroup_id` is missing.
+    pub(crate) fn require_features(&self, features: &KernelFeatures) -> Result<(), Error> {
+        match self {
+            Targets::Cgroup(_) => features.require(
+                KernelFeature::GetCurrentCgroupId,
+                "a cgroup target (.cgroup(..))",
+                None,
+            ),
+            Targets::All | Targets::Pids(_) => Ok(()),
         }
     }
 }

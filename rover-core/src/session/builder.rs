@@ -229,7 +229,7 @@ impl OnCpuBuilder {
     /// the drain thread.
     pub fn start(self) -> Result<Session, Error> {
         let (config, targets) = self.config(&Limits::read()?)?;
-        let program = OnCpuProgram::attach_checked(&config, &targets)?;
+        let program = OnCpuProgram::attach_checked(&config, &targets, self.profiler.environment())?;
         let frequency_hz = config.frequency_hz;
         self.start_program(Box::new(program), Some(frequency_hz))
     }
@@ -266,8 +266,10 @@ impl OffCpuBuilder {
         self
     }
 
-    /// Forces the `sched_switch` hook (default: BTF tracepoint, falling back
-    /// to the classic tracepoint).
+    /// Forces the `sched_switch` hook (default: the BTF tracepoint where the
+    /// kernel has what it needs, else the classic tracepoint; see
+    /// [`OffCpuHook`]). A hook the kernel cannot run is
+    /// [`Error::Unsupported`] (or [`Error::NoTracefs`]), naming what it lacks.
     pub fn hook(mut self, hook: OffCpuHook) -> Self {
         self.kind.hook = Some(hook);
         self
