@@ -44,9 +44,10 @@ fn a_cgroup_session_samples_only_its_tasks() {
         .unwrap();
     inside.go();
     outside.go();
-    let cpu = session_fixtures::cpu_seconds_at_exit(inside.pid());
-    inside.wait();
-    outside.wait();
+    inside.wait_done();
+    outside.wait_done();
+    let cpu = inside.cpu_seconds();
+    // Stopped while both live, so every window is symbolized.
     let whole = session.stop_blocking().unwrap();
     let in_spin = value_through(&whole, "spin_here", Metric::OnCpuSamples);
     eprintln!("cgroup session: {in_spin} samples in spin_here for {cpu:.2} CPU seconds");

@@ -42,7 +42,7 @@ fn session_profiles_export_to_folded_svg_and_pprof() {
     spin.go();
     block.go();
     assert_eq!(block.line(), "done");
-    spin.wait();
+    spin.wait_done();
     let cpu = on_cpu.stop_blocking().unwrap();
     let blocked = off_cpu.stop_blocking().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use rover_core::ConfigError;
 use rover_core::profile::{FrameKind, Metric, ProfileKind};
 use rover_core::{Error, Profile};
 use session_fixtures::{
-    Fixture, SPIN, Start, cpu_seconds_at_exit, expect_error, pids, profiler, value_through,
+    Fixture, SPIN, Start, expect_error, next_window, pids, profiler, unix_nanos, value_through,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,8 +50,8 @@ async fn spinning_fixture_through_windows_on_tokio() {
         from_windows.merge(&window.profile);
         count += 1;
     }
-    let cpu = cpu_seconds_at_exit(pid);
-    spin.wait();
+    spin.wait_done();
+    let cpu = spin.cpu_seconds();
     let whole = session.stop().await.unwrap();
     // The stream ends after the session's last window.
     while let Some(window) = windows.next().await {
@@ -176,20 +176,18 @@ fn targets_change_while_the_session_runs() {
     first.go();
     second.go();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut next_window = || {
-        assert!(Instant::now() < deadline, "the windows stopped coming");
-        futures::executor::block_on(windows.next()).expect("the session ended early")
-    };
     // Until a window holds the first target.
-    while !pids(&next_window().profile).contains(&a) {}
-    let changed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    while !pids(&next_window(&mut windows, deadline).profile).contains(&a) {}
     session.set_pids_blocking([b]).unwrap();
+    // Taken once the change is applied: the drain thread applies it between
+    // two drains, so a window that starts (at the end of a drain) after this
+    // began after the change. Taken before the call, a drain already under
+    // way when the request came would start a window that still holds the
+    // old target's samples.
+    let changed = unix_nanos();
     let mut after = Vec::new();
     while after.len() < 2 {
-        let window = next_window();
+        let window = next_window(&mut windows, deadline);
         let (start, _) = window.profile.time_range().unwrap();
         if start > changed {
             after.push(window);

@@ -25,15 +25,17 @@
 #  4. guest.sh runs each test binary with CI=1 (no test may skip) and ends the
 #     guest through the isa-debug-exit device with the number of binaries
 #     that failed. The guest's console is this script's output, and is kept
-#     in target/vm/KERNEL/console.log; the `rover-feature:`/`rover-mode:`
-#     lines the feature tests print go to target/vm/KERNEL/features.txt
+#     in target/vm/KERNEL/console.log; the `rover-kernel:`/`rover-feature:`/
+#     `rover-mode:` lines the feature tests print go to target/vm/KERNEL/features.txt
 #     (tests/vm/table.sh turns those into the table of docs/kernel.md).
 #
 # Environment: ROVER_VM_CACHE (package cache), ROVER_VM_TIMEOUT (seconds for
-# the guest, default 1800), ROVER_VM_CPU (qemu's -cpu, see below), ROVER_VM_TESTS (space-separated test binary names
+# the guest, default 1800), ROVER_VM_CPU and ROVER_VM_ACCEL (qemu's -cpu and
+# -accel, see below), ROVER_VM_TESTS (space-separated test binary names
 # to run instead of the kernel-facing ones), ROVER_VM_FILTER (a libtest
 # filter passed to every binary), ROVER_VM_TEST_TIMEOUT (seconds one test
-# binary may take in the guest, default 600).
+# binary may take in the guest, default 600), ROVER_VM_LOGLEVEL (the guest
+# kernel's console loglevel, default 4: warnings and worse).
 set -euo pipefail
 
 # The whole script is one function, read before it runs: editing this file
@@ -227,23 +229,32 @@ done
 # the slab allocator's per-CPU cmpxchg16b took a double fault with corrupt
 # flags under multi-threaded TCG. Without cx16 the kernel uses its fallback.
 cpu=${ROVER_VM_CPU:-max,la57=off,-cx16}
-log "booting $release under TCG (2 vCPUs, 4 GiB, -cpu $cpu)"
+# One host thread for both vCPUs. With multi-threaded TCG, Debian's 5.10
+# guest locked up in about one run in three while a test attached and
+# detached tracepoints: the kernel patches the tracepoint's call site with
+# text_poke_bp (an int3, then the new bytes, then an IPI to every CPU), and
+# the other vCPU kept re-entering the int3 handler with interrupts off,
+# never answering the IPI (soft lockup in smp_call_function_single). QEMU's
+# cross-vCPU handling of modified code is the suspect; one thread runs the
+# vCPUs in turn and leaves no such window.
+accel=${ROVER_VM_ACCEL:-tcg,thread=single}
+log "booting $release (-accel $accel, 2 vCPUs, 4 GiB, -cpu $cpu)"
 started=$(date +%s)
 set +e
 timeout --foreground "${ROVER_VM_TIMEOUT:-1800}" qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu "$cpu" -smp 2 -m 4G \
+  -accel "$accel" -cpu "$cpu" -smp 2 -m 4G \
   -object memory-backend-memfd,id=mem,size=4G,share=on -numa node,memdev=mem \
   -nodefaults -display none -no-reboot \
   -chardev stdio,id=console,signal=off -serial chardev:console \
   -chardev socket,id=vfs,path="$sock" -device vhost-user-fs-pci,chardev=vfs,tag=hostroot \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
   -kernel "$vmlinuz" -initrd "$out/initrd.gz" \
-  -append "console=ttyS0 panic=-1 quiet loglevel=4 rover.out=$out" \
+  -append "console=ttyS0 panic=-1 quiet loglevel=${ROVER_VM_LOGLEVEL:-4} rover.out=$out" \
   </dev/null 2>&1 | tee "$out/console.log"
 qemu=${PIPESTATUS[0]}
 set -e
 elapsed=$(($(date +%s) - started))
-grep -aE '^rover-(feature|mode):' "$out/console.log" | tr -d '\r' >"$out/features.txt" || true
+grep -aE '^rover-(kernel|feature|mode):' "$out/console.log" | tr -d '\r' >"$out/features.txt" || true
 # isa-debug-exit: the guest wrote STATUS, qemu exited with STATUS * 2 + 1.
 if [ "$qemu" -eq 124 ]; then
   die "the guest did not finish within ${ROVER_VM_TIMEOUT:-1800} s ($release)"

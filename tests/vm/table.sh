@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # tests/vm/table.sh: prints the kernel x feature table of docs/kernel.md
 # from the `rover-feature:` and `rover-mode:` lines that the feature tests
-# printed in each guest (target/vm/KERNEL/features.txt, written by
+# (and the `rover-kernel:` line) printed in each guest (target/vm/KERNEL/features.txt, written by
 # tests/vm/run.sh KERNEL) and on this host (run here, as root).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p target/vm/host
 CI=1 cargo test --release -q -p rover-core --test kernel_features -- --nocapture 2>/dev/null |
-  grep -aE '^rover-(feature|mode):' >target/vm/host/features.txt || true
+  grep -aE '^rover-(kernel|feature|mode):' >target/vm/host/features.txt || true
 columns=()
 for kernel in 5.10 6.1 6.12 host; do
   [ -s "target/vm/$kernel/features.txt" ] && columns+=("$kernel")
@@ -19,8 +19,8 @@ awk -v columns="${columns[*]}" -v host="$(uname -r)" '
     kernel = FILENAME; sub(/^target\/vm\//, "", kernel); sub(/\/features.txt$/, "", kernel)
     line = $0; sub(/^rover-/, "", line)
     kind = substr(line, 1, index(line, ":") - 1); line = substr(line, index(line, ":") + 2)
+    if (kind == "kernel") { if (line !~ /BTF hidden/) release[kernel] = line; next }
     name = substr(line, 1, index(line, ": ") - 1); value = substr(line, index(line, ": ") + 2)
-    if (name == "kernel") { release[kernel] = value; next }
     key = kind ": " name
     if (!(key in seen)) { seen[key] = 1; order[++rows] = key; label[key] = name; type[key] = kind }
     cell[key, kernel] = value

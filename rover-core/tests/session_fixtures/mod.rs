@@ -24,8 +24,11 @@ pub fn profiler(test: &str) -> Option<Profiler> {
 }
 
 /// Spins in `spin_here` for argv[1] milliseconds of its own CPU time once
-/// told to go, then exits: CPU time, not wall time, so a busy machine
-/// delays it but does not shorten the work the profiler should see.
+/// told to go, prints `done`, and exits when told again (or killed): CPU
+/// time, not wall time, so a busy machine delays it but does not shorten
+/// the work the profiler should see. It stays alive after its work so that
+/// the session symbolizes it while it lives, however slow the machine (in an
+/// emulated guest a window's drain lags by seconds).
 pub const SPIN: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +56,9 @@ int main(int argc, char **argv) {
     fflush(stdout);
     if (read(0, &go, 1) != 1) return 1;
     spin_here(now() + ms / 1000.0);
+    printf("done\n");
+    fflush(stdout);
+    if (read(0, &go, 1) != 1) return 1;
     return 0;
 }
 "#;
@@ -126,6 +132,29 @@ impl Running {
         read_line(&mut self.child)
     }
 
+    /// Waits for the fixture's `done`: its work is over, and it waits
+    /// (alive) to be told to exit.
+    pub fn wait_done(&mut self) {
+        assert_eq!(self.line(), "done");
+    }
+
+    /// CPU seconds (user + system) the fixture has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let ticks = 100.0; // USER_HZ on Linux
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let utime: f64 = fields[11].parse().unwrap();
+        let stime: f64 = fields[12].parse().unwrap();
+        (utime + stime) / ticks
+    }
+
+    /// Tells a fixture waiting after its `done` to exit, and reaps it.
+    pub fn finish(&mut self) {
+        self.go();
+        self.wait();
+    }
+
     pub fn wait(&mut self) {
         self.child.wait().unwrap();
     }
@@ -176,21 +205,27 @@ pub fn expect_error<T>(result: Result<T, Error>, what: &str, matches: impl Fn(&E
     }
 }
 
-/// CPU seconds (user + system) a fixture used, read once it has exited and
-/// before it is reaped (a zombie keeps its times).
-pub fn cpu_seconds_at_exit(pid: u32) -> f64 {
-    let ticks = 100.0; // USER_HZ on Linux
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields[0] == "Z" {
-            let utime: f64 = fields[11].parse().unwrap();
-            let stime: f64 = fields[12].parse().unwrap();
-            return (utime + stime) / ticks;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+/// The session's next window, failing after `deadline`: tests wait for
+/// windows, not for time, since under emulation a window can take longer
+/// than its period to drain and symbolize.
+pub fn next_window(
+    windows: &mut (impl futures::Stream<Item = rover_core::Window> + Unpin),
+    deadline: std::time::Instant,
+) -> rover_core::Window {
+    use futures::StreamExt;
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the windows stopped coming"
+    );
+    futures::executor::block_on(windows.next()).expect("the session ended early")
+}
+
+/// Now, in nanoseconds since the Unix epoch (as windows' time ranges).
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// Switches and nanoseconds of interruptible sleeps on stacks through
