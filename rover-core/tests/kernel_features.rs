@@ -9,7 +9,7 @@
 //! - `rover-feature: <name>: <yes|no|unknown: reason>`, one per
 //!   [`KernelFeature`], named by [`KernelFeature::name`]
 //! - `rover-mode: <mode>: <works|falls back to X|refused: message>` for
-//!   `on-CPU`, `off-CPU hook auto` (`works` when it picked `tp_btf`),
+//!   `on-CPU`, `off-CPU hook auto` (`works, with tp_btf` when it picked that hook),
 //!   `off-CPU hook tp_btf`, `off-CPU hook tracepoint`, and the same four
 //!   with ` (BTF hidden)`.
 
@@ -32,6 +32,8 @@ use support::kernel;
 /// What a session mode did on this kernel.
 enum Outcome {
     Works,
+    /// Works, with the hook it picked by itself.
+    WorksWith(&'static str),
     FallsBack(&'static str),
     Refused(Error),
     /// Attached, but the program counted nothing: a failure.
@@ -42,6 +44,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Works => f.write_str("works"),
+            Outcome::WorksWith(hook) => write!(f, "works, with {hook}"),
             Outcome::FallsBack(to) => write!(f, "falls back to {to}"),
             // One line, however many causes the message has.
             Outcome::Refused(error) => write!(
@@ -140,6 +143,7 @@ fn off_cpu(hook: Option<OffCpuHook>) -> (Option<OffCpuHook>, Outcome) {
         (_, OffCpuHook::Tracepoint) if hook.is_none() => {
             Outcome::FallsBack("the classic tracepoint")
         }
+        (_, OffCpuHook::BtfTracepoint) if hook.is_none() => Outcome::WorksWith("tp_btf"),
         _ => Outcome::Works,
     };
     (Some(attached), outcome)

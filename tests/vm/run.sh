@@ -210,7 +210,7 @@ sock=$out/virtiofs.sock
 unshare -m --propagation private sh -c '
   mkdir -p "$1" && mount --bind / "$1" && mount -o remount,bind,ro "$1" &&
   exec /usr/lib/qemu/virtiofsd --socket-path="$2" -o source="$1" -o cache=always -o sandbox=chroot -o log_level=err
-' sh "$out/root" "$sock" &
+' sh "$out/root" "$sock" 2>"$out/virtiofsd.log" &
 virtiofsd=$!
 cleanup() {
   kill "$virtiofsd" 2>/dev/null || true

@@ -23,6 +23,12 @@ awk -v columns="${columns[*]}" -v host="$(uname -r)" '
     name = substr(line, 1, index(line, ": ") - 1); value = substr(line, index(line, ": ") + 2)
     key = kind ": " name
     if (!(key in seen)) { seen[key] = 1; order[++rows] = key; label[key] = name; type[key] = kind }
+    # A refusal keeps its first clause: the message names what is missing.
+    if (value ~ /^refused: /) {
+      rest = substr(value, 10)
+      if (index(rest, ": ") > 0) rest = substr(rest, 1, index(rest, ": ") - 1)
+      value = "refused: " rest
+    }
     cell[key, kernel] = value
   }
   END {
@@ -32,10 +38,13 @@ awk -v columns="${columns[*]}" -v host="$(uname -r)" '
       header = header " " (k == "host" ? "this host " : "") r " |"; rule = rule "---|"
     }
     print header; print rule
-    for (t = 0; t < 2; t++) {
+    # Features, then the modes, then the modes with BTF hidden (the tests
+    # print them in parallel, in either order).
+    for (t = 0; t < 3; t++) {
       want = t == 0 ? "feature" : "mode"
       for (j = 1; j <= rows; j++) {
         key = order[j]; if (type[key] != want) continue
+        if (t > 0 && (t == 2) != (label[key] ~ /BTF hidden/)) continue
         line = "| " (want == "feature" ? "`" label[key] "`" : label[key]) " |"
         for (i = 1; i <= n; i++) {
           v = ((key, col[i]) in cell) ? cell[key, col[i]] : "(not run)"
@@ -45,3 +54,28 @@ awk -v columns="${columns[*]}" -v host="$(uname -r)" '
       }
     }
   }' $(for k in "${columns[@]}"; do echo "target/vm/$k/features.txt"; done)
+# Then one row per test binary the guests ran: each mode of each session
+# (pids, every process, cgroup; on-CPU and off-CPU), the programs and their
+# lifecycle, with how long it took in the guest.
+for kernel in "${columns[@]}"; do
+  [ "$kernel" = host ] && continue
+  grep -aoE '^rover-vm: === [a-z_]+: exit [0-9]+ in [0-9]+ s' "target/vm/$kernel/console.log" |
+    awk -v k="$kernel" '{print k, $3, $5, $7}' | tr -d ':'
+done | awk -v columns="${columns[*]}" '
+  BEGIN { n = split(columns, col, " ") }
+  {
+    if (!($2 in seen)) { seen[$2] = 1; order[++rows] = $2 }
+    cell[$2, $1] = ($3 == 0 ? "passed" : "FAILED") " (" $4 " s)"
+  }
+  END {
+    for (j = 1; j <= rows; j++) {
+      line = "| test `" order[j] "` |"
+      for (i = 1; i <= n; i++) {
+        if (col[i] == "host") v = "passed (host CI)"
+        else v = ((order[j], col[i]) in cell) ? cell[order[j], col[i]] : "(not run)"
+        line = line " " v " |"
+      }
+      print line
+    }
+  }'
+
