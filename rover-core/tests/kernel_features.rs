@@ -346,14 +346,7 @@ fn without_btf_on_cpu_works_and_off_cpu_refuses() {
         }
         Err(error) => panic!("spawning the child: {error}"),
     };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    let stdout = support::child_passed(&output);
     assert!(
         stdout.contains("rover-mode: on-CPU (BTF hidden): works"),
         "{stdout}"

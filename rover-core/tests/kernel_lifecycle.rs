@@ -316,16 +316,7 @@ fn run_child(name: &str, caps: &'static [i32]) -> String {
             Ok(())
         });
     }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
-    stdout
+    support::child_passed(&command.output().unwrap())
 }
 
 /// With CAP_BPF and CAP_PERFMON but neither CAP_SYS_ADMIN nor CAP_SYSLOG

@@ -1,6 +1,8 @@
 #!/bin/bash
 # Runs inside the guest as its first process, on the host's root file system
-# (read-only, under a tmpfs overlay): mounts what the tests use, runs the test
+# (read-only, under a tmpfs overlay, so /tmp and the rest are writable; no
+# tmpfs goes over /tmp, which would hide a checkout under it): mounts what the
+# tests use, runs the test
 # binaries tests/vm/run.sh listed in OUT/tests with CI=1, and ends the guest
 # with the number of binaries that failed (through isa-debug-exit).
 out=$1
@@ -10,7 +12,6 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null

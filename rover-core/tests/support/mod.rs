@@ -26,6 +26,22 @@ pub fn kernel(test: &str) -> Option<MutexGuard<'static, ()>> {
     }
 }
 
+/// The output of a child test binary run with `--exact NAME --ignored
+/// --nocapture`, printed, once it passed its one test (or fails with what it
+/// printed).
+#[allow(dead_code, reason = "only the tests that run a child use it")]
+pub fn child_passed(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    stdout
+}
+
 /// A C program compiled with frame pointers into a fresh folder.
 pub struct Fixture {
     pub path: PathBuf,
