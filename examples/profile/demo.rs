@@ -33,6 +33,11 @@ pub fn run(seconds: f64) {
     for thread in threads.into_iter().flatten() {
         let _ = thread.join();
     }
+    // Stay alive, idle, until the profiler is done with us (it kills us, or
+    // its end closes our stdin): a process that has exited can no longer be
+    // symbolized, and the last windows are symbolized after the work ends
+    // (seconds after it on a slow machine, such as an emulated one).
+    let _ = std::io::stdin().read(&mut go);
 }
 
 fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Option<std::thread::JoinHandle<()>> {
