@@ -29,6 +29,8 @@
 
 mod build;
 mod row;
+mod walk;
 
 pub use build::{Error, Skipped, UnwindSource, UnwindTable};
 pub use row::{Cfa, Rbp, Row};
+pub use walk::{Registers, Step, StopReason, Walk, step, walk};
