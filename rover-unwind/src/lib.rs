@@ -27,6 +27,8 @@
 //! Addresses are the file's own (its ELF virtual addresses, as `.eh_frame`
 //! states them): for a process, subtract the mapping's load bias first.
 
+#![warn(missing_docs)]
+
 mod build;
 mod row;
 mod walk;
