@@ -71,7 +71,7 @@ done | awk -v columns="${columns[*]}" '
     for (j = 1; j <= rows; j++) {
       line = "| test `" order[j] "` |"
       for (i = 1; i <= n; i++) {
-        if (col[i] == "host") v = "passed (host CI)"
+        if (col[i] == "host") v = "(in the host's cargo test)"
         else v = ((order[j], col[i]) in cell) ? cell[order[j], col[i]] : "(not run)"
         line = line " " v " |"
       }
