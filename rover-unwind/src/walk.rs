@@ -71,7 +71,9 @@ pub fn step(row: Option<&Row>, regs: Registers, mut read: impl FnMut(u64) -> Opt
             } else {
                 0
             };
-            regs.sp.wrapping_add_signed(i64::from(rsp_offset)) + pushed
+            regs.sp
+                .wrapping_add_signed(i64::from(rsp_offset))
+                .wrapping_add(pushed)
         }
     };
     let at = cfa.wrapping_sub(8);
@@ -137,7 +139,7 @@ pub fn walk(
         let lookup = if frames.len() == 1 {
             regs.pc
         } else {
-            regs.pc - 1
+            regs.pc.wrapping_sub(1)
         };
         let row = row_at(lookup);
         match step(row.as_ref(), regs, &mut read) {
@@ -205,6 +207,15 @@ mod tests {
         // Code without a row.
         let walked = walk(Registers { pc: 0x9000, ..regs }, 127, row_at, |_| None);
         assert_eq!(walked.stopped, Some(StopReason::NoRow));
+        // Registers from a corrupt stack, at the top of the address space:
+        // no overflow, the walk stops.
+        let top = Registers {
+            pc: 0x1010,
+            sp: u64::MAX - 4,
+            bp: Some(u64::MAX),
+        };
+        let walked = walk(top, 127, row_at, |_| Some(u64::MAX));
+        assert!(walked.stopped.is_some(), "{walked:?}");
         // A cap on frames.
         let walked = walk(regs, 2, row_at, |at| memory.get(&at).copied());
         assert!(walked.truncated);
@@ -231,6 +242,16 @@ mod tests {
             ..before
         };
         let read = |at: u64| Some(at);
+        // A corrupt stack pointer at the top of the address space: the
+        // CFA wraps instead of overflowing, and the walk stops there.
+        let top = Registers {
+            sp: u64::MAX - 12,
+            ..after
+        };
+        assert_eq!(
+            step(Some(&row), top, read),
+            Step::Stop(StopReason::NoProgress)
+        );
         assert_eq!(
             step(Some(&row), before, read),
             Step::Caller(Registers {

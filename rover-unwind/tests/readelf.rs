@@ -338,8 +338,15 @@ fn bad_input_is_an_error_or_a_partial_table() {
         for byte in &mut bad[offset + size / 2..offset + size] {
             *byte = fill;
         }
+        // The damage is never passed off as the whole table: it is an
+        // error, listed as skipped, or the rows after it are gone.
         match UnwindTable::from_elf(&bad) {
-            Ok(table) => assert!(table.rows().len() <= whole.rows().len() + 2),
+            Ok(table) => assert!(
+                !table.skipped().is_empty() || table.rows().len() < whole.rows().len(),
+                "fill {fill:#x}: {} rows of {}, nothing skipped",
+                table.rows().len(),
+                whole.rows().len()
+            ),
             Err(error) => assert!(!error.to_string().is_empty()),
         }
     }
