@@ -124,6 +124,8 @@ static __always_inline void count_block(struct rover_offcpu_start *start, __u32 
 	key.kernel_stack_buffer = start->kernel_stack_buffer;
 	key.kernel_stack_err = start->kernel_stack_err;
 	key.state = start->state;
+	key.user_stack_status = start->user_stack_status;
+	key.user_stack_hash = start->user_stack_hash;
 	if (kernel) {
 		key.kernel_stack_hash = kernel->hash;
 		key.kernel_stack_buffer = kernel->buffer;
@@ -197,6 +199,9 @@ static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, 
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks1, BPF_F_USER_STACK);
 	else
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks0, BPF_F_USER_STACK);
+	start.user_stack_hash = 0;
+	start.user_stack_status = ROVER_USTACK_FP;
+	start.reserved = 0;
 	start.kernel_stack_hash = 0;
 	start.kernel_stack_buffer = 0;
 	start.kernel_stack_err = 0;

@@ -44,6 +44,11 @@ struct rover_oncpu_key {
 	__u32 tid;
 	__s32 user_stack_id;
 	__s32 kernel_stack_id;
+	/* Unwound from tables (user_stack_status not ROVER_USTACK_FP): the key
+	 * of the user stack in `ustacks` of the same buffer, 0 for none. */
+	__u64 user_stack_hash;
+	__u32 user_stack_status;
+	__u32 reserved;
 	char comm[ROVER_COMM_LEN];
 };
 
@@ -69,7 +74,11 @@ struct rover_offcpu_key {
 	__u32 kernel_stack_buffer;
 	__s32 kernel_stack_err;
 	__u32 state;
-	__u32 reserved;
+	/* ROVER_USTACK_*: how the user stack was taken. */
+	__u32 user_stack_status;
+	/* Unwound from tables: the user stack's key in `ustacks`
+	 * `user_stack_buffer`, 0 for none. */
+	__u64 user_stack_hash;
 	char comm[ROVER_COMM_LEN];
 };
 
@@ -94,6 +103,91 @@ struct rover_offcpu_start {
 	 * not report its switch-in, the time it ran since then, known at its next
 	 * switch-out, tells when the block ended. */
 	__u64 runtime_ns;
+	__u64 user_stack_hash;
+	__u32 user_stack_status;
+	__u32 reserved;
+};
+
+/* In-kernel unwinding from tables built in user space (the `unwind`
+ * variants of the programs). */
+
+/* Executable mappings kept per process, sorted by address. */
+#define ROVER_UNWIND_MAX_MAPPINGS 128
+/* `table_start` of a mapping without a table (JIT code, anonymous memory, a
+ * file without call-frame information): walked with frame pointers. */
+#define ROVER_UNWIND_NO_TABLE 0xffffffff
+/* `table_start` of a mapping whose table is not loaded yet: the walk stops
+ * there, ROVER_USTACK_TABLE_PENDING. */
+#define ROVER_UNWIND_TABLE_PENDING 0xfffffffe
+/* Bit set on an instruction pointer found with frame pointers, where the
+ * module has no table (user addresses are below 2^47). */
+#define ROVER_UNWIND_FP_FRAME (1ULL << 63)
+
+/* How a user stack was taken (`user_stack_status`). */
+/* frame pointers, bpf_get_stackid: user_stack_id */
+#define ROVER_USTACK_FP 0
+/* unwound to the outermost frame */
+#define ROVER_USTACK_COMPLETE 1
+/* ROVER_MAX_STACK_DEPTH frames */
+#define ROVER_USTACK_TRUNCATED 2
+/* the process's mappings are not loaded yet */
+#define ROVER_USTACK_NO_PROCESS 3
+/* a module's table is not loaded yet */
+#define ROVER_USTACK_TABLE_PENDING 4
+/* no table row covers the address */
+#define ROVER_USTACK_NO_ROW 5
+/* stack memory could not be read */
+#define ROVER_USTACK_READ_FAILED 6
+/* a rule the unwinder does not follow */
+#define ROVER_USTACK_UNSUPPORTED 7
+/* an address in no executable mapping */
+#define ROVER_USTACK_UNMAPPED 8
+/* no user registers: no user stack */
+#define ROVER_USTACK_NO_REGS 9
+/* a frame went nowhere (no progress, RBP unknown) */
+#define ROVER_USTACK_BAD_FRAME 10
+/* the stack map was full: frames lost */
+#define ROVER_USTACK_STORE_FULL 11
+#define ROVER_USTACK_MAX 12
+
+/* One table row, as rover_unwind::Row lays it out. */
+struct rover_unwind_row {
+	__u64 pc;
+	__s32 cfa_offset;
+	__s16 rbp_offset;
+	__u8 cfa_kind;
+	__u8 rbp_kind;
+};
+
+#define ROVER_CFA_NONE 0
+#define ROVER_CFA_RSP 1
+#define ROVER_CFA_RBP 2
+#define ROVER_CFA_PLT 3
+#define ROVER_CFA_END 4
+#define ROVER_CFA_UNSUPPORTED 5
+/* A signal trampoline (__restore_rt): the interrupted frame's registers are
+ * in the ucontext at RSP. */
+#define ROVER_CFA_SIGNAL 6
+#define ROVER_RBP_UNCHANGED 0
+#define ROVER_RBP_AT_CFA 1
+#define ROVER_RBP_UNSUPPORTED 2
+
+/* An executable mapping: address `a` in [start, end) is table address
+ * `a - bias`, looked up in rows [table_start, table_start + table_len) of
+ * `unwind_rows`. */
+struct rover_unwind_mapping {
+	__u64 start;
+	__u64 end;
+	__u64 bias;
+	__u32 table_start;
+	__u32 table_len;
+};
+
+/* A process's executable mappings (`unwind_procs`, keyed by tgid). */
+struct rover_unwind_proc {
+	__u32 count;
+	__u32 reserved;
+	struct rover_unwind_mapping mappings[ROVER_UNWIND_MAX_MAPPINGS];
 };
 
 #endif

@@ -56,6 +56,13 @@ pub struct OnCpuKey {
     pub user_stack_id: i32,
     /// Kernel stack id in the stack map of the same buffer, or a negative errno.
     pub kernel_stack_id: i32,
+    /// Unwound from tables (`user_stack_status` not [`USTACK_FP`]): the
+    /// user stack's key in `ustacks` of the same buffer, 0 for none.
+    pub user_stack_hash: u64,
+    /// One `USTACK_*` value: how the user stack was taken.
+    pub user_stack_status: u32,
+    /// Padding, always 0.
+    pub reserved: u32,
     /// The thread's command name, NUL padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -89,8 +96,10 @@ pub struct OffCpuKey {
     pub kernel_stack_err: i32,
     /// One `STATE_*` bit: the task's state when it went off CPU.
     pub state: u32,
-    /// Padding, always 0.
-    pub reserved: u32,
+    /// One `USTACK_*` value: how the user stack was taken.
+    pub user_stack_status: u32,
+    /// Unwound from tables: the user stack's key in `ustacks{user_stack_buffer}`, 0 for none.
+    pub user_stack_hash: u64,
     /// The thread's command name, NUL padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -129,6 +138,108 @@ pub struct OffCpuStart {
     /// The task's `se.sum_exec_runtime` at switch-out, to date the end of a
     /// block whose switch-in the kernel did not report.
     pub runtime_ns: u64,
+    /// Unwound from tables: the user stack's key in `ustacks{user_stack_buffer}`.
+    pub user_stack_hash: u64,
+    /// One `USTACK_*` value.
+    pub user_stack_status: u32,
+    /// Padding, always 0.
+    pub reserved: u32,
+}
+
+/// Executable mappings kept per process by the unwinder.
+pub const UNWIND_MAX_MAPPINGS: usize = 128;
+/// `table_start` of a mapping without a table: walked with frame pointers.
+pub const UNWIND_NO_TABLE: u32 = 0xffff_ffff;
+/// `table_start` of a mapping whose table is not loaded yet.
+pub const UNWIND_TABLE_PENDING: u32 = 0xffff_fffe;
+/// Bit set on a user instruction pointer found with frame pointers.
+pub const UNWIND_FP_FRAME: u64 = 1 << 63;
+
+/// `user_stack_status`: frame pointers (`bpf_get_stackid`), see `user_stack_id`.
+pub const USTACK_FP: u32 = 0;
+/// `user_stack_status`: unwound to the outermost frame.
+pub const USTACK_COMPLETE: u32 = 1;
+/// `user_stack_status`: cut at [`MAX_STACK_DEPTH`] frames.
+pub const USTACK_TRUNCATED: u32 = 2;
+/// `user_stack_status`: the process's mappings were not loaded yet.
+pub const USTACK_NO_PROCESS: u32 = 3;
+/// `user_stack_status`: a module's table was not loaded yet.
+pub const USTACK_TABLE_PENDING: u32 = 4;
+/// `user_stack_status`: no table row covers an address.
+pub const USTACK_NO_ROW: u32 = 5;
+/// `user_stack_status`: stack memory could not be read.
+pub const USTACK_READ_FAILED: u32 = 6;
+/// `user_stack_status`: a rule the unwinder does not follow.
+pub const USTACK_UNSUPPORTED: u32 = 7;
+/// `user_stack_status`: an address in no executable mapping.
+pub const USTACK_UNMAPPED: u32 = 8;
+/// `user_stack_status`: no user registers (a kernel thread): no user stack.
+pub const USTACK_NO_REGS: u32 = 9;
+/// `user_stack_status`: a frame went nowhere (no progress, RBP unknown).
+pub const USTACK_BAD_FRAME: u32 = 10;
+/// `user_stack_status`: the stack map was full, the frames were lost.
+pub const USTACK_STORE_FULL: u32 = 11;
+/// Number of `USTACK_*` values.
+pub const USTACK_MAX: u32 = 12;
+
+/// `cfa_kind` of a signal trampoline row: the interrupted frame's registers
+/// are in the ucontext at RSP.
+pub const CFA_SIGNAL: u8 = 6;
+
+/// One row of `unwind_rows` (`struct rover_unwind_row`), the layout of
+/// `rover_unwind::Row`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnwindRow {
+    /// First table address the row covers.
+    pub pc: u64,
+    /// Offset of the CFA rule.
+    pub cfa_offset: i32,
+    /// Offset of the RBP rule (the PLT rule's threshold).
+    pub rbp_offset: i16,
+    /// `ROVER_CFA_*`.
+    pub cfa_kind: u8,
+    /// `ROVER_RBP_*`.
+    pub rbp_kind: u8,
+}
+
+/// An executable mapping of a process (`struct rover_unwind_mapping`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnwindMapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Table address = address − bias (wrapping).
+    pub bias: u64,
+    /// First row in `unwind_rows`, or [`UNWIND_NO_TABLE`], [`UNWIND_TABLE_PENDING`].
+    pub table_start: u32,
+    /// Rows of the table.
+    pub table_len: u32,
+}
+
+/// A process's executable mappings, sorted by address (`struct
+/// rover_unwind_proc`, map `unwind_procs` keyed by tgid).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnwindProc {
+    /// Mappings in use.
+    pub count: u32,
+    /// Padding, always 0.
+    pub reserved: u32,
+    /// The mappings, `count` of them first.
+    pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
+}
+
+impl Default for UnwindProc {
+    fn default() -> Self {
+        UnwindProc {
+            count: 0,
+            reserved: 0,
+            mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
+        }
+    }
 }
 
 // SAFETY: plain `repr(C)` integers and byte arrays with no padding (checked
@@ -142,6 +253,12 @@ unsafe impl aya::Pod for OffCpuCounts {}
 unsafe impl aya::Pod for OffCpuStart {}
 // SAFETY: as above.
 unsafe impl aya::Pod for KernelStack {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UnwindRow {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UnwindMapping {}
+// SAFETY: as above.
+unsafe impl aya::Pod for UnwindProc {}
 
 #[cfg(test)]
 mod tests {
@@ -150,18 +267,21 @@ mod tests {
 
     #[test]
     fn oncpu_key_layout() {
-        assert_eq!(size_of::<OnCpuKey>(), 32);
-        assert_eq!(align_of::<OnCpuKey>(), 4);
+        assert_eq!(size_of::<OnCpuKey>(), 48);
+        assert_eq!(align_of::<OnCpuKey>(), 8);
         assert_eq!(offset_of!(OnCpuKey, tgid), 0);
         assert_eq!(offset_of!(OnCpuKey, tid), 4);
         assert_eq!(offset_of!(OnCpuKey, user_stack_id), 8);
         assert_eq!(offset_of!(OnCpuKey, kernel_stack_id), 12);
-        assert_eq!(offset_of!(OnCpuKey, comm), 16);
+        assert_eq!(offset_of!(OnCpuKey, user_stack_hash), 16);
+        assert_eq!(offset_of!(OnCpuKey, user_stack_status), 24);
+        assert_eq!(offset_of!(OnCpuKey, reserved), 28);
+        assert_eq!(offset_of!(OnCpuKey, comm), 32);
     }
 
     #[test]
     fn offcpu_key_layout() {
-        assert_eq!(size_of::<OffCpuKey>(), 56);
+        assert_eq!(size_of::<OffCpuKey>(), 64);
         assert_eq!(align_of::<OffCpuKey>(), 8);
         assert_eq!(offset_of!(OffCpuKey, tgid), 0);
         assert_eq!(offset_of!(OffCpuKey, tid), 4);
@@ -171,8 +291,9 @@ mod tests {
         assert_eq!(offset_of!(OffCpuKey, kernel_stack_buffer), 24);
         assert_eq!(offset_of!(OffCpuKey, kernel_stack_err), 28);
         assert_eq!(offset_of!(OffCpuKey, state), 32);
-        assert_eq!(offset_of!(OffCpuKey, reserved), 36);
-        assert_eq!(offset_of!(OffCpuKey, comm), 40);
+        assert_eq!(offset_of!(OffCpuKey, user_stack_status), 36);
+        assert_eq!(offset_of!(OffCpuKey, user_stack_hash), 40);
+        assert_eq!(offset_of!(OffCpuKey, comm), 48);
     }
 
     #[test]
@@ -191,7 +312,7 @@ mod tests {
 
     #[test]
     fn offcpu_start_layout() {
-        assert_eq!(size_of::<OffCpuStart>(), 48);
+        assert_eq!(size_of::<OffCpuStart>(), 64);
         assert_eq!(align_of::<OffCpuStart>(), 8);
         assert_eq!(offset_of!(OffCpuStart, timestamp_ns), 0);
         assert_eq!(offset_of!(OffCpuStart, tgid), 8);
@@ -202,6 +323,24 @@ mod tests {
         assert_eq!(offset_of!(OffCpuStart, kernel_stack_buffer), 32);
         assert_eq!(offset_of!(OffCpuStart, kernel_stack_err), 36);
         assert_eq!(offset_of!(OffCpuStart, runtime_ns), 40);
+        assert_eq!(offset_of!(OffCpuStart, user_stack_hash), 48);
+        assert_eq!(offset_of!(OffCpuStart, user_stack_status), 56);
+        assert_eq!(offset_of!(OffCpuStart, reserved), 60);
+    }
+
+    #[test]
+    fn unwind_layouts() {
+        assert_eq!(size_of::<UnwindRow>(), 16);
+        assert_eq!(offset_of!(UnwindRow, cfa_offset), 8);
+        assert_eq!(offset_of!(UnwindRow, rbp_offset), 12);
+        assert_eq!(offset_of!(UnwindRow, cfa_kind), 14);
+        assert_eq!(offset_of!(UnwindRow, rbp_kind), 15);
+        assert_eq!(size_of::<UnwindMapping>(), 32);
+        assert_eq!(offset_of!(UnwindMapping, bias), 16);
+        assert_eq!(offset_of!(UnwindMapping, table_start), 24);
+        assert_eq!(offset_of!(UnwindMapping, table_len), 28);
+        assert_eq!(size_of::<UnwindProc>(), 8 + 32 * UNWIND_MAX_MAPPINGS);
+        assert_eq!(offset_of!(UnwindProc, mappings), 8);
     }
 
     /// A constant changed on one side only would make the programs and the
@@ -222,10 +361,36 @@ mod tests {
             ("ROVER_ERR_START_MAP_FULL", ERR_START_MAP_FULL),
             ("ROVER_ERR_SWITCH_IN_UNSEEN", ERR_SWITCH_IN_UNSEEN),
             ("ROVER_ERR_MAX", ERR_MAX),
+            ("ROVER_UNWIND_MAX_MAPPINGS", UNWIND_MAX_MAPPINGS as u32),
+            ("ROVER_USTACK_FP", USTACK_FP),
+            ("ROVER_USTACK_COMPLETE", USTACK_COMPLETE),
+            ("ROVER_USTACK_TRUNCATED", USTACK_TRUNCATED),
+            ("ROVER_USTACK_NO_PROCESS", USTACK_NO_PROCESS),
+            ("ROVER_USTACK_TABLE_PENDING", USTACK_TABLE_PENDING),
+            ("ROVER_USTACK_NO_ROW", USTACK_NO_ROW),
+            ("ROVER_USTACK_READ_FAILED", USTACK_READ_FAILED),
+            ("ROVER_USTACK_UNSUPPORTED", USTACK_UNSUPPORTED),
+            ("ROVER_USTACK_UNMAPPED", USTACK_UNMAPPED),
+            ("ROVER_USTACK_NO_REGS", USTACK_NO_REGS),
+            ("ROVER_USTACK_BAD_FRAME", USTACK_BAD_FRAME),
+            ("ROVER_USTACK_STORE_FULL", USTACK_STORE_FULL),
+            ("ROVER_USTACK_MAX", USTACK_MAX),
+            ("ROVER_CFA_SIGNAL", u32::from(CFA_SIGNAL)),
         ] {
             let line = format!("#define {name} {value}\n");
             assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
         }
+        for line in [
+            "#define ROVER_UNWIND_NO_TABLE 0xffffffff\n",
+            "#define ROVER_UNWIND_TABLE_PENDING 0xfffffffe\n",
+            "#define ROVER_UNWIND_FP_FRAME (1ULL << 63)\n",
+        ] {
+            assert!(header.contains(line), "rover.h lacks `{}`", line.trim());
+        }
+        assert_eq!(
+            (UNWIND_NO_TABLE, UNWIND_TABLE_PENDING),
+            (0xffffffff, 0xfffffffe)
+        );
         let line =
             format!("#define ROVER_STACK_ERR_SWITCH_IN_UNSEEN ({STACK_ERR_SWITCH_IN_UNSEEN})\n");
         assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
