@@ -25,6 +25,7 @@ mod features;
 mod object;
 mod offcpu;
 mod oncpu;
+mod stack_mode;
 mod states;
 mod targets;
 mod validate;
@@ -34,6 +35,7 @@ pub use environment::{Environment, Warning};
 pub use features::{KernelFeature, KernelFeatures, KernelVersion, Support};
 pub use offcpu::{OffCpuConfig, OffCpuHook, OffCpuProgram};
 pub use oncpu::{OnCpuConfig, OnCpuProgram};
+pub use stack_mode::StackMode;
 pub use states::TaskStates;
 pub(crate) use targets::ResolvedTargets;
 pub use targets::Targets;
@@ -84,6 +86,13 @@ pub struct MapSizes {
     pub pids: u32,
     /// Off-CPU: threads off CPU at once that are followed.
     pub start: u32,
+    /// Unwind table rows the kernel holds ([`StackMode::Dwarf`]), 16 bytes
+    /// each, shared by the tables of every module the targets map. When a
+    /// new table does not fit, the least recently used are evicted.
+    pub unwind_rows: u32,
+    /// Processes whose mappings the unwinder holds (about 4 KiB each,
+    /// allocated as they are added).
+    pub unwind_processes: u32,
 }
 
 impl Default for MapSizes {
@@ -93,6 +102,8 @@ impl Default for MapSizes {
             stacks: 8192,
             pids: 1024,
             start: 16384,
+            unwind_rows: 1 << 20,
+            unwind_processes: 4096,
         }
     }
 }
@@ -104,6 +115,8 @@ impl MapSizes {
             ("stacks", self.stacks),
             ("pids", self.pids),
             ("start", self.start),
+            ("unwind_rows", self.unwind_rows),
+            ("unwind_processes", self.unwind_processes),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroMapSize(name));

@@ -16,7 +16,8 @@ use super::targets::ResolvedTargets;
 use super::validate::excluded_tgid;
 use super::window::{RawEntry, RawWindow, comm_string};
 use super::{
-    Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, Targets, TaskStates,
+    Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, StackMode, Targets,
+    TaskStates,
 };
 use crate::profile::{ProfileKind, SampleValue};
 
@@ -64,6 +65,8 @@ pub struct OffCpuConfig {
     /// The hook to use; `None` picks the BTF tracepoint where the kernel
     /// has what it needs, the classic one otherwise (see [`OffCpuHook`]).
     pub hook: Option<OffCpuHook>,
+    /// How user stacks are walked (default [`StackMode::Auto`]).
+    pub stack_mode: StackMode,
     /// Map capacities.
     pub map_sizes: MapSizes,
 }
@@ -78,6 +81,7 @@ impl Default for OffCpuConfig {
             include_idle: false,
             include_self: false,
             hook: None,
+            stack_mode: StackMode::Auto,
             map_sizes: MapSizes::default(),
         }
     }

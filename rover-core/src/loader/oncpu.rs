@@ -14,7 +14,9 @@ use super::object::{SharedMaps, missing_in_object, take_map};
 use super::targets::ResolvedTargets;
 use super::validate::{Limits, excluded_tgid};
 use super::window::{RawEntry, RawWindow, comm_string};
-use super::{Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, Targets};
+use super::{
+    Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, StackMode, Targets,
+};
 use crate::profile::{ProfileKind, SampleValue};
 
 const PROGRAM: &str = "rover_oncpu";
@@ -33,6 +35,8 @@ pub struct OnCpuConfig {
     /// Whether every-process and cgroup targets include this process
     /// (default: no, an agent does not profile itself).
     pub include_self: bool,
+    /// How user stacks are walked (default [`StackMode::Auto`]).
+    pub stack_mode: StackMode,
     /// Map capacities.
     pub map_sizes: MapSizes,
 }
@@ -44,6 +48,7 @@ impl Default for OnCpuConfig {
             frequency_hz: 99,
             include_idle: false,
             include_self: false,
+            stack_mode: StackMode::Auto,
             map_sizes: MapSizes::default(),
         }
     }

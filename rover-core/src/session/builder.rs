@@ -9,7 +9,7 @@ use super::{DEFAULT_WINDOW, MIN_WINDOW, Session, spawn};
 use crate::error::ConfigError;
 use crate::loader::{
     Limits, MapSizes, OffCpuConfig, OffCpuHook, OffCpuProgram, OnCpuConfig, OnCpuProgram, Program,
-    ResolvedTargets, Targets, TaskStates,
+    ResolvedTargets, StackMode, Targets, TaskStates,
 };
 use crate::{Error, Profiler};
 
@@ -44,6 +44,7 @@ pub struct SessionBuilder<K> {
     include_idle: bool,
     include_self: bool,
     map_sizes: MapSizes,
+    stack_mode: StackMode,
     kind: K,
 }
 
@@ -104,6 +105,7 @@ impl<K> SessionBuilder<K> {
             include_idle: false,
             include_self: false,
             map_sizes: MapSizes::default(),
+            stack_mode: StackMode::Auto,
             kind,
         }
     }
@@ -172,6 +174,14 @@ impl<K> SessionBuilder<K> {
         self
     }
 
+    /// How user stacks are walked (default [`StackMode::Auto`]: unwind
+    /// tables from `.eh_frame` where the kernel can run the unwinder, frame
+    /// pointers otherwise).
+    pub fn stack_mode(mut self, mode: StackMode) -> Self {
+        self.stack_mode = mode;
+        self
+    }
+
     /// The checks both kinds share that read nothing: targets chosen, window
     /// long enough.
     fn common(&self) -> Result<Targets, ConfigError> {
@@ -219,6 +229,7 @@ impl OnCpuBuilder {
             frequency_hz: self.kind.frequency_hz,
             include_idle: self.include_idle,
             include_self: self.include_self,
+            stack_mode: self.stack_mode,
             map_sizes: self.map_sizes,
         };
         let targets = config.checked(limits)?;
@@ -286,6 +297,7 @@ impl OffCpuBuilder {
             include_idle: self.include_idle,
             include_self: self.include_self,
             hook: self.kind.hook,
+            stack_mode: self.stack_mode,
             map_sizes: self.map_sizes,
         };
         let targets = config.checked()?;
