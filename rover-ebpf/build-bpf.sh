@@ -11,14 +11,18 @@ cd "$(dirname "$0")"
 
 clang=${CLANG:-clang-19}
 strip=${LLVM_STRIP:-llvm-strip-19}
-programs=(oncpu offcpu probe)
+# Each object and the source it is built from, with its defines: the
+# `_unwind` variants add the in-kernel unwinder (bpf/unwind.h).
+programs=(oncpu offcpu probe oncpu_unwind offcpu_unwind)
+source_of() { echo "${1%_unwind}"; }
+defines_of() { case $1 in *_unwind) echo -DROVER_UNWIND ;; esac; }
 
 build() {
   local out=$1
   for prog in "${programs[@]}"; do
     "$clang" -target bpf -O2 -g -Wall -Werror \
       -fdebug-compilation-dir=. -fdebug-prefix-map="$PWD"=. \
-      -I bpf -c "bpf/$prog.bpf.c" -o "$out/$prog.bpf.o"
+      $(defines_of "$prog") -I bpf -c "bpf/$(source_of "$prog").bpf.c" -o "$out/$prog.bpf.o"
     "$strip" -g "$out/$prog.bpf.o"
   done
 }
@@ -30,7 +34,7 @@ if [ "${1:-}" = "--check" ]; then
   status=0
   for prog in "${programs[@]}"; do
     if cmp -s "$tmp/$prog.bpf.o" "obj/$prog.bpf.o"; then
-      echo "build-bpf: obj/$prog.bpf.o matches bpf/$prog.bpf.c"
+      echo "build-bpf: obj/$prog.bpf.o matches bpf/$(source_of "$prog").bpf.c"
     else
       echo "build-bpf: obj/$prog.bpf.o is stale or not reproducible: run rover-ebpf/build-bpf.sh and commit" >&2
       status=1

@@ -95,6 +95,15 @@ static __always_inline __u64 *rover_enter(void)
 	return seq;
 }
 
+/* This CPU's in-flight mark, for a program that did not enter itself (the
+ * last of a tail call chain). */
+static __always_inline __u64 *rover_seq(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&in_flight, &zero);
+}
+
 static __always_inline void rover_leave(__u64 *seq)
 {
 	if (seq)

@@ -23,7 +23,11 @@ typedef _Bool bool;
 #define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_PROG_ARRAY 3
 #define BPF_MAP_TYPE_STACK_TRACE 7
+#define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_F_NO_PREALLOC (1U << 0)
+#define BPF_F_MMAPABLE (1U << 10)
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 #define BPF_F_USER_STACK (1ULL << 8)
@@ -53,6 +57,7 @@ struct sched_entity {
 
 struct task_struct {
 	unsigned int __state;
+	void *stack;
 	struct sched_entity se;
 	int pid;
 	int tgid;

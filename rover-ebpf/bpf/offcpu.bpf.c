@@ -48,6 +48,10 @@ struct {
 	__type(value, struct rover_offcpu_start);
 } offcpu_start SEC(".maps");
 
+#ifdef ROVER_UNWIND
+#include "unwind.h"
+#endif
+
 struct kernel_stack_ref {
 	__u64 hash;
 	__u32 buffer;
@@ -171,7 +175,7 @@ static __always_inline void close_unseen(__u32 tid, const char *comm, __u64 now,
  * stack of a task that is not `current` cannot be read. `kernel_now` takes
  * the kernel stack here too, for the hook that cannot reach it later.
  * `state` is 0 for a task that exits: it only closes what it left. */
-static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, const char *comm)
+static __always_inline bool switch_out(void *ctx, __u32 state, bool kernel_now, const char *comm)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rover_offcpu_start start;
@@ -182,26 +186,30 @@ static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, 
 	__u64 now, runtime;
 
 	if (!rover_targeted(id >> 32, tid))
-		return;
+		return false;
 	/* Read only for targeted tasks: this runs at every context switch. */
 	task = (struct task_struct *)bpf_get_current_task();
 	runtime = BPF_CORE_READ(task, se.sum_exec_runtime);
 	now = bpf_ktime_get_ns();
 	close_unseen(tid, comm, now, runtime, kernel_now);
 	if (!(state & state_mask))
-		return;
+		return false;
 	start.timestamp_ns = now;
 	start.tgid = id >> 32;
 	start.state = state;
 	start.runtime_ns = runtime;
 	start.user_stack_buffer = rover_active_buffer();
+	start.user_stack_hash = 0;
+	start.user_stack_status = ROVER_USTACK_FP;
+	start.reserved = 0;
+#ifdef ROVER_UNWIND
+	start.user_stack_id = 0;
+#else
 	if (start.user_stack_buffer)
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks1, BPF_F_USER_STACK);
 	else
 		start.user_stack_id = rover_stack_id(ctx, &offcpu_stacks0, BPF_F_USER_STACK);
-	start.user_stack_hash = 0;
-	start.user_stack_status = ROVER_USTACK_FP;
-	start.reserved = 0;
+#endif
 	start.kernel_stack_hash = 0;
 	start.kernel_stack_buffer = 0;
 	start.kernel_stack_err = 0;
@@ -217,8 +225,28 @@ static __always_inline void switch_out(void *ctx, __u32 state, bool kernel_now, 
 			start.kernel_stack_err = kernel.err;
 		}
 	}
+#ifdef ROVER_UNWIND
+	/* The user stack is unwound by the step program, which stores the
+	 * start record when it is done. */
+	{
+		struct unwind_pt_regs regs;
+		struct unwind_state *st;
+
+		if (unwind_task_regs(&regs))
+			st = unwind_begin(&regs, start.tgid, tid, start.user_stack_buffer);
+		else
+			st = unwind_begin_empty(start.tgid, tid, start.user_stack_buffer,
+						ROVER_USTACK_NO_REGS);
+		if (st) {
+			st->record.offcpu.start = start;
+			return true;
+		}
+		start.user_stack_status = ROVER_USTACK_NO_REGS;
+	}
+#endif
 	if (bpf_map_update_elem(&offcpu_start, &tid, &start, BPF_ANY))
 		rover_error(ROVER_ERR_START_MAP_FULL);
+	return false;
 }
 
 /* `next` is the task coming back when its kernel stack is to be taken now,
@@ -247,6 +275,52 @@ static __always_inline void switch_in(__u32 tid, const char *comm, struct task_s
 	 * visible in the start map or in the count map at every moment. */
 	bpf_map_delete_elem(&offcpu_start, &tid);
 }
+
+#ifdef ROVER_UNWIND
+static __always_inline void unwind_finish(void *ctx, struct unwind_state *st)
+{
+	struct rover_offcpu_start *start = &st->record.offcpu.start;
+
+	start->user_stack_hash = unwind_store(st);
+	start->user_stack_status = st->status;
+	if (bpf_map_update_elem(&offcpu_start, &st->tid, start, BPF_ANY))
+		rover_error(ROVER_ERR_START_MAP_FULL);
+	rover_leave(rover_seq());
+}
+
+/* Runs the walk switch_out began: its step program, or the end at once. */
+static __always_inline int unwind_run(void *ctx)
+{
+	struct unwind_state *st = unwind_state_get();
+
+	if (!st) {
+		rover_leave(rover_seq());
+		return 0;
+	}
+	if (st->depth)
+		bpf_tail_call(ctx, &unwind_progs, 0);
+	unwind_finish(ctx, st);
+	return 0;
+}
+
+/* The unwinder's step programs, one per hook type, run by tail calls. */
+SEC("tp_btf/sched_switch")
+int rover_offcpu_btf_unwind(__u64 *ctx)
+{
+	return unwind_continue(ctx);
+}
+
+SEC("tracepoint/sched/sched_switch")
+int rover_offcpu_tp_unwind(void *ctx)
+{
+	return unwind_continue(ctx);
+}
+#else
+static __always_inline int unwind_run(void *ctx)
+{
+	return 0;
+}
+#endif
 
 static __always_inline __u32 state_of_task(bool preempt, struct task_struct *prev)
 {
@@ -278,8 +352,10 @@ int rover_offcpu_btf(__u64 *ctx)
 	__u32 state = state_of_task(preempt, prev);
 	__u64 *seq = rover_enter();
 
-	switch_out(ctx, state, false, prev->comm);
+	/* In, then out: in unwind mode switch_out ends in a tail call. */
 	switch_in(next->pid, next->comm, next);
+	if (switch_out(ctx, state, false, prev->comm))
+		return unwind_run(ctx);
 	rover_leave(seq);
 	return 0;
 }
@@ -305,8 +381,9 @@ int rover_offcpu_tp(struct trace_event_raw_sched_switch *ctx)
 	__u32 state = state_of_report(ctx->prev_state);
 	__u64 *seq = rover_enter();
 
-	switch_out(ctx, state, true, ctx->prev_comm);
 	switch_in(ctx->next_pid, ctx->next_comm, 0);
+	if (switch_out(ctx, state, true, ctx->prev_comm))
+		return unwind_run(ctx);
 	rover_leave(seq);
 	return 0;
 }

@@ -10,4 +10,6 @@
 pub mod abi;
 mod objects;
 
-pub use objects::{OFFCPU_OBJECT, ONCPU_OBJECT, PROBE_OBJECT};
+pub use objects::{
+    OFFCPU_OBJECT, OFFCPU_UNWIND_OBJECT, ONCPU_OBJECT, ONCPU_UNWIND_OBJECT, PROBE_OBJECT,
+};

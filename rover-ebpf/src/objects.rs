@@ -16,6 +16,14 @@ static OFFCPU: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!("../obj/offcpu.bpf.o"),
 };
 
+static ONCPU_UNWIND: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!("../obj/oncpu_unwind.bpf.o"),
+};
+
+static OFFCPU_UNWIND: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!("../obj/offcpu_unwind.bpf.o"),
+};
+
 static PROBE: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!("../obj/probe.bpf.o"),
 };
@@ -32,6 +40,19 @@ pub static ONCPU_OBJECT: &[u8] = &ONCPU.bytes;
 /// and the shared `target_pids`, `active_buffer`, `errors`.
 pub static OFFCPU_OBJECT: &[u8] = &OFFCPU.bytes;
 
+/// The on-CPU program with the in-kernel unwinder (`bpf/oncpu.bpf.c` built
+/// with `-DROVER_UNWIND`, `bpf/unwind.h`): `rover_oncpu` and its step
+/// program `rover_oncpu_unwind` (both `perf_event`), the maps of
+/// [`ONCPU_OBJECT`] and `unwind_rows`, `unwind_procs`, `unwind_requests`,
+/// `unwind_state`, `unwind_progs`, `ustacks{0,1}`.
+pub static ONCPU_UNWIND_OBJECT: &[u8] = &ONCPU_UNWIND.bytes;
+
+/// The off-CPU program with the in-kernel unwinder: the programs of
+/// [`OFFCPU_OBJECT`] plus the step programs `rover_offcpu_btf_unwind` and
+/// `rover_offcpu_tp_unwind`, the unwinder's maps as in
+/// [`ONCPU_UNWIND_OBJECT`].
+pub static OFFCPU_UNWIND_OBJECT: &[u8] = &OFFCPU_UNWIND.bytes;
+
 /// Programs that do nothing, for feature probes (`bpf/probe.bpf.c`):
 /// `rover_probe_tp_btf` (`tp_btf/sched_switch`), which rover-core loads and
 /// attaches to find whether the kernel runs BTF tracepoints.
@@ -43,7 +64,13 @@ mod tests {
 
     #[test]
     fn objects_are_aligned_bpf_elf() {
-        for object in [ONCPU_OBJECT, OFFCPU_OBJECT, PROBE_OBJECT] {
+        for object in [
+            ONCPU_OBJECT,
+            OFFCPU_OBJECT,
+            PROBE_OBJECT,
+            ONCPU_UNWIND_OBJECT,
+            OFFCPU_UNWIND_OBJECT,
+        ] {
             assert_eq!(object.as_ptr() as usize % 8, 0);
             assert_eq!(&object[..4], b"\x7fELF");
             // e_machine 247 is EM_BPF.

@@ -28,6 +28,7 @@ mod oncpu;
 mod stack_mode;
 mod states;
 mod targets;
+mod unwind;
 mod validate;
 mod window;
 
@@ -40,7 +41,8 @@ pub use states::TaskStates;
 pub(crate) use targets::ResolvedTargets;
 pub use targets::Targets;
 pub use validate::Limits;
-pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot};
+pub use unwind::{KernelTables, MAX_UNWIND_ROWS};
+pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot, UserWalk, WalkStop};
 
 use crate::Error;
 use crate::error::ConfigError;

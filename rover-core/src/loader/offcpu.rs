@@ -7,14 +7,15 @@ use std::time::Duration;
 use aya::maps::{HashMap, MapData, StackTraceMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use rover_ebpf::abi::{KernelStack, OffCpuCounts, OffCpuKey, OffCpuStart};
+use rover_ebpf::abi::{self, KernelStack, OffCpuCounts, OffCpuKey, OffCpuStart};
 
 use super::buffer::{StackResolver, clear_except, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
 use super::states::state_from_bit;
 use super::targets::ResolvedTargets;
+use super::unwind::{self, KernelTables};
 use super::validate::excluded_tgid;
-use super::window::{RawEntry, RawWindow, comm_string};
+use super::window::{RawEntry, RawWindow, UserWalk, comm_string};
 use super::{
     Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, StackMode, Targets,
     TaskStates,
@@ -23,6 +24,8 @@ use crate::profile::{ProfileKind, SampleValue};
 
 const BTF_PROGRAM: &str = "rover_offcpu_btf";
 const TP_PROGRAM: &str = "rover_offcpu_tp";
+const BTF_STEP: &str = "rover_offcpu_btf_unwind";
+const TP_STEP: &str = "rover_offcpu_tp_unwind";
 const COUNTS: [&str; 2] = ["offcpu_counts0", "offcpu_counts1"];
 const STACKS: [&str; 2] = ["offcpu_stacks0", "offcpu_stacks1"];
 const KSTACKS: [&str; 2] = ["offcpu_kstacks0", "offcpu_kstacks1"];
@@ -115,6 +118,8 @@ pub struct OffCpuProgram {
     start_capacity: u32,
     shared: SharedMaps,
     hook: OffCpuHook,
+    tables: Option<KernelTables>,
+    fallback: Option<String>,
     // Holds the program and its link; dropped last.
     _ebpf: Ebpf,
 }
@@ -146,6 +151,31 @@ impl OffCpuProgram {
     ) -> Result<Self, Error> {
         // Everything the kernel lacks is found before anything is loaded.
         let plan = plan_hooks(config, &environment.features)?;
+        let stacks_mode =
+            unwind::resolve(config.stack_mode, &environment.features, "the off-CPU unwinder")?;
+        if stacks_mode.dwarf {
+            match Self::load_with(config, targets, environment, plan, true) {
+                Ok(program) => return Ok(program),
+                Err(error) if config.stack_mode == StackMode::Dwarf => return Err(error),
+                Err(error) => {
+                    let mut program = Self::load_with(config, targets, environment, plan, false)?;
+                    program.fallback = Some(format!("the unwinder did not load: {error}"));
+                    return Ok(program);
+                }
+            }
+        }
+        let mut program = Self::load_with(config, targets, environment, plan, false)?;
+        program.fallback = stacks_mode.fallback;
+        Ok(program)
+    }
+
+    fn load_with(
+        config: &OffCpuConfig,
+        targets: &ResolvedTargets,
+        environment: &Environment,
+        plan: HookPlan,
+        dwarf: bool,
+    ) -> Result<Self, Error> {
         let max_block = config.max_block.unwrap_or(Duration::MAX);
         let btf = kernel_btf()?;
         let sizes = &config.map_sizes;
@@ -154,7 +184,9 @@ impl OffCpuProgram {
         let min_ns = duration_ns(config.min_block);
         let max_ns = duration_ns(max_block);
         let state_mask = config.states.bits();
-        let mut ebpf = EbpfLoader::new()
+        let task_pt_regs = unwind::task_pt_regs_flag(&environment.features);
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(btf))
             .override_global("target_mode", &targets.mode, true)
             .override_global("target_cgroup", &targets.cgroup_id, true)
@@ -170,12 +202,19 @@ impl OffCpuProgram {
             .map_max_entries(STACKS[1], sizes.stacks)
             .map_max_entries(KSTACKS[0], sizes.stacks)
             .map_max_entries(KSTACKS[1], sizes.stacks)
-            .map_max_entries(START, sizes.start)
-            .load(rover_ebpf::OFFCPU_OBJECT)
-            .map_err(|source| Error::Load {
-                object: "offcpu",
-                source: Box::new(source),
-            })?;
+            .map_max_entries(START, sizes.start);
+        if dwarf {
+            unwind::configure(&mut loader, sizes, &task_pt_regs);
+        }
+        let (object, name) = if dwarf {
+            (rover_ebpf::OFFCPU_UNWIND_OBJECT, "offcpu_unwind")
+        } else {
+            (rover_ebpf::OFFCPU_OBJECT, "offcpu")
+        };
+        let mut ebpf = loader.load(object).map_err(|source| Error::Load {
+            object: name,
+            source: Box::new(source),
+        })?;
         let shared = SharedMaps::take(&mut ebpf, &config.targets, sizes.pids, targets)?;
         let counts = [
             take_map(&mut ebpf, COUNTS[0], HashMap::try_from)?,
@@ -190,7 +229,7 @@ impl OffCpuProgram {
             take_map(&mut ebpf, KSTACKS[1], HashMap::try_from)?,
         ];
         let start = take_map(&mut ebpf, START, HashMap::try_from)?;
-        let hook = attach_hook(&mut ebpf, plan, &environment.features)?;
+        let (hook, tables) = attach_hook(&mut ebpf, plan, &environment.features, dwarf, sizes)?;
         Ok(OffCpuProgram {
             counts,
             stacks,
@@ -199,8 +238,21 @@ impl OffCpuProgram {
             start_capacity: sizes.start,
             shared,
             hook,
+            tables,
+            fallback: None,
             _ebpf: ebpf,
         })
+    }
+
+    /// The unwinder's maps, when the program unwinds from tables
+    /// ([`StackMode::Dwarf`], or `Auto` on a kernel that runs it).
+    pub fn tables(&mut self) -> Option<&mut KernelTables> {
+        self.tables.as_mut()
+    }
+
+    /// Why a [`StackMode::Auto`] program walks frame pointers, when it does.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The hook the program is attached to.
@@ -234,15 +286,24 @@ impl OffCpuProgram {
         for (key, value) in taken {
             let user = (key.user_stack_buffer & 1) as usize;
             let kernel = (key.kernel_stack_buffer & 1) as usize;
+            let (user_stack, user_walk) = match &self.tables {
+                Some(tables) if key.user_stack_status != abi::USTACK_FP => tables.user_stack(
+                    &mut resolver,
+                    key.user_stack_buffer,
+                    key.user_stack_hash,
+                    key.user_stack_status,
+                )?,
+                _ => (
+                    resolver.stack_id(&self.stacks[user], STACKS[user], key.user_stack_id)?,
+                    UserWalk::FramePointers,
+                ),
+            };
             entries.push(RawEntry {
                 tgid: key.tgid,
                 tid: key.tid,
                 comm: comm_string(&key.comm),
-                user_stack: resolver.stack_id(
-                    &self.stacks[user],
-                    STACKS[user],
-                    key.user_stack_id,
-                )?,
+                user_stack,
+                user_walk,
                 kernel_stack: resolver.kernel_stack(
                     &self.kstacks[kernel],
                     KSTACKS[kernel],
@@ -258,10 +319,13 @@ impl OffCpuProgram {
         }
         // The program counts a block before deleting its start record, so a
         // block is always in one of the two maps scanned here, in this order.
-        if let Some((user, kernel)) = self.stacks_in_use(idle, active)? {
+        if let Some((user, kernel, unwound)) = self.stacks_in_use(idle, active)? {
             let idle = idle as usize;
             clear_except(&mut self.stacks[idle], &user, STACKS[idle])?;
             clear_except(&mut self.kstacks[idle], &kernel, KSTACKS[idle])?;
+            if let Some(tables) = &mut self.tables {
+                tables.clear_idle(idle, &unwound)?;
+            }
         }
         Ok(RawWindow {
             entries,
@@ -270,19 +334,30 @@ impl OffCpuProgram {
         })
     }
 
-    /// User stack ids and kernel stack hashes of half `idle` that tasks still
-    /// off CPU, or counts of the active half, refer to. `None` when the start
-    /// map changed so fast that its walk did not end: then nothing is freed.
+    /// User stack ids, kernel stack hashes and unwound user stack hashes
+    /// of half `idle` that tasks still off CPU, or counts of the active half,
+    /// refer to. `None` when the start map changed so fast that its walk did
+    /// not end: then nothing is freed.
     #[allow(clippy::type_complexity)]
     fn stacks_in_use(
         &self,
         idle: u32,
         active: usize,
-    ) -> Result<Option<(HashSet<u32>, HashSet<u64>)>, Error> {
+    ) -> Result<Option<(HashSet<u32>, HashSet<u64>, HashSet<u64>)>, Error> {
         let mut user = HashSet::new();
         let mut kernel = HashSet::new();
-        let mut add = |user_buffer: u32, user_id: i32, kernel_buffer: u32, hash: u64| {
-            if user_buffer == idle
+        let mut unwound = HashSet::new();
+        let mut add = |user_buffer: u32,
+                       user_id: i32,
+                       user_status: u32,
+                       user_hash: u64,
+                       kernel_buffer: u32,
+                       hash: u64| {
+            if user_buffer == idle && user_status != abi::USTACK_FP {
+                if user_hash != 0 {
+                    unwound.insert(user_hash);
+                }
+            } else if user_buffer == idle
                 && let Ok(id) = u32::try_from(user_id)
             {
                 user.insert(id);
@@ -298,6 +373,8 @@ impl OffCpuProgram {
             add(
                 start.user_stack_buffer,
                 start.user_stack_id,
+                start.user_stack_status,
+                start.user_stack_hash,
                 start.kernel_stack_buffer,
                 start.kernel_stack_hash,
             );
@@ -310,11 +387,13 @@ impl OffCpuProgram {
             add(
                 key.user_stack_buffer,
                 key.user_stack_id,
+                key.user_stack_status,
+                key.user_stack_hash,
                 key.kernel_stack_buffer,
                 key.kernel_stack_hash,
             );
         }
-        Ok(Some((user, kernel)))
+        Ok(Some((user, kernel, unwound)))
     }
 }
 
@@ -388,14 +467,28 @@ fn attach_hook(
     ebpf: &mut Ebpf,
     plan: HookPlan,
     features: &KernelFeatures,
-) -> Result<OffCpuHook, Error> {
+    dwarf: bool,
+    sizes: &MapSizes,
+) -> Result<(OffCpuHook, Option<KernelTables>), Error> {
     if plan != HookPlan::Only(OffCpuHook::Tracepoint) {
-        match attach_btf_tracepoint(ebpf) {
-            Ok(()) => return Ok(OffCpuHook::BtfTracepoint),
+        match attach_btf_tracepoint(ebpf, dwarf, sizes) {
+            Ok(tables) => return Ok((OffCpuHook::BtfTracepoint, tables)),
             Err(error) if plan == HookPlan::Only(OffCpuHook::BtfTracepoint) => return Err(error),
             Err(_) => require_classic(features)?,
         }
     }
+    let tables = if dwarf {
+        let step: &mut TracePoint = ebpf
+            .program_mut(TP_STEP)
+            .ok_or_else(|| missing_in_object(TP_STEP))?
+            .try_into()
+            .map_err(Error::program(TP_STEP))?;
+        step.load().map_err(Error::program(TP_STEP))?;
+        let fd = step_fd(step.fd().map_err(Error::program(TP_STEP))?)?;
+        Some(KernelTables::take(ebpf, &fd, sizes.unwind_rows)?)
+    } else {
+        None
+    };
     let program: &mut TracePoint = ebpf
         .program_mut(TP_PROGRAM)
         .ok_or_else(|| missing_in_object(TP_PROGRAM))?
@@ -405,11 +498,38 @@ fn attach_hook(
     program
         .attach("sched", "sched_switch")
         .map_err(Error::program(TP_PROGRAM))?;
-    Ok(OffCpuHook::Tracepoint)
+    Ok((OffCpuHook::Tracepoint, tables))
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), Error> {
+/// A step program's fd, owned: the program array holds its own reference.
+fn step_fd(fd: &aya::programs::ProgramFd) -> Result<aya::programs::ProgramFd, Error> {
+    fd.try_clone().map_err(|source| Error::Io {
+        what: "duplicating the unwinder's step program fd".into(),
+        source,
+    })
+}
+
+/// Loads the BTF hook (with its step program, which fills the program
+/// array before the hook is attached) and attaches it.
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    dwarf: bool,
+    sizes: &MapSizes,
+) -> Result<Option<KernelTables>, Error> {
     let btf = kernel_btf()?;
+    let tables = if dwarf {
+        let step: &mut BtfTracePoint = ebpf
+            .program_mut(BTF_STEP)
+            .ok_or_else(|| missing_in_object(BTF_STEP))?
+            .try_into()
+            .map_err(Error::program(BTF_STEP))?;
+        step.load("sched_switch", btf)
+            .map_err(Error::program(BTF_STEP))?;
+        let fd = step_fd(step.fd().map_err(Error::program(BTF_STEP))?)?;
+        Some(KernelTables::take(ebpf, &fd, sizes.unwind_rows)?)
+    } else {
+        None
+    };
     let program: &mut BtfTracePoint = ebpf
         .program_mut(BTF_PROGRAM)
         .ok_or_else(|| missing_in_object(BTF_PROGRAM))?
@@ -419,7 +539,7 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf) -> Result<(), Error> {
         .load("sched_switch", btf)
         .map_err(Error::program(BTF_PROGRAM))?;
     program.attach().map_err(Error::program(BTF_PROGRAM))?;
-    Ok(())
+    Ok(tables)
 }
 
 fn duration_ns(duration: Duration) -> u64 {

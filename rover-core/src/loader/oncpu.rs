@@ -7,19 +7,21 @@ use aya::maps::{HashMap, MapData, StackTraceMap};
 use aya::programs::PerfEvent;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::{Ebpf, EbpfLoader};
-use rover_ebpf::abi::OnCpuKey;
+use rover_ebpf::abi::{self, OnCpuKey};
 
 use super::buffer::{StackResolver, clear_except, take_entries};
-use super::object::{SharedMaps, missing_in_object, take_map};
+use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
+use super::unwind::{self, KernelTables};
 use super::targets::ResolvedTargets;
 use super::validate::{Limits, excluded_tgid};
-use super::window::{RawEntry, RawWindow, comm_string};
+use super::window::{RawEntry, RawWindow, UserWalk, comm_string};
 use super::{
     Environment, Error, KernelFeature, KernelFeatures, MapSizes, Program, StackMode, Targets,
 };
 use crate::profile::{ProfileKind, SampleValue};
 
 const PROGRAM: &str = "rover_oncpu";
+const STEP_PROGRAM: &str = "rover_oncpu_unwind";
 const COUNTS: [&str; 2] = ["oncpu_counts0", "oncpu_counts1"];
 const STACKS: [&str; 2] = ["oncpu_stacks0", "oncpu_stacks1"];
 
@@ -75,6 +77,8 @@ pub struct OnCpuProgram {
     counts: [HashMap<MapData, OnCpuKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     shared: SharedMaps,
+    tables: Option<KernelTables>,
+    fallback: Option<String>,
     // Holds the program and its perf event links; dropped last.
     _ebpf: Ebpf,
 }
@@ -108,13 +112,39 @@ impl OnCpuProgram {
             features.require(feature, "the on-CPU program", None)?;
         }
         config.targets.require_features(features)?;
+        let stacks_mode = unwind::resolve(config.stack_mode, features, "the on-CPU unwinder")?;
+        if stacks_mode.dwarf {
+            match Self::load_with(config, targets, features, true) {
+                Ok(program) => return Ok(program),
+                Err(error) if config.stack_mode == StackMode::Dwarf => return Err(error),
+                Err(error) => {
+                    let mut program = Self::load_with(config, targets, features, false)?;
+                    program.fallback = Some(format!("the unwinder did not load: {error}"));
+                    return Ok(program);
+                }
+            }
+        }
+        let mut program = Self::load_with(config, targets, features, false)?;
+        program.fallback = stacks_mode.fallback;
+        Ok(program)
+    }
+
+    fn load_with(
+        config: &OnCpuConfig,
+        targets: &ResolvedTargets,
+        features: &KernelFeatures,
+        dwarf: bool,
+    ) -> Result<Self, Error> {
         let sizes = &config.map_sizes;
         let include_idle = u8::from(config.include_idle);
         let exclude_tgid = excluded_tgid(&config.targets, config.include_self);
-        // The program reads no kernel structure: it has no CO-RE relocation
-        // (a test below says so), so it runs where the kernel has no BTF.
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
+        let task_pt_regs = unwind::task_pt_regs_flag(features);
+        let mut loader = EbpfLoader::new();
+        // The frame-pointer program reads no kernel structure: it has no
+        // CO-RE relocation (a test below says so), so it runs where the
+        // kernel has no BTF. The unwinder reads the task's saved registers.
+        loader
+            .btf(if dwarf { Some(kernel_btf()?) } else { None })
             .override_global("target_mode", &targets.mode, true)
             .override_global("target_cgroup", &targets.cgroup_id, true)
             .override_global("include_idle", &include_idle, true)
@@ -123,12 +153,19 @@ impl OnCpuProgram {
             .map_max_entries(COUNTS[0], sizes.counts)
             .map_max_entries(COUNTS[1], sizes.counts)
             .map_max_entries(STACKS[0], sizes.stacks)
-            .map_max_entries(STACKS[1], sizes.stacks)
-            .load(rover_ebpf::ONCPU_OBJECT)
-            .map_err(|source| Error::Load {
-                object: "oncpu",
-                source: Box::new(source),
-            })?;
+            .map_max_entries(STACKS[1], sizes.stacks);
+        if dwarf {
+            unwind::configure(&mut loader, sizes, &task_pt_regs);
+        }
+        let (object, name) = if dwarf {
+            (rover_ebpf::ONCPU_UNWIND_OBJECT, "oncpu_unwind")
+        } else {
+            (rover_ebpf::ONCPU_OBJECT, "oncpu")
+        };
+        let mut ebpf = loader.load(object).map_err(|source| Error::Load {
+            object: name,
+            source: Box::new(source),
+        })?;
         let shared = SharedMaps::take(&mut ebpf, &config.targets, config.map_sizes.pids, targets)?;
         let counts = [
             take_map(&mut ebpf, COUNTS[0], HashMap::try_from)?,
@@ -138,13 +175,45 @@ impl OnCpuProgram {
             take_map(&mut ebpf, STACKS[0], StackTraceMap::try_from)?,
             take_map(&mut ebpf, STACKS[1], StackTraceMap::try_from)?,
         ];
+        let tables = if dwarf {
+            let step: &mut PerfEvent = ebpf
+                .program_mut(STEP_PROGRAM)
+                .ok_or_else(|| missing_in_object(STEP_PROGRAM))?
+                .try_into()
+                .map_err(Error::program(STEP_PROGRAM))?;
+            step.load().map_err(Error::program(STEP_PROGRAM))?;
+            let fd = step
+                .fd()
+                .map_err(Error::program(STEP_PROGRAM))?
+                .try_clone()
+                .map_err(|source| Error::Io {
+                    what: "duplicating the unwinder's step program fd".into(),
+                    source,
+                })?;
+            Some(KernelTables::take(&mut ebpf, &fd, sizes.unwind_rows)?)
+        } else {
+            None
+        };
         attach_perf_events(&mut ebpf, config.frequency_hz)?;
         Ok(OnCpuProgram {
             counts,
             stacks,
             shared,
+            tables,
+            fallback: None,
             _ebpf: ebpf,
         })
+    }
+
+    /// The unwinder's maps, when the program unwinds from tables
+    /// ([`StackMode::Dwarf`], or `Auto` on a kernel that runs it).
+    pub fn tables(&mut self) -> Option<&mut KernelTables> {
+        self.tables.as_mut()
+    }
+
+    /// Why a [`StackMode::Auto`] program walks frame pointers, when it does.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// Replaces the target processes while the program runs. Only for a
@@ -163,11 +232,24 @@ impl OnCpuProgram {
             let stacks = &self.stacks[idle];
             let mut resolved = Vec::with_capacity(entries.len());
             for (key, samples) in entries {
+                let (user_stack, user_walk) = match &self.tables {
+                    Some(tables) if key.user_stack_status != abi::USTACK_FP => tables.user_stack(
+                        &mut resolver,
+                        idle as u32,
+                        key.user_stack_hash,
+                        key.user_stack_status,
+                    )?,
+                    _ => (
+                        resolver.stack_id(stacks, STACKS[idle], key.user_stack_id)?,
+                        UserWalk::FramePointers,
+                    ),
+                };
                 resolved.push(RawEntry {
                     tgid: key.tgid,
                     tid: key.tid,
                     comm: comm_string(&key.comm),
-                    user_stack: resolver.stack_id(stacks, STACKS[idle], key.user_stack_id)?,
+                    user_stack,
+                    user_walk,
                     kernel_stack: resolver.stack_id(stacks, STACKS[idle], key.kernel_stack_id)?,
                     value: SampleValue::OnCpu { samples },
                 });
@@ -177,6 +259,9 @@ impl OnCpuProgram {
         // Every id of this half was just read and no later key can refer to
         // it: the half is written again only after the next flip.
         clear_except(&mut self.stacks[idle], &HashSet::new(), STACKS[idle])?;
+        if let Some(tables) = &mut self.tables {
+            tables.clear_idle(idle, &HashSet::new())?;
+        }
         Ok(RawWindow {
             entries,
             stacks,

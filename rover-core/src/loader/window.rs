@@ -16,8 +16,12 @@ pub struct RawEntry {
     pub tid: u32,
     /// Thread command name.
     pub comm: String,
-    /// The user-space stack, leaf first.
+    /// The user-space stack, leaf first. Unwound from tables, an address
+    /// the unwinder found with frame pointers (a module without a table)
+    /// has [`abi::UNWIND_FP_FRAME`] set.
     pub user_stack: StackSlot,
+    /// How the user stack was walked, and where an unwound one stopped.
+    pub user_walk: UserWalk,
     /// The kernel stack, leaf first (off CPU: `__schedule` and up).
     pub kernel_stack: StackSlot,
     /// On-CPU samples, or off-CPU switches and nanoseconds in one state.
@@ -72,6 +76,87 @@ pub enum StackSlot {
     Empty,
     /// The stack existed but was not recorded.
     Lost(StackLoss),
+}
+
+/// How a user stack was walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserWalk {
+    /// With frame pointers (`bpf_get_stackid`).
+    FramePointers,
+    /// Unwound from tables to the outermost frame: the stack is complete.
+    Complete,
+    /// Unwound from tables until it stopped, for this reason: the frames
+    /// up to there are kept.
+    Stopped(WalkStop),
+}
+
+/// Why an unwound user stack stopped before its outermost frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum WalkStop {
+    /// It had the most frames a stack keeps (127).
+    Truncated,
+    /// The process's mappings were not loaded yet (it is new to the
+    /// session); they are being loaded.
+    ProcessPending,
+    /// A module's table was not loaded yet (being built, or evicted).
+    TablePending,
+    /// No table row covers an address (code without call-frame
+    /// information).
+    NoRow,
+    /// Stack memory could not be read (not paged in, or unmapped).
+    ReadFailed,
+    /// A rule the unwinder does not follow.
+    Unsupported,
+    /// An address in none of the process's executable mappings.
+    Unmapped,
+    /// The task had no user registers (a kernel thread): no user stack.
+    NoRegisters,
+    /// A frame went nowhere (no progress, or RBP unknown).
+    BadFrame,
+    /// The stack map was full: the frames were lost.
+    StoreFull,
+    /// A status this version does not know.
+    Other(u32),
+}
+
+impl UserWalk {
+    pub(crate) fn from_status(status: u32) -> UserWalk {
+        UserWalk::Stopped(match status {
+            abi::USTACK_FP => return UserWalk::FramePointers,
+            abi::USTACK_COMPLETE => return UserWalk::Complete,
+            abi::USTACK_TRUNCATED => WalkStop::Truncated,
+            abi::USTACK_NO_PROCESS => WalkStop::ProcessPending,
+            abi::USTACK_TABLE_PENDING => WalkStop::TablePending,
+            abi::USTACK_NO_ROW => WalkStop::NoRow,
+            abi::USTACK_READ_FAILED => WalkStop::ReadFailed,
+            abi::USTACK_UNSUPPORTED => WalkStop::Unsupported,
+            abi::USTACK_UNMAPPED => WalkStop::Unmapped,
+            abi::USTACK_NO_REGS => WalkStop::NoRegisters,
+            abi::USTACK_BAD_FRAME => WalkStop::BadFrame,
+            abi::USTACK_STORE_FULL => WalkStop::StoreFull,
+            other => WalkStop::Other(other),
+        })
+    }
+}
+
+impl WalkStop {
+    /// A short description, as the profile's marker frame names it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            WalkStop::Truncated => "127 frames",
+            WalkStop::ProcessPending => "process not loaded yet",
+            WalkStop::TablePending => "table not loaded yet",
+            WalkStop::NoRow => "no unwind row",
+            WalkStop::ReadFailed => "stack unreadable",
+            WalkStop::Unsupported => "unsupported unwind rule",
+            WalkStop::Unmapped => "address not mapped",
+            WalkStop::NoRegisters => "no user registers",
+            WalkStop::BadFrame => "bad frame",
+            WalkStop::StoreFull => "stack map full",
+            WalkStop::Other(_) => "unknown reason",
+        }
+    }
 }
 
 /// Why a stack was not recorded.
