@@ -12,7 +12,7 @@ use gimli::{
 };
 use object::{Architecture, Object, ObjectSection};
 
-use crate::row::{Cfa, Rbp, Row};
+use crate::row::{Cfa, Rbp, Row, SIGNAL_RBP_AT, SIGNAL_RIP_AT, SIGNAL_RSP_AT};
 
 type Bytes<'a> = gimli::EndianSlice<'a, LittleEndian>;
 
@@ -261,16 +261,27 @@ fn fde_rows<'a, S>(
 where
     S: UnwindSection<Bytes<'a>>,
 {
+    let signal = fde.cie().is_signal_trampoline();
     let mut table = fde.rows(section, bases, ctx)?;
     while let Some(row) = table.next_row()? {
         if row.start_address() >= row.end_address() {
             continue;
         }
-        let cfa = match row.register(X86_64::RA) {
-            RegisterRule::Undefined => Cfa::EndOfStack,
-            // x86-64: the return address is pushed by `call`, at CFA - 8.
-            RegisterRule::Offset(-8) => cfa_rule(section, row.cfa())?,
-            _ => Cfa::Unsupported,
+        let cfa = if signal {
+            // The walk reads the registers from the kernel's layout, so the
+            // FDE must say they are there.
+            if in_sigcontext(section, row)? {
+                Cfa::Signal
+            } else {
+                Cfa::Unsupported
+            }
+        } else {
+            match row.register(X86_64::RA) {
+                RegisterRule::Undefined => Cfa::EndOfStack,
+                // x86-64: the return address is pushed by `call`, at CFA - 8.
+                RegisterRule::Offset(-8) => cfa_rule(section, row.cfa())?,
+                _ => Cfa::Unsupported,
+            }
         };
         let rbp = match row.register(X86_64::RBP) {
             // Not mentioned (gimli answers Undefined) or left as it was.
@@ -287,6 +298,33 @@ where
         ));
     }
     Ok(())
+}
+
+/// Whether a signal trampoline's row says that RIP, RSP and RBP are in the
+/// kernel's `struct sigcontext` at RSP + 40, as [`Cfa::Signal`] reads them:
+/// glibc describes each as `DW_CFA_expression: REG (DW_OP_breg7 (rsp): N)`.
+fn in_sigcontext<'a, S>(section: &S, row: &gimli::UnwindTableRow<usize>) -> gimli::Result<bool>
+where
+    S: UnwindSection<Bytes<'a>>,
+{
+    for (register, at) in [
+        (X86_64::RA, SIGNAL_RIP_AT),
+        (X86_64::RSP, SIGNAL_RSP_AT),
+        (X86_64::RBP, SIGNAL_RBP_AT),
+    ] {
+        let RegisterRule::Expression(expression) = row.register(register) else {
+            return Ok(false);
+        };
+        let expression = expression.get(section)?;
+        let mut reader = expression.0;
+        let at_rsp = reader.read_u8().ok() == Some(gimli::constants::DW_OP_breg7.0)
+            && reader.read_sleb128().ok() == i64::try_from(at).ok()
+            && reader.is_empty();
+        if !at_rsp {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn cfa_rule<'a, S>(section: &S, rule: &CfaRule<usize>) -> gimli::Result<Cfa>

@@ -2,7 +2,7 @@
 //! unwinder runs, here in plain Rust so that it can be checked against real
 //! stacks from user space.
 
-use crate::row::{Cfa, Rbp, Row};
+use crate::row::{Cfa, Rbp, Row, SIGNAL_RBP_AT, SIGNAL_RIP_AT, SIGNAL_RSP_AT};
 
 /// The registers a walk follows from frame to frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,10 @@ pub enum StopReason {
 pub enum Step {
     /// The caller's registers.
     Caller(Registers),
+    /// The frame is a signal trampoline ([`Cfa::Signal`]): the registers of
+    /// the code the signal interrupted, whose `pc` is the interrupted
+    /// instruction itself, not a return address.
+    Signal(Registers),
     /// This frame is the outermost: the stack is complete.
     End,
     /// The walk cannot go on.
@@ -46,7 +50,8 @@ pub enum Step {
 /// Unwinds one frame: from `regs` and the row that holds at its program
 /// counter, the caller's registers. `read` reads 8 bytes of the stack.
 ///
-/// The row must be looked up at `pc` for the innermost frame and at
+/// The row must be looked up at `pc` for the innermost frame and for a
+/// frame a signal interrupted (the registers of a [`Step::Signal`]), and at
 /// `pc - 1` for the others (a return address may point just past its
 /// function's end); [`walk`] does so.
 pub fn step(row: Option<&Row>, regs: Registers, mut read: impl FnMut(u64) -> Option<u64>) -> Step {
@@ -57,6 +62,7 @@ pub fn step(row: Option<&Row>, regs: Registers, mut read: impl FnMut(u64) -> Opt
         Cfa::None => return Step::Stop(StopReason::NoRow),
         Cfa::EndOfStack => return Step::End,
         Cfa::Unsupported => return Step::Stop(StopReason::UnsupportedRule),
+        Cfa::Signal => return signal_frame(regs, read),
         Cfa::Rsp(offset) => regs.sp.wrapping_add_signed(i64::from(offset)),
         Cfa::Rbp(offset) => match regs.bp {
             Some(bp) => bp.wrapping_add_signed(i64::from(offset)),
@@ -101,12 +107,36 @@ pub fn step(row: Option<&Row>, regs: Registers, mut read: impl FnMut(u64) -> Opt
     Step::Caller(Registers { pc, sp: cfa, bp })
 }
 
+/// The registers a signal interrupted, from the ucontext at RSP (see
+/// [`Cfa::Signal`]). RSP is not required to grow: the handler may run on an
+/// alternate signal stack, anywhere.
+fn signal_frame(regs: Registers, mut read: impl FnMut(u64) -> Option<u64>) -> Step {
+    let mut slot = |offset: u64| {
+        let at = regs.sp.wrapping_add(offset);
+        read(at).ok_or(StopReason::Unreadable(at))
+    };
+    let interrupted = (|| {
+        Ok(Registers {
+            bp: Some(slot(SIGNAL_RBP_AT)?),
+            sp: slot(SIGNAL_RSP_AT)?,
+            pc: slot(SIGNAL_RIP_AT)?,
+        })
+    })();
+    match interrupted {
+        Ok(regs) => Step::Signal(regs),
+        Err(reason) => Step::Stop(reason),
+    }
+}
+
 /// A walked stack: the program counters from the innermost frame out, and
 /// how the walk ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Walk {
-    /// The frames' program counters, innermost first (the caller frames'
-    /// are return addresses).
+    /// The frames' program counters, innermost first. The caller frames'
+    /// are return addresses, except that of a frame a signal interrupted,
+    /// which is recorded as the interrupted instruction + 1: so every frame
+    /// but the first is symbolized at its address − 1, and lands inside
+    /// its call or on its interrupted instruction.
     pub frames: Vec<u64>,
     /// Why the walk stopped after the last frame in `frames`; `None` when
     /// the stack is complete or was cut at `max_frames` (see
@@ -127,6 +157,9 @@ pub fn walk(
 ) -> Walk {
     let mut frames = vec![regs.pc];
     let mut regs = regs;
+    // Whether `regs.pc` is where the frame is (the innermost frame, or one
+    // a signal interrupted) rather than a return address.
+    let mut exact = true;
     loop {
         if frames.len() >= max_frames {
             return Walk {
@@ -136,7 +169,7 @@ pub fn walk(
             };
         }
         // Caller frames are looked up at the call instruction, not after it.
-        let lookup = if frames.len() == 1 {
+        let lookup = if exact {
             regs.pc
         } else {
             regs.pc.wrapping_sub(1)
@@ -146,6 +179,12 @@ pub fn walk(
             Step::Caller(caller) => {
                 frames.push(caller.pc);
                 regs = caller;
+                exact = false;
+            }
+            Step::Signal(interrupted) => {
+                frames.push(interrupted.pc.wrapping_add(1));
+                regs = interrupted;
+                exact = true;
             }
             Step::End => {
                 return Walk {
@@ -220,6 +259,69 @@ mod tests {
         let walked = walk(regs, 2, row_at, |at| memory.get(&at).copied());
         assert!(walked.truncated);
         assert_eq!(walked.frames.len(), 2);
+    }
+
+    /// A handler's leaf, on an alternate signal stack above the
+    /// interrupted one, returns into the trampoline; the ucontext gives the
+    /// interrupted frame, whose pc sits exactly on a row boundary.
+    #[test]
+    fn a_signal_frame_gives_the_interrupted_registers() {
+        let rows = [
+            Row::new(0x1000, Cfa::Rsp(8), Rbp::Unchanged),
+            Row::new(0x1100, Cfa::None, Rbp::Unchanged),
+            // At pc − 1 the interrupted frame would get the wrong CFA.
+            Row::new(0x2000, Cfa::Rsp(16), Rbp::Unchanged),
+            Row::new(0x2010, Cfa::Rsp(24), Rbp::Unchanged),
+            Row::new(0x2100, Cfa::None, Rbp::Unchanged),
+            Row::new(0x3000, Cfa::EndOfStack, Rbp::Unchanged),
+            Row::new(0x3100, Cfa::None, Rbp::Unchanged),
+            // glibc's FDE starts one byte before __restore_rt.
+            Row::new(0x5000, Cfa::Signal, Rbp::Unchanged),
+            Row::new(0x500b, Cfa::None, Rbp::Unchanged),
+        ];
+        let row_at = |pc: u64| {
+            let after = rows.partition_point(|row| row.pc() <= pc);
+            let row = rows[after.checked_sub(1)?];
+            (row.cfa() != Cfa::None).then_some(row)
+        };
+        let mut memory = HashMap::new();
+        // The leaf's return address: __restore_rt, one past the FDE start.
+        memory.insert(0x9000u64, 0x5001u64);
+        // The ucontext at 0x9008: RBP, RSP, RIP in uc_mcontext's slots.
+        memory.insert(0x9008 + 40 + 8 * 10, 0x7777);
+        memory.insert(0x9008 + 40 + 8 * 15, 0x7000);
+        memory.insert(0x9008 + 40 + 8 * 16, 0x2010);
+        memory.insert(0x7008, 0x4444);
+        memory.insert(0x7010, 0x3010);
+        let regs = Registers {
+            pc: 0x1010,
+            sp: 0x9000,
+            bp: None,
+        };
+        let read = |at: u64| memory.get(&at).copied();
+        let walked = walk(regs, 127, row_at, read);
+        assert_eq!(walked.frames, vec![0x1010, 0x5001, 0x2011, 0x3010]);
+        assert_eq!(walked.stopped, None);
+        let trampoline = Registers {
+            pc: 0x5001,
+            sp: 0x9008,
+            bp: None,
+        };
+        assert_eq!(
+            step(row_at(0x5000).as_ref(), trampoline, read),
+            Step::Signal(Registers {
+                pc: 0x2010,
+                sp: 0x7000,
+                bp: Some(0x7777),
+            })
+        );
+        // A ucontext that cannot be read stops the walk at its first slot.
+        let walked = walk(regs, 127, row_at, |at| (at == 0x9000).then_some(0x5001));
+        assert_eq!(walked.frames, vec![0x1010, 0x5001]);
+        assert_eq!(
+            walked.stopped,
+            Some(StopReason::Unreadable(0x9008 + 40 + 8 * 10))
+        );
     }
 
     #[test]

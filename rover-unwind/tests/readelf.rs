@@ -42,7 +42,10 @@ fn build(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
 struct Expected {
     cfa: String,
     rbp: Option<String>,
+    rsp: Option<String>,
     ra: String,
+    /// The FDE's CIE has the `S` augmentation: a signal trampoline.
+    signal: bool,
 }
 
 /// Every `(address, expected)` readelf prints inside its FDE's range; an
@@ -64,10 +67,13 @@ fn readelf_rows(path: &Path) -> Vec<(u64, Expected)> {
         String::from_utf8_lossy(&output.stderr)
     );
     let mut cies: HashMap<String, Expected> = HashMap::new();
+    // Each CIE's augmentation string, as readelf quotes it.
+    let mut augmentations: HashMap<String, String> = HashMap::new();
     let mut rows = Vec::new();
     // The entry being read: its CIE id (for a CIE) or its range and CIE.
     let mut cie: Option<String> = None;
     let mut fde: Option<(u64, u64, String, usize)> = None;
+    let mut signal = false;
     let mut columns: Vec<String> = Vec::new();
     let finish = |fde: &mut Option<(u64, u64, String, usize)>,
                   rows: &mut Vec<(u64, Expected)>,
@@ -86,6 +92,10 @@ fn readelf_rows(path: &Path) -> Vec<(u64, Expected)> {
             columns.clear();
             if fields[3] == "CIE" {
                 cie = Some(fields[0].to_owned());
+                signal = false;
+                if let Some(augmentation) = fields.get(4) {
+                    augmentations.insert(fields[0].to_owned(), augmentation.to_string());
+                }
             } else {
                 let cie_id = fields
                     .iter()
@@ -96,6 +106,9 @@ fn readelf_rows(path: &Path) -> Vec<(u64, Expected)> {
                 let (start, end) = range.split_once("..").unwrap();
                 let start = u64::from_str_radix(start, 16).unwrap();
                 let end = u64::from_str_radix(end, 16).unwrap();
+                signal = augmentations
+                    .get(&cie_id)
+                    .is_some_and(|augmentation| augmentation.contains('S'));
                 fde = Some((start, end, cie_id, 0));
             }
         } else if fields.first() == Some(&"LOC") {
@@ -113,7 +126,9 @@ fn readelf_rows(path: &Path) -> Vec<(u64, Expected)> {
             let expected = Expected {
                 cfa: get("CFA").unwrap(),
                 rbp: get("rbp"),
+                rsp: get("rsp"),
                 ra: get("ra").unwrap(),
+                signal,
             };
             if let Some(id) = &cie {
                 cies.entry(id.clone()).or_insert(expected);
@@ -131,6 +146,20 @@ fn readelf_rows(path: &Path) -> Vec<(u64, Expected)> {
 
 /// Whether the table's row matches readelf's columns.
 fn agrees(cfa: Cfa, rbp: Rbp, expected: &Expected) -> bool {
+    // A signal trampoline: RIP, RSP and RBP are expressions (where they
+    // are, in the ucontext, is checked against readelf's raw dump in
+    // `signal_trampolines_are_the_kernels_layout`). Nothing else is a
+    // signal row.
+    if expected.signal {
+        let exp = Some("exp");
+        return cfa == Cfa::Signal
+            && rbp == Rbp::Unchanged
+            && (
+                Some(expected.ra.as_str()),
+                expected.rsp.as_deref(),
+                expected.rbp.as_deref(),
+            ) == (exp, exp, exp);
+    }
     let cfa_ok = match (expected.ra.as_str(), expected.cfa.as_str()) {
         ("u", _) => cfa == Cfa::EndOfStack,
         ("c-8", "exp") => matches!(cfa, Cfa::Plt { .. } | Cfa::Unsupported),
@@ -176,6 +205,7 @@ fn check_against_readelf(path: &Path) -> (usize, Vec<&'static str>) {
             Cfa::Plt { .. } => "plt",
             Cfa::EndOfStack => "end",
             Cfa::Unsupported => "unsupported",
+            Cfa::Signal => "signal",
             Cfa::None => "none",
         };
         if !kinds.contains(&kind) {
@@ -249,8 +279,107 @@ fn debian_libc_agrees_with_readelf() {
     ) {
         return;
     }
-    let (rows, _) = check_against_readelf(libc);
+    let (rows, kinds) = check_against_readelf(libc);
     assert!(rows > 10_000, "only {rows} readelf rows in libc");
+    // __restore_rt.
+    assert!(kinds.contains(&"signal"), "{kinds:?}");
+}
+
+/// Every FDE of a CIE with the `S` augmentation in readelf's raw dump
+/// (`--debug-dump=frames`): its range, and the `DW_OP_breg7 (rsp): N` of
+/// each register's `DW_CFA_expression`.
+fn signal_fdes(path: &Path) -> Vec<(u64, u64, HashMap<String, i64>)> {
+    let output = Command::new("readelf")
+        .arg("--debug-dump=frames")
+        .arg(path)
+        .output()
+        .expect("readelf (binutils) is needed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut signal_cies = Vec::new();
+    let mut cie: Option<String> = None;
+    let mut fdes = Vec::new();
+    let mut current: Option<(u64, u64, HashMap<String, i64>)> = None;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 4 && (fields[3] == "CIE" || fields[3] == "FDE") {
+            fdes.extend(current.take());
+            cie = (fields[3] == "CIE").then(|| fields[0].to_owned());
+            let of_signal_cie = fields
+                .iter()
+                .find_map(|f| f.strip_prefix("cie="))
+                .is_some_and(|id| signal_cies.iter().any(|c| c == id));
+            if of_signal_cie {
+                let range = fields.iter().find_map(|f| f.strip_prefix("pc=")).unwrap();
+                let (start, end) = range.split_once("..").unwrap();
+                current = Some((
+                    u64::from_str_radix(start, 16).unwrap(),
+                    u64::from_str_radix(end, 16).unwrap(),
+                    HashMap::new(),
+                ));
+            }
+        } else if let (Some(id), Some(augmentation)) =
+            (&cie, line.trim().strip_prefix("Augmentation:"))
+        {
+            if augmentation.contains('S') {
+                signal_cies.push(id.clone());
+            }
+        } else if let (Some((_, _, registers)), Some(rule)) = (
+            &mut current,
+            line.trim().strip_prefix("DW_CFA_expression: "),
+        ) {
+            // "r16 (rip) (DW_OP_breg7 (rsp): 168)"
+            let name = rule.split(['(', ')']).nth(1).unwrap().to_owned();
+            if let Some(offset) = rule
+                .strip_suffix(')')
+                .and_then(|r| r.split_once("(DW_OP_breg7 (rsp): "))
+                .and_then(|(_, n)| n.parse().ok())
+            {
+                registers.insert(name, offset);
+            }
+        }
+    }
+    fdes.extend(current);
+    fdes
+}
+
+/// glibc's `__restore_rt` says where the interrupted registers are; they
+/// must be where the walk reads them (`uc_mcontext` at RSP + 40: RBP in
+/// slot 10, RSP in 15, RIP in 16), and its table rows must be signal rows.
+#[test]
+fn signal_trampolines_are_the_kernels_layout() {
+    let test = "signal_trampolines_are_the_kernels_layout";
+    if !tools(test) {
+        return;
+    }
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    if !testkit::require(test, libc.exists(), "no /lib/x86_64-linux-gnu/libc.so.6") {
+        return;
+    }
+    let fdes = signal_fdes(libc);
+    assert!(
+        !fdes.is_empty(),
+        "readelf shows no signal trampoline in libc"
+    );
+    let table = UnwindTable::from_path(libc).unwrap();
+    for (start, end, registers) in &fdes {
+        for (register, slot) in [("rbp", 10), ("rsp", 15), ("rip", 16)] {
+            assert_eq!(
+                registers.get(register),
+                Some(&(40 + 8 * slot)),
+                "{start:#x}: {registers:?}"
+            );
+        }
+        for address in *start..*end {
+            let row = table.lookup(address).map(|row| row.cfa());
+            assert_eq!(row, Some(Cfa::Signal), "{address:#x}");
+        }
+    }
+    let signal_rows = table
+        .rows()
+        .iter()
+        .filter(|row| row.cfa() == Cfa::Signal)
+        .count();
+    assert_eq!(signal_rows, fdes.len(), "one signal row per trampoline");
 }
 
 #[test]
