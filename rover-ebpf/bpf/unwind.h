@@ -279,6 +279,9 @@ static __always_inline void unwind_push(struct unwind_state *st, __u64 ip)
 {
 	__u32 depth = st->depth;
 
+	/* Keeps clang from folding the bound into what it knows of `depth`:
+	 * the verifier must see this very check on the index. */
+	asm volatile("" : "+r"(depth));
 	if (depth < ROVER_MAX_STACK_DEPTH)
 		st->stack.ips[depth] = ip;
 	st->depth = depth + 1;
@@ -374,6 +377,13 @@ static __always_inline bool unwind_step(struct unwind_state *st, struct rover_un
 		    unwind_read(&ip, st->sp + 40 + 16 * 8)) {
 			st->status = ROVER_USTACK_READ_FAILED;
 			return false;
+		}
+		/* The handler returned to the trampoline's first byte: one past
+		 * it, so that "address - 1" names the trampoline. */
+		if (!st->exact && st->depth > 1) {
+			/* That return address is st->pc, the last frame pushed. */
+			st->depth -= 1;
+			unwind_push(st, st->pc + 1);
 		}
 		st->bp = bp;
 		st->bp_known = 1;
