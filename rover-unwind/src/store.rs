@@ -178,6 +178,8 @@ pub struct TableStore {
     tables: HashMap<TableKey, Slot>,
     failures: HashMap<TableKey, Failure>,
     processes: HashMap<u32, Vec<ViewMapping>>,
+    /// How many process mappings use each table (absent: none).
+    users: HashMap<TableKey, usize>,
     clock: u64,
     stats: StoreStats,
 }
@@ -196,6 +198,7 @@ impl TableStore {
             tables: HashMap::new(),
             failures: HashMap::new(),
             processes: HashMap::new(),
+            users: HashMap::new(),
             clock: 0,
             stats: StoreStats {
                 capacity_rows: capacity,
@@ -223,14 +226,34 @@ impl TableStore {
                 slot.last_used = self.clock;
             }
         }
-        self.processes.insert(mappings.pid(), view);
+        for key in view.iter().filter_map(|m| m.key) {
+            *self.users.entry(key).or_default() += 1;
+        }
+        if let Some(old) = self.processes.insert(mappings.pid(), view) {
+            self.release_users(&old);
+        }
         self.entry(mappings.pid()).unwrap_or_default()
     }
 
     /// Forgets a process; its tables stay until evicted. Whether it had an
     /// entry.
     pub fn remove_process(&mut self, pid: u32) -> bool {
-        self.processes.remove(&pid).is_some()
+        let Some(old) = self.processes.remove(&pid) else {
+            return false;
+        };
+        self.release_users(&old);
+        true
+    }
+
+    fn release_users(&mut self, view: &[ViewMapping]) {
+        for key in view.iter().filter_map(|m| m.key) {
+            if let Some(users) = self.users.get_mut(&key) {
+                *users -= 1;
+                if *users == 0 {
+                    self.users.remove(&key);
+                }
+            }
+        }
     }
 
     /// A process's entry as it stands, sorted by address.
@@ -319,17 +342,11 @@ impl TableStore {
         let start = match self.alloc(len) {
             Some(start) => start,
             None => {
-                let in_use: HashSet<TableKey> = self
-                    .processes
-                    .values()
-                    .flatten()
-                    .filter_map(|m| m.key)
-                    .collect();
                 let mut victims: Vec<(bool, u64, TableKey)> = self
                     .tables
                     .iter()
                     .filter(|(_, slot)| slot.ready)
-                    .map(|(key, slot)| (in_use.contains(key), slot.last_used, *key))
+                    .map(|(key, slot)| (self.users.contains_key(key), slot.last_used, *key))
                     .collect();
                 victims.sort_unstable();
                 let mut found = None;
@@ -535,6 +552,17 @@ mod tests {
         assert_eq!(reservation.affected, vec![7]);
         assert_eq!(store.entry(7).unwrap()[0].table, TableRef::Pending);
         assert!(store.needs(&key(1)));
+        // Two mappings of it, then none: no longer needed.
+        let twice = vec![
+            crate::process::tests::mapping(0x1000, 0x2000, Some(key(1))),
+            crate::process::tests::mapping(0x3000, 0x4000, Some(key(1))),
+        ];
+        store.set_process(&ProcessMappings::new(7, twice));
+        assert!(store.needs(&key(1)));
+        assert!(store.remove_process(7));
+        assert!(!store.needs(&key(1)));
+        assert!(!store.remove_process(7));
+        assert!(store.users.is_empty());
     }
 
     #[test]
