@@ -191,3 +191,57 @@ fn a_process_that_exits_while_read_gives_an_error_or_its_mappings() {
         }
     }
 }
+
+/// The executable mappings `/proc/PID/maps` lists, and how many of them
+/// are files or the vDSO.
+fn executable_in_maps(pid: u32) -> (usize, usize) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let executable: Vec<Vec<&str>> = maps
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.get(1).is_some_and(|p| p.contains('x')))
+        .collect();
+    let images = executable
+        .iter()
+        .filter(|f| {
+            f.get(5)
+                .is_some_and(|p| p.starts_with('/') || *p == "[vdso]")
+        })
+        .count();
+    (executable.len(), images)
+}
+
+#[test]
+fn past_128_mappings_jit_pages_go_first_and_neighbours_merge() {
+    if !testkit::require_tool("past_128_mappings", "gcc") {
+        return;
+    }
+    let fixture = Fixture::build();
+
+    // 200 JIT pages apart: the smallest mappings without a table are
+    // dropped; every file keeps its table.
+    let mut running = Running::start(&fixture.program);
+    running.exec_pages(200, true);
+    let (total, images) = executable_in_maps(running.pid());
+    assert!(total > 200 && images >= 4, "{total} {images}");
+    let mappings = ProcessMappings::read(running.pid()).unwrap();
+    assert_eq!(mappings.mappings().len(), rover_unwind::MAX_MAPPINGS);
+    assert_eq!(mappings.dropped(), total - rover_unwind::MAX_MAPPINGS);
+    let with_table = mappings.mappings().iter().filter(|m| m.key().is_some());
+    assert_eq!(with_table.count(), images);
+    check_address(&mappings, running.main, "main", None);
+    check_address(&mappings, running.getpid, "getpid", None);
+    drop(running);
+
+    // 200 neighbouring JIT mappings: merged into one, nothing dropped.
+    let mut running = Running::start(&fixture.program);
+    let first_adjacent = running.exec_pages(200, false);
+    let (total, _) = executable_in_maps(running.pid());
+    let mappings = ProcessMappings::read(running.pid()).unwrap();
+    assert_eq!(mappings.dropped(), 0);
+    assert_eq!(mappings.mappings().len(), total - 199);
+    let merged = mappings.find(first_adjacent).unwrap();
+    assert_eq!(merged.code_kind(), Some(NoTable::Anonymous));
+    assert_eq!(merged.start, first_adjacent);
+    assert_eq!(merged.end - merged.start, 200 * 4096);
+}

@@ -1,6 +1,7 @@
 //! Fixtures shared by the mapping and service tests: a program built with
 //! gcc that prints the addresses of `main` and of libc's `getpid` as it
-//! sees them, then `dlopen`s the libraries it is sent on stdin.
+//! sees them, then `dlopen`s the libraries it is sent on stdin, or maps
+//! anonymous executable pages as a JIT would.
 
 #![allow(dead_code)]
 
@@ -11,7 +12,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 const PROGRAM: &str = r#"
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 int main(void) {
   printf("%p %p\n", (void *)main, (void *)&getpid);
@@ -19,6 +22,21 @@ int main(void) {
   char line[4096];
   while (fgets(line, sizeof line, stdin)) {
     line[strcspn(line, "\n")] = 0;
+    if (strncmp(line, "pages ", 6) == 0) {
+      /* "pages N gap": N executable pages, each its own mapping with
+         inaccessible pages between; "pages N adjacent": N neighbouring
+         executable mappings (r-x and rwx alternating, so they stay apart). */
+      long n = atol(line + 6), page = sysconf(_SC_PAGESIZE);
+      int gap = strstr(line, "gap") != NULL;
+      char *base = mmap(NULL, 2 * n * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      for (long i = 0; base != MAP_FAILED && i < n; i++) {
+        int prot = PROT_READ | PROT_EXEC | (!gap && i % 2 ? PROT_WRITE : 0);
+        mprotect(base + (gap ? 2 * i : i) * page, page, prot);
+      }
+      printf("%p\n", base == MAP_FAILED ? NULL : (void *)base);
+      fflush(stdout);
+      continue;
+    }
     void *lib = dlopen(line, RTLD_NOW);
     printf("%p\n", lib ? dlsym(lib, "fixture_lib_fn") : NULL);
     fflush(stdout);
@@ -128,6 +146,19 @@ impl Running {
         self.stdout.read_line(&mut line).unwrap();
         let address = hex(&line);
         assert_ne!(address, 0, "dlopen failed");
+        address
+    }
+
+    /// Has the process map `n` anonymous executable pages, apart or
+    /// adjacent, and returns the first one's address.
+    pub fn exec_pages(&mut self, n: usize, apart: bool) -> u64 {
+        let how = if apart { "gap" } else { "adjacent" };
+        writeln!(self.stdin, "pages {n} {how}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let address = hex(&line);
+        assert_ne!(address, 0, "mmap failed");
         address
     }
 
