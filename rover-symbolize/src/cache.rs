@@ -57,7 +57,7 @@ impl FileCache {
         opts: &LoadOptions<'_>,
     ) -> Result<Arc<LoadedFile>, OpenError> {
         let meta = std::fs::metadata(path).map_err(OpenError::Io)?;
-        let identity = FileIdentity::of(&meta);
+        let identity = FileIdentity::from_metadata(&meta);
         {
             let mut inner = self.lock();
             inner.tick += 1;
@@ -173,7 +173,11 @@ impl FileCache {
             return false;
         };
         let mut inner = self.lock();
-        match inner.by_identity.get(&FileIdentity::of(&meta)).cloned() {
+        match inner
+            .by_identity
+            .get(&FileIdentity::from_metadata(&meta))
+            .cloned()
+        {
             Some(victim) => {
                 Self::remove(&mut inner, &victim);
                 true

@@ -21,19 +21,37 @@ const PF_X: u32 = 1;
 
 /// Identity of one version of a file on disk: device, inode, modification
 /// time and size. Two paths with the same identity are the same file (hard
-/// links, bind mounts, `/proc/PID/root/...`); a rewrite changes the size or
-/// the modification time, a replacement the inode. Keys the module cache and
-/// tells a perf map that changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct FileIdentity {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-    pub(crate) mtime_ns: i128,
-    pub(crate) size: u64,
+/// links, bind mounts, `/proc/PID/root/...`, `/proc/PID/map_files/...`); a
+/// rewrite changes the size or the modification time, a replacement the
+/// inode. Keys the symbolizer's module cache, tells a perf map that changed,
+/// and keys `rover-unwind`'s table store, so both caches agree on what "the
+/// same file" is.
+///
+/// ```no_run
+/// use rover_symbolize::FileIdentity;
+///
+/// let file = std::fs::File::open("/usr/lib/x86_64-linux-gnu/libc.so.6")?;
+/// let identity = FileIdentity::from_metadata(&file.metadata()?);
+/// println!("inode {} on device {:#x}", identity.ino, identity.dev);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileIdentity {
+    /// The device the file is on (`st_dev`).
+    pub dev: u64,
+    /// The inode number (`st_ino`).
+    pub ino: u64,
+    /// The last modification time in nanoseconds since the epoch
+    /// (`st_mtime`, `st_mtime_nsec`).
+    pub mtime_ns: i128,
+    /// The size in bytes (`st_size`).
+    pub size: u64,
 }
 
 impl FileIdentity {
-    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+    /// The identity of the file `meta` describes (from `stat`/`fstat`, or
+    /// [`std::fs::File::metadata`] of an open file).
+    pub fn from_metadata(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         FileIdentity {
             dev: meta.dev(),
@@ -93,7 +111,7 @@ impl ElfFile {
         // use are replaced by rename, not rewritten in place, which is the
         // same assumption every symbolizer and debugger makes.
         let map = unsafe { Mmap::map(&file) }.map_err(OpenError::Io)?;
-        Self::from_map(Arc::new(map), FileIdentity::of(&meta))
+        Self::from_map(Arc::new(map), FileIdentity::from_metadata(&meta))
     }
 
     /// Copies an image held in memory (the vDSO) into a read-only anonymous

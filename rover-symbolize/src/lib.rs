@@ -59,6 +59,7 @@ mod symtab;
 pub use build_id::BuildId;
 pub use debuginfo::DEFAULT_DEBUG_DIR;
 pub use demangle::demangle;
+pub use elf::FileIdentity;
 pub use error::Error;
 pub use frame::{InlinedFrame, Location, Module, Origin, Reason, Sym, Symbolized, Unknown};
 pub use kernel::{KALLSYMS_RELOAD_INTERVAL, KERNEL_MODULE};

@@ -26,13 +26,34 @@
 //!
 //! Addresses are the file's own (its ELF virtual addresses, as `.eh_frame`
 //! states them): for a process, subtract the mapping's load bias first.
+//!
+//! Feeding the kernel: [`ProcessMappings`] is a process's executable
+//! mappings with their biases and table keys (file identities shared with
+//! the symbolizer's cache, or the vDSO's hash); [`TableStore`] places
+//! tables in a row array of fixed capacity, one per key, evicting the least
+//! recently used; [`Unwinder`] runs both on its own thread and writes rows
+//! and process entries into a [`RowSink`] and a [`ProcessSink`].
 
 #![warn(missing_docs)]
 
 mod build;
+mod process;
 mod row;
+mod service;
+mod store;
 mod walk;
 
 pub use build::{Error, Skipped, UnwindSource, UnwindTable};
+pub use process::{
+    ElfImage, ExecMapping, MAX_MAPPINGS, MappedCode, NoTable, ProcessError, ProcessMappings,
+    TableKey,
+};
 pub use row::{Cfa, Rbp, Row};
+pub use service::{
+    ProcessReport, ProcessSink, RowSink, Unwinder, UnwinderConfig, UnwinderError, UnwinderStats,
+};
+pub use store::{
+    Failure, MAX_CAPACITY, MappingEntry, NO_TABLE, Reservation, StoreStats, TABLE_PENDING,
+    TableRef, TableStore,
+};
 pub use walk::{Registers, Step, StopReason, Walk, step, walk};

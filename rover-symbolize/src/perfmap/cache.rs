@@ -152,7 +152,7 @@ impl PerfMapCache {
 
     fn load(&self, pid: u32, path: &Path) -> Option<Arc<PerfMap>> {
         let mut file = File::open(path).ok()?;
-        let identity = FileIdentity::of(&file.metadata().ok()?);
+        let identity = FileIdentity::from_metadata(&file.metadata().ok()?);
         let previous = match self.lock().get(&pid) {
             Some(cached) if cached.identity == identity => return Some(Arc::clone(&cached.map)),
             other => other.cloned(),
