@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rover_core::loader::{RawEntry, RawWindow, StackSlot};
+use rover_core::loader::{RawEntry, RawWindow, StackSlot, UserWalk};
 use rover_core::profile::SampleValue;
 use rover_core::session::WindowSymbolizer;
 use rover_core::{Profiler, WindowStats};
@@ -207,6 +207,7 @@ fn realistic_window(pids: &[u32], rng: &mut Rng) -> RawWindow {
                 tid: pid + (i % 4) as u32,
                 comm: "bench".into(),
                 user_stack: StackSlot::Stack(user),
+                user_walk: UserWalk::FramePointers,
                 kernel_stack,
                 value: SampleValue::OnCpu {
                     samples: 1 + rng.below(5) as u64,
@@ -218,6 +219,7 @@ fn realistic_window(pids: &[u32], rng: &mut Rng) -> RawWindow {
         entries,
         stacks,
         errors: Vec::new(),
+        unwinder: None,
     }
 }
 

@@ -46,7 +46,7 @@ mod stats;
 pub use error::{ConfigError, Error};
 pub use loader::{
     Environment, ErrorCounts, KernelFeature, KernelFeatures, KernelVersion, MapSizes, OffCpuHook,
-    StackLoss, StackMode, Support, Targets, TaskStates, Warning,
+    StackLoss, StackMode, Support, Targets, TaskStates, UserWalk, WalkStop, Warning,
 };
 pub use profile::Profile;
 pub use profiler::{Profiler, ProfilerBuilder};

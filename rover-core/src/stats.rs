@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rover_symbolize::Reason;
 
-use crate::loader::{ErrorCounts, StackLoss};
+use crate::loader::{ErrorCounts, StackLoss, UserWalk, WalkStop};
 
 /// Statistics of one window of a session.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,6 +31,11 @@ pub struct WindowStats {
     pub dropped: ErrorCounts,
     /// Samples counted whose user or kernel stack was lost, by why.
     pub lost_stacks: Vec<(StackLoss, u64)>,
+    /// Samples (on-CPU) or blocks (off-CPU) by how their user stack was
+    /// walked: with frame pointers, unwound completely, or unwound until
+    /// it stopped, with the reason (such stacks end in an
+    /// [`FrameKind::Truncated`](crate::profile::FrameKind::Truncated) frame).
+    pub user_walks: Vec<(UserWalk, u64)>,
     /// How symbolization of the window went.
     pub symbolization: SymbolizationStats,
     /// Time to swap and read the kernel maps.
@@ -59,6 +64,16 @@ impl WindowStats {
     /// ```
     pub fn dropped_samples(&self) -> u64 {
         self.dropped.dropped_samples()
+    }
+
+    /// Samples whose user stack was unwound from tables but stopped early,
+    /// for this reason.
+    pub fn stopped_walks(&self, reason: WalkStop) -> u64 {
+        self.user_walks
+            .iter()
+            .filter(|(walk, _)| *walk == UserWalk::Stopped(reason))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Samples counted (in `samples`) whose user or kernel stack was lost:

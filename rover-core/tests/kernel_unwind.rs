@@ -1,9 +1,10 @@
-//! The in-kernel unwinder, driven through the loader with tables this test
-//! writes itself (the session's table service is tested elsewhere): a
+//! The in-kernel unwinder, driven through the loader, its tables loaded by
+//! the table service for the target pid: a
 //! fixture built with `-O2 -fomit-frame-pointer` spins (on-CPU) or sleeps
 //! (off-CPU) twelve calls deep, and the programs' unwound user stacks must
 //! name every level in order, down to `main` and libc's `_start`.
 
+#[allow(dead_code, reason = "this test uses only the kernel lock")]
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -11,15 +12,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use object::{Object, ObjectSegment};
 use rover_core::StackMode;
 use rover_core::loader::{
-    KernelTables, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, RawWindow, StackSlot,
-    Targets, UserWalk,
+    OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, RawWindow, StackSlot, Targets, UserWalk,
 };
-use rover_ebpf::abi::{UNWIND_FP_FRAME, UNWIND_NO_TABLE, UnwindMapping, UnwindRow};
+use rover_ebpf::abi::UNWIND_FP_FRAME;
 use rover_symbolize::{Source, Symbolized, Symbolizer};
-use rover_unwind::UnwindTable;
 
 const DEEP: &str = r#"
 #include <stdio.h>
@@ -86,67 +84,16 @@ fn build(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-/// Writes the tables of every file `pid` maps executable, and its mappings:
-/// what the session's table service does, done here by hand.
-fn feed(tables: &mut KernelTables, pid: u32) {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut next_row = 0u32;
-    let mut mappings = Vec::new();
-    for line in maps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if !fields[1].contains('x') {
-            continue;
-        }
-        let (start, end) = fields[0].split_once('-').unwrap();
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let offset = u64::from_str_radix(fields[2], 16).unwrap();
-        let mut mapping = UnwindMapping {
-            start,
-            end,
-            bias: 0,
-            table_start: UNWIND_NO_TABLE,
-            table_len: 0,
-        };
-        if fields.len() >= 6 && fields[5].starts_with('/') {
-            let path = format!("/proc/{pid}/map_files/{}", fields[0]);
-            let data = std::fs::read(&path).unwrap();
-            let file = object::File::parse(&*data).unwrap();
-            let segment = file
-                .segments()
-                .find(|s| {
-                    let (at, size) = s.file_range();
-                    at <= offset && offset < at + size.max(1)
-                })
-                .unwrap();
-            mapping.bias = start
-                .wrapping_sub(offset)
-                .wrapping_add(segment.file_range().0)
-                .wrapping_sub(segment.address());
-            if let Ok(table) = UnwindTable::from_elf(&data) {
-                let rows: Vec<UnwindRow> = table
-                    .rows()
-                    .iter()
-                    .map(|row| {
-                        let b = row.to_bytes();
-                        UnwindRow {
-                            pc: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-                            cfa_offset: i32::from_le_bytes(b[8..12].try_into().unwrap()),
-                            rbp_offset: i16::from_le_bytes(b[12..14].try_into().unwrap()),
-                            cfa_kind: b[14],
-                            rbp_kind: b[15],
-                        }
-                    })
-                    .collect();
-                tables.write_rows(next_row, &rows).unwrap();
-                mapping.table_start = next_row;
-                mapping.table_len = rows.len() as u32;
-                next_row += rows.len() as u32;
-            }
-        }
-        mappings.push(mapping);
-    }
-    tables.set_process(pid, &mappings).unwrap();
+/// Waits until the table service has loaded what the targets map.
+fn tables_loaded(unwinder: Option<&rover_unwind::Unwinder>) {
+    let unwinder = unwinder.expect("a Dwarf program has a table service");
+    assert!(
+        unwinder.wait_idle(Duration::from_secs(120)),
+        "tables not built"
+    );
+    let stats = unwinder.stats();
+    eprintln!("tables: {:?}", stats.store);
+    assert!(stats.store.tables >= 2, "{stats:?}");
 }
 
 /// The user stacks of `pid` in `window`, named, with their weight.
@@ -160,7 +107,11 @@ fn named_stacks(window: &RawWindow, pid: u32) -> Vec<(Vec<String>, UserWalk, u64
             rover_core::profile::SampleValue::OffCpu { nanos, .. } => nanos,
         };
         let StackSlot::Stack(index) = entry.user_stack else {
-            out.push((vec![format!("{:?}", entry.user_stack)], entry.user_walk, weight));
+            out.push((
+                vec![format!("{:?}", entry.user_stack)],
+                entry.user_walk,
+                weight,
+            ));
             continue;
         };
         let ips: Vec<u64> = window.stacks[index]
@@ -228,10 +179,15 @@ fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
         ..OnCpuConfig::default()
     })
     .unwrap();
-    feed(program.tables().unwrap(), pid);
+    tables_loaded(program.unwinder());
     program.drain().unwrap();
     let mut stacks = Vec::new();
-    while stacks.iter().map(|s: &(Vec<String>, UserWalk, u64)| s.2).sum::<u64>() < 100 {
+    while stacks
+        .iter()
+        .map(|s: &(Vec<String>, UserWalk, u64)| s.2)
+        .sum::<u64>()
+        < 100
+    {
         std::thread::sleep(Duration::from_millis(500));
         stacks.extend(named_stacks(&program.drain().unwrap(), pid));
     }
@@ -256,7 +212,7 @@ fn off_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
         ..OffCpuConfig::default()
     })
     .unwrap();
-    feed(program.tables().unwrap(), pid);
+    tables_loaded(program.unwinder());
     std::thread::sleep(Duration::from_millis(100));
     program.drain().unwrap();
     let mut stacks = Vec::new();

@@ -40,8 +40,8 @@ pub use stack_mode::StackMode;
 pub use states::TaskStates;
 pub(crate) use targets::ResolvedTargets;
 pub use targets::Targets;
+pub use unwind::MAX_UNWIND_ROWS;
 pub use validate::Limits;
-pub use unwind::{KernelTables, MAX_UNWIND_ROWS};
 pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot, UserWalk, WalkStop};
 
 use crate::Error;

@@ -13,7 +13,7 @@ use super::buffer::{StackResolver, clear_except, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
 use super::states::state_from_bit;
 use super::targets::ResolvedTargets;
-use super::unwind::{self, KernelTables};
+use super::unwind::{self, KernelTables, Preload};
 use super::validate::excluded_tgid;
 use super::window::{RawEntry, RawWindow, UserWalk, comm_string};
 use super::{
@@ -151,8 +151,11 @@ impl OffCpuProgram {
     ) -> Result<Self, Error> {
         // Everything the kernel lacks is found before anything is loaded.
         let plan = plan_hooks(config, &environment.features)?;
-        let stacks_mode =
-            unwind::resolve(config.stack_mode, &environment.features, "the off-CPU unwinder")?;
+        let stacks_mode = unwind::resolve(
+            config.stack_mode,
+            &environment.features,
+            "the off-CPU unwinder",
+        )?;
         if stacks_mode.dwarf {
             match Self::load_with(config, targets, environment, plan, true) {
                 Ok(program) => return Ok(program),
@@ -229,7 +232,15 @@ impl OffCpuProgram {
             take_map(&mut ebpf, KSTACKS[1], HashMap::try_from)?,
         ];
         let start = take_map(&mut ebpf, START, HashMap::try_from)?;
-        let (hook, tables) = attach_hook(&mut ebpf, plan, &environment.features, dwarf, sizes)?;
+        let preload = unwind::preload(&config.targets, &targets.pids);
+        let (hook, tables) = attach_hook(
+            &mut ebpf,
+            plan,
+            &environment.features,
+            dwarf,
+            sizes,
+            preload,
+        )?;
         Ok(OffCpuProgram {
             counts,
             stacks,
@@ -244,10 +255,10 @@ impl OffCpuProgram {
         })
     }
 
-    /// The unwinder's maps, when the program unwinds from tables
+    /// The table service, when the program unwinds from tables
     /// ([`StackMode::Dwarf`], or `Auto` on a kernel that runs it).
-    pub fn tables(&mut self) -> Option<&mut KernelTables> {
-        self.tables.as_mut()
+    pub fn unwinder(&self) -> Option<&rover_unwind::Unwinder> {
+        self.tables.as_ref().map(KernelTables::unwinder)
     }
 
     /// Why a [`StackMode::Auto`] program walks frame pointers, when it does.
@@ -264,7 +275,11 @@ impl OffCpuProgram {
     /// program attached with [`Targets::Pids`]. Tasks already off CPU keep
     /// the record they left.
     pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error> {
-        self.shared.set_targets(pids)
+        self.shared.set_targets(pids)?;
+        if let Some(tables) = &self.tables {
+            tables.add_processes(pids);
+        }
+        Ok(())
     }
 
     /// Swaps the halves of the double buffer and returns the blocks counted
@@ -331,6 +346,7 @@ impl OffCpuProgram {
             entries,
             stacks: resolver.stacks,
             errors: self.shared.errors.take()?,
+            unwinder: self.tables.as_ref().map(|t| t.unwinder().stats()),
         })
     }
 
@@ -469,9 +485,10 @@ fn attach_hook(
     features: &KernelFeatures,
     dwarf: bool,
     sizes: &MapSizes,
+    preload: Preload<'_>,
 ) -> Result<(OffCpuHook, Option<KernelTables>), Error> {
     if plan != HookPlan::Only(OffCpuHook::Tracepoint) {
-        match attach_btf_tracepoint(ebpf, dwarf, sizes) {
+        match attach_btf_tracepoint(ebpf, dwarf, sizes, preload.clone()) {
             Ok(tables) => return Ok((OffCpuHook::BtfTracepoint, tables)),
             Err(error) if plan == HookPlan::Only(OffCpuHook::BtfTracepoint) => return Err(error),
             Err(_) => require_classic(features)?,
@@ -485,7 +502,7 @@ fn attach_hook(
             .map_err(Error::program(TP_STEP))?;
         step.load().map_err(Error::program(TP_STEP))?;
         let fd = step_fd(step.fd().map_err(Error::program(TP_STEP))?)?;
-        Some(KernelTables::take(ebpf, &fd, sizes.unwind_rows)?)
+        Some(KernelTables::take(ebpf, &fd, sizes, preload)?)
     } else {
         None
     };
@@ -515,6 +532,7 @@ fn attach_btf_tracepoint(
     ebpf: &mut Ebpf,
     dwarf: bool,
     sizes: &MapSizes,
+    preload: Preload<'_>,
 ) -> Result<Option<KernelTables>, Error> {
     let btf = kernel_btf()?;
     let tables = if dwarf {
@@ -526,7 +544,7 @@ fn attach_btf_tracepoint(
         step.load("sched_switch", btf)
             .map_err(Error::program(BTF_STEP))?;
         let fd = step_fd(step.fd().map_err(Error::program(BTF_STEP))?)?;
-        Some(KernelTables::take(ebpf, &fd, sizes.unwind_rows)?)
+        Some(KernelTables::take(ebpf, &fd, sizes, preload)?)
     } else {
         None
     };

@@ -11,8 +11,8 @@ use rover_ebpf::abi::{self, OnCpuKey};
 
 use super::buffer::{StackResolver, clear_except, take_entries};
 use super::object::{SharedMaps, kernel_btf, missing_in_object, take_map};
-use super::unwind::{self, KernelTables};
 use super::targets::ResolvedTargets;
+use super::unwind::{self, KernelTables};
 use super::validate::{Limits, excluded_tgid};
 use super::window::{RawEntry, RawWindow, UserWalk, comm_string};
 use super::{
@@ -190,7 +190,12 @@ impl OnCpuProgram {
                     what: "duplicating the unwinder's step program fd".into(),
                     source,
                 })?;
-            Some(KernelTables::take(&mut ebpf, &fd, sizes.unwind_rows)?)
+            Some(KernelTables::take(
+                &mut ebpf,
+                &fd,
+                sizes,
+                unwind::preload(&config.targets, &targets.pids),
+            )?)
         } else {
             None
         };
@@ -205,10 +210,10 @@ impl OnCpuProgram {
         })
     }
 
-    /// The unwinder's maps, when the program unwinds from tables
+    /// The table service, when the program unwinds from tables
     /// ([`StackMode::Dwarf`], or `Auto` on a kernel that runs it).
-    pub fn tables(&mut self) -> Option<&mut KernelTables> {
-        self.tables.as_mut()
+    pub fn unwinder(&self) -> Option<&rover_unwind::Unwinder> {
+        self.tables.as_ref().map(KernelTables::unwinder)
     }
 
     /// Why a [`StackMode::Auto`] program walks frame pointers, when it does.
@@ -219,7 +224,11 @@ impl OnCpuProgram {
     /// Replaces the target processes while the program runs. Only for a
     /// program attached with [`Targets::Pids`].
     pub fn set_targets(&mut self, pids: &[u32]) -> Result<(), Error> {
-        self.shared.set_targets(pids)
+        self.shared.set_targets(pids)?;
+        if let Some(tables) = &self.tables {
+            tables.add_processes(pids);
+        }
+        Ok(())
     }
 
     /// Swaps the halves of the double buffer and returns what was counted in
@@ -266,6 +275,7 @@ impl OnCpuProgram {
             entries,
             stacks,
             errors: self.shared.errors.take()?,
+            unwinder: self.tables.as_ref().map(|t| t.unwinder().stats()),
         })
     }
 }

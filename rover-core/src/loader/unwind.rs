@@ -4,14 +4,18 @@
 //! the programs leave, the user stacks they store), and how a drained key's
 //! user stack is read back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap as StdHashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
+use std::sync::{Arc, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData, MapError, ProgramArray};
 use aya::programs::ProgramFd;
 use aya::{Ebpf, EbpfLoader};
 use rover_ebpf::abi::{self, KernelStack, UnwindMapping, UnwindProc, UnwindRow};
+use rover_unwind::{MappingEntry, ProcessSink, Row, RowSink, Unwinder, UnwinderConfig};
 
 use super::buffer::{StackResolver, clear_except};
 use super::object::{missing_in_object, take_map};
@@ -147,7 +151,7 @@ impl RowsMapping {
         })
     }
 
-    fn write(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), String> {
+    fn write_rows(&mut self, start: u32, rows: &[Row]) -> Result<(), String> {
         let start = start as usize;
         let end = start
             .checked_add(rows.len())
@@ -161,9 +165,60 @@ impl RowsMapping {
             })?;
         // SAFETY: `start..end` is inside the mapping (checked above), which
         // holds `len` rows; nothing else in this process aliases it.
-        let slots = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), end - start) };
-        slots.copy_from_slice(rows);
+        let slots =
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), end - start) };
+        for (slot, row) in slots.iter_mut().zip(rows) {
+            *slot = abi_row(row);
+        }
         Ok(())
+    }
+}
+
+impl RowSink for RowsMapping {
+    fn write(&mut self, start: u32, rows: &[Row]) -> Result<(), String> {
+        self.write_rows(start, rows)
+    }
+}
+
+/// A row in the ABI's struct: the same 16 bytes.
+fn abi_row(row: &Row) -> UnwindRow {
+    let b = row.to_bytes();
+    UnwindRow {
+        pc: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        cfa_offset: i32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        rbp_offset: i16::from_le_bytes([b[12], b[13]]),
+        cfa_kind: b[14],
+        rbp_kind: b[15],
+    }
+}
+
+/// `unwind_procs`, as the service's process sink.
+struct ProcMap(HashMap<MapData, u32, UnwindProc>);
+
+impl ProcessSink for ProcMap {
+    fn set(&mut self, tgid: u32, mappings: &[MappingEntry]) -> Result<(), String> {
+        let mut proc = UnwindProc::default();
+        let count = mappings.len().min(abi::UNWIND_MAX_MAPPINGS);
+        for (slot, entry) in proc.mappings.iter_mut().zip(&mappings[..count]) {
+            *slot = UnwindMapping {
+                start: entry.start,
+                end: entry.end,
+                bias: entry.bias,
+                table_start: entry.table.table_start(),
+                table_len: entry.table.table_len(),
+            };
+        }
+        proc.count = count as u32;
+        self.0
+            .insert(tgid, proc, 0)
+            .map_err(|error| format!("{PROCS}: {error}"))
+    }
+
+    fn remove(&mut self, tgid: u32) -> Result<(), String> {
+        match self.0.remove(&tgid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(error) => Err(format!("{PROCS}: {error}")),
+        }
     }
 }
 
@@ -176,83 +231,96 @@ impl Drop for RowsMapping {
     }
 }
 
-/// The unwinder's maps in a loaded `unwind` object.
-pub struct KernelTables {
-    rows: RowsMapping,
-    procs: HashMap<MapData, u32, UnwindProc>,
-    requests: HashMap<MapData, u32, u32>,
+/// The unwinder of a loaded `unwind` object: the table service writing
+/// into its maps, the thread that answers the programs' requests, and the
+/// user stacks the programs store.
+pub(crate) struct KernelTables {
+    unwinder: Arc<Unwinder>,
     pub(crate) ustacks: [HashMap<MapData, u64, KernelStack>; 2],
+    poller: Option<Poller>,
     // Holds the step program in the array: the kernel empties a program
     // array when its last user-space reference is closed.
     _progs: ProgramArray<MapData>,
 }
 
+/// Which processes the unwinder loads at once; others are loaded when the
+/// programs first meet them.
+#[derive(Clone)]
+pub(crate) enum Preload<'a> {
+    Pids(&'a [u32]),
+    Everything,
+    None,
+}
+
+/// What to load at once for `targets` (whose pids resolved to `pids`).
+pub(crate) fn preload<'a>(targets: &super::Targets, pids: &'a [u32]) -> Preload<'a> {
+    match targets {
+        super::Targets::Pids(_) => Preload::Pids(pids),
+        super::Targets::All => Preload::Everything,
+        _ => Preload::None,
+    }
+}
+
 impl KernelTables {
-    /// Takes the unwinder's maps out of `ebpf` and puts `step` (the step
-    /// program, loaded) in the program array.
-    pub(crate) fn take(ebpf: &mut Ebpf, step: &ProgramFd, rows: u32) -> Result<Self, Error> {
+    /// Takes the unwinder's maps out of `ebpf`, puts `step` (the step
+    /// program, loaded) in the program array, and starts the table service
+    /// with `preload`'s processes.
+    pub(crate) fn take(
+        ebpf: &mut Ebpf,
+        step: &ProgramFd,
+        sizes: &MapSizes,
+        preload: Preload<'_>,
+    ) -> Result<Self, Error> {
+        let rows = sizes.unwind_rows.min(MAX_UNWIND_ROWS);
         let map = ebpf.take_map(ROWS).ok_or_else(|| missing_in_object(ROWS))?;
         let Map::Array(data) = map else {
             return Err(missing_in_object(ROWS));
         };
-        let rows = RowsMapping::new(data, rows.min(MAX_UNWIND_ROWS))?;
+        let mapping = RowsMapping::new(data, rows)?;
         let mut progs: ProgramArray<MapData> = take_map(ebpf, PROGS, ProgramArray::try_from)?;
         progs.set(0, step, 0).map_err(Error::map(PROGS))?;
+        let procs = ProcMap(take_map(ebpf, PROCS, HashMap::try_from)?);
+        let requests = take_map(ebpf, REQUESTS, HashMap::try_from)?;
+        let unwinder = Arc::new(
+            Unwinder::new(
+                UnwinderConfig::default().capacity_rows(rows),
+                mapping,
+                procs,
+            )
+            .map_err(|source| Error::Io {
+                what: "starting the unwinder's table service".into(),
+                source,
+            })?,
+        );
+        let mut known = HashSet::new();
+        let preload_all = matches!(preload, Preload::Everything);
+        if let Preload::Pids(pids) = preload {
+            for &pid in pids {
+                add(&unwinder, pid, &mut known);
+            }
+        }
+        let poller = Poller::start(unwinder.clone(), requests, known, preload_all)?;
         Ok(KernelTables {
-            rows,
-            procs: take_map(ebpf, PROCS, HashMap::try_from)?,
-            requests: take_map(ebpf, REQUESTS, HashMap::try_from)?,
+            unwinder,
             ustacks: [
                 take_map(ebpf, USTACKS[0], HashMap::try_from)?,
                 take_map(ebpf, USTACKS[1], HashMap::try_from)?,
             ],
+            poller: Some(poller),
             _progs: progs,
         })
     }
 
-    /// Rows `unwind_rows` holds.
-    pub fn capacity(&self) -> u32 {
-        u32::try_from(self.rows.len).unwrap_or(u32::MAX)
+    /// The table service.
+    pub(crate) fn unwinder(&self) -> &Unwinder {
+        &self.unwinder
     }
 
-    /// Writes `rows` at `start` of `unwind_rows`.
-    pub fn write_rows(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), String> {
-        self.rows.write(start, rows)
-    }
-
-    /// Sets the executable mappings of process `tgid` (sorted by start; at
-    /// most [`abi::UNWIND_MAX_MAPPINGS`] are kept).
-    pub fn set_process(&mut self, tgid: u32, mappings: &[UnwindMapping]) -> Result<(), String> {
-        let mut proc = UnwindProc::default();
-        let count = mappings.len().min(abi::UNWIND_MAX_MAPPINGS);
-        proc.mappings[..count].copy_from_slice(&mappings[..count]);
-        proc.count = count as u32;
-        self.procs
-            .insert(tgid, proc, 0)
-            .map_err(|error| format!("{PROCS}: {error}"))
-    }
-
-    /// Forgets process `tgid`.
-    pub fn remove_process(&mut self, tgid: u32) -> Result<(), String> {
-        match self.procs.remove(&tgid) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(error) => Err(format!("{PROCS}: {error}")),
+    /// Loads the tables of processes added to the targets.
+    pub(crate) fn add_processes(&self, pids: &[u32]) {
+        if let Some(poller) = &self.poller {
+            let _ = poller.send.send(Command::Add(pids.to_vec()));
         }
-    }
-
-    /// Processes the programs asked about (unknown, or met at an address
-    /// in none of their mappings), with the `USTACK_*` reason; each is
-    /// removed from the requests.
-    pub fn take_requests(&mut self) -> Result<Vec<(u32, u32)>, String> {
-        let taken: Vec<(u32, u32)> = self
-            .requests
-            .iter()
-            .filter_map(Result::ok)
-            .collect();
-        for (tgid, _) in &taken {
-            let _ = self.requests.remove(tgid);
-        }
-        Ok(taken)
     }
 
     /// The user stack of a drained key.
@@ -282,6 +350,125 @@ impl KernelTables {
     pub(crate) fn clear_idle(&mut self, idle: usize, keep: &HashSet<u64>) -> Result<(), Error> {
         clear_except(&mut self.ustacks[idle], keep, USTACKS[idle])
     }
+}
+
+impl Drop for KernelTables {
+    fn drop(&mut self) {
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.send.send(Command::Stop);
+            let _ = poller.thread.join();
+        }
+    }
+}
+
+/// Adds `pid` to the service unless it maps nothing (a kernel thread).
+fn add(unwinder: &Unwinder, pid: u32, known: &mut HashSet<u32>) {
+    match unwinder.add_process(pid) {
+        Ok(report) if report.mappings == 0 => {
+            let _ = unwinder.remove(pid);
+        }
+        Ok(_) => {
+            known.insert(pid);
+        }
+        Err(_) => {}
+    }
+}
+
+enum Command {
+    Add(Vec<u32>),
+    Stop,
+}
+
+/// How often the programs' requests are read.
+const POLL: Duration = Duration::from_millis(20);
+/// A process met at an address outside its mappings is read again at most
+/// this often (code it maps later: dlopen; or an address that is no code).
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
+/// How often processes that exited are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(2);
+
+/// The thread that reads `unwind_requests`: loads processes the programs
+/// met first, reads again those met outside their mappings, forgets those
+/// that exited.
+struct Poller {
+    send: mpsc::Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+impl Poller {
+    fn start(
+        unwinder: Arc<Unwinder>,
+        mut requests: HashMap<MapData, u32, u32>,
+        mut known: HashSet<u32>,
+        preload_all: bool,
+    ) -> Result<Self, Error> {
+        let (send, receive) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("rover-unwind-poll".into())
+            .spawn(move || {
+                if preload_all {
+                    for pid in all_pids() {
+                        add(&unwinder, pid, &mut known);
+                    }
+                }
+                let mut refreshed: StdHashMap<u32, Instant> = StdHashMap::new();
+                let mut pruned = Instant::now();
+                loop {
+                    match receive.recv_timeout(POLL) {
+                        Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Ok(Command::Add(pids)) => {
+                            for pid in pids {
+                                add(&unwinder, pid, &mut known);
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                    let taken: Vec<(u32, u32)> = requests.iter().filter_map(Result::ok).collect();
+                    for (pid, reason) in taken {
+                        let _ = requests.remove(&pid);
+                        if !known.contains(&pid) {
+                            add(&unwinder, pid, &mut known);
+                        } else if reason == abi::USTACK_UNMAPPED
+                            && refreshed
+                                .get(&pid)
+                                .is_none_or(|at| at.elapsed() >= REFRESH_EVERY)
+                        {
+                            refreshed.insert(pid, Instant::now());
+                            if unwinder.refresh(pid).is_err() {
+                                known.remove(&pid);
+                            }
+                        }
+                    }
+                    if pruned.elapsed() >= PRUNE_EVERY {
+                        pruned = Instant::now();
+                        known.retain(|&pid| {
+                            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                            if !alive {
+                                let _ = unwinder.remove(pid);
+                            }
+                            alive
+                        });
+                        refreshed.retain(|pid, _| known.contains(pid));
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                what: "starting the unwinder's request thread".into(),
+                source,
+            })?;
+        Ok(Poller { send, thread })
+    }
+}
+
+/// Every process id in /proc.
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

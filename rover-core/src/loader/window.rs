@@ -57,6 +57,9 @@ pub struct RawWindow {
     pub stacks: Vec<Vec<u64>>,
     /// Per CPU, what could not be recorded during the window.
     pub errors: Vec<ErrorCounts>,
+    /// The unwinder's table service at the drain, when the program
+    /// unwinds from tables.
+    pub unwinder: Option<rover_unwind::UnwinderStats>,
 }
 
 impl RawWindow {

@@ -19,6 +19,10 @@ pub enum FrameKind {
     /// An address that could not be resolved; the frame keeps its module,
     /// offset and the reason.
     Unknown,
+    /// Not code: the outermost frame of a user stack the unwinder could not
+    /// walk to its end, named `[unwind stopped: REASON]`, with the reason in
+    /// [`Frame::reason`]. The frames below it are right; callers are missing.
+    Truncated,
 }
 
 impl FrameKind {
@@ -43,6 +47,9 @@ pub struct FrameId(pub(crate) u32);
 pub(crate) struct FrameRecord {
     pub(crate) kind: FrameKind,
     pub(crate) inlined: bool,
+    /// Found by a frame-pointer step of the unwinder (a module without a
+    /// table).
+    pub(crate) frame_pointer: bool,
     /// Set for unknown frames: they carry the address rather than a name.
     pub(crate) has_offset: bool,
     pub(crate) name: u32,
@@ -68,6 +75,10 @@ pub struct Frame<'a> {
     pub line: Option<u32>,
     /// True when this function was inlined into the next frame toward the root.
     pub inlined: bool,
+    /// True when the in-kernel unwinder found this frame with frame
+    /// pointers, in a module without an unwind table (JIT code, anonymous
+    /// memory): right if that code keeps frame pointers.
+    pub frame_pointer: bool,
     /// For unknown frames, the offset inside the module (or the raw address).
     pub offset: Option<u64>,
     /// For unknown frames, why the address could not be resolved.
@@ -97,6 +108,7 @@ pub(crate) fn frame_view<'a>(strings: &'a StringTable, r: &FrameRecord) -> Frame
         file: opt(r.file),
         line: (r.line != 0).then_some(r.line),
         inlined: r.inlined,
+        frame_pointer: r.frame_pointer,
         offset: r.has_offset.then_some(r.offset),
         reason: opt(r.reason),
     }
@@ -141,6 +153,7 @@ pub(crate) fn push_symbolized(
     tables: &mut FrameTables<'_>,
     out: &mut Vec<FrameId>,
     sym: &Symbolized,
+    frame_pointer: bool,
 ) {
     match sym {
         Symbolized::Sym(s) => {
@@ -155,6 +168,7 @@ pub(crate) fn push_symbolized(
                     let record = FrameRecord {
                         kind,
                         inlined,
+                        frame_pointer,
                         has_offset: false,
                         name: tables.strings.intern(name),
                         module,
@@ -174,6 +188,7 @@ pub(crate) fn push_symbolized(
             let record = FrameRecord {
                 kind: FrameKind::Unknown,
                 inlined: false,
+                frame_pointer,
                 has_offset: u.module.is_some(),
                 name: 0,
                 module: u
@@ -192,6 +207,25 @@ pub(crate) fn push_symbolized(
             out.push(tables.intern(record, u.module.as_ref(), u.origin));
         }
     }
+}
+
+/// Interns the marker frame of a user stack whose walk stopped for `reason`.
+pub(crate) fn push_truncated(tables: &mut FrameTables<'_>, out: &mut Vec<FrameId>, reason: &str) {
+    let record = FrameRecord {
+        kind: FrameKind::Truncated,
+        inlined: false,
+        frame_pointer: false,
+        has_offset: false,
+        name: tables
+            .strings
+            .intern(&format!("[unwind stopped: {reason}]")),
+        module: 0,
+        file: 0,
+        line: 0,
+        reason: tables.strings.intern(reason),
+        offset: 0,
+    };
+    out.push(tables.intern(record, None, None));
 }
 
 #[cfg(test)]

@@ -112,6 +112,7 @@ fn unknown_record() -> FrameRecord {
     FrameRecord {
         kind: super::frame::FrameKind::Unknown,
         inlined: false,
+        frame_pointer: false,
         has_offset: false,
         name: 0,
         module: 0,

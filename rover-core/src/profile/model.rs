@@ -3,7 +3,9 @@
 
 use rover_symbolize::Symbolized;
 
-use super::frame::{Frame, FrameId, FrameRecord, FrameTables, frame_view, push_symbolized};
+use super::frame::{
+    Frame, FrameId, FrameRecord, FrameTables, frame_view, push_symbolized, push_truncated,
+};
 use super::intern::{Interner, SliceInterner, StringTable};
 use super::value::{Metric, OffCpuValue, ProfileKind, SampleValue, Value, add_states};
 
@@ -262,13 +264,27 @@ impl Profile {
     pub(crate) fn push_frames(&mut self, out: &mut Vec<FrameId>, symbolized: &[Symbolized]) {
         let mut tables = self.frame_tables();
         for sym in symbolized {
-            push_symbolized(&mut tables, out, sym);
+            push_symbolized(&mut tables, out, sym, false);
         }
     }
 
     /// Interns one frame from a symbolized address (see [`Profile::push_frames`]).
     pub(crate) fn push_frame(&mut self, out: &mut Vec<FrameId>, symbolized: &Symbolized) {
-        push_symbolized(&mut self.frame_tables(), out, symbolized);
+        push_symbolized(&mut self.frame_tables(), out, symbolized, false);
+    }
+
+    /// Interns one frame the unwinder found with frame pointers.
+    pub(crate) fn push_frame_pointer_frame(
+        &mut self,
+        out: &mut Vec<FrameId>,
+        symbolized: &Symbolized,
+    ) {
+        push_symbolized(&mut self.frame_tables(), out, symbolized, true);
+    }
+
+    /// Interns the marker frame of a user stack whose walk stopped.
+    pub(crate) fn push_truncated_frame(&mut self, out: &mut Vec<FrameId>, reason: &str) {
+        push_truncated(&mut self.frame_tables(), out, reason);
     }
 
     fn frame_tables(&mut self) -> FrameTables<'_> {

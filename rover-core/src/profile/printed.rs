@@ -77,7 +77,7 @@ pub(crate) fn push_frame_label(out: &mut String, frame: &Frame<'_>) {
         match frame.kind {
             FrameKind::Kernel => "_[k]",
             FrameKind::Jit => "_[j]",
-            FrameKind::Native | FrameKind::Unknown => "",
+            FrameKind::Native | FrameKind::Unknown | FrameKind::Truncated => "",
         }
     };
     out.push_str(suffix);

@@ -95,6 +95,7 @@ impl FunctionTotals {
         let record = FrameRecord {
             kind: key.kind,
             inlined: false,
+            frame_pointer: false,
             has_offset: key.kind == FrameKind::Unknown && key.module != 0,
             name: key.name,
             module: key.module,

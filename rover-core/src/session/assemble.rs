@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use rover_symbolize::{Reason, Source, Symbolized, Symbolizer, Unknown};
 
-use crate::loader::{RawWindow, StackLoss, StackSlot};
+use rover_ebpf::abi::UNWIND_FP_FRAME;
+
+use crate::loader::{RawWindow, StackLoss, StackSlot, UserWalk, WalkStop};
 use crate::profile::{FrameId, Profile, ProfileKind, SampleValue, StackId};
 use crate::stats::{SymbolizationStats, WindowStats};
 
@@ -62,7 +64,8 @@ impl Assembler {
         self.refresh_process_names(raw);
 
         let frames = self.symbolize_stacks(raw, &mut profile, &mut stats.symbolization);
-        let mut stacks: HashMap<(Option<usize>, u32, Option<usize>), StackId> = HashMap::new();
+        let mut stacks: HashMap<(Option<usize>, u32, Option<usize>, UserWalk), StackId> =
+            HashMap::new();
         let mut scratch = Vec::new();
         for entry in &raw.entries {
             let weight = match entry.value {
@@ -80,18 +83,28 @@ impl Assembler {
                     count_loss(&mut stats.lost_stacks, loss, weight);
                 }
             }
+            count_walk(&mut stats.user_walks, entry.user_walk, weight);
             let kernel = stack_index(entry.kernel_stack);
             let user = stack_index(entry.user_stack);
-            let stack = *stacks.entry((kernel, entry.tgid, user)).or_insert_with(|| {
-                scratch.clear();
-                if let Some(ids) = kernel.and_then(|k| frames.kernel.get(&k)) {
-                    scratch.extend_from_slice(ids);
-                }
-                if let Some(ids) = user.and_then(|u| frames.user.get(&(entry.tgid, u))) {
-                    scratch.extend_from_slice(ids);
-                }
-                profile.intern_stack(&scratch)
-            });
+            let walk = entry.user_walk;
+            let stack = *stacks
+                .entry((kernel, entry.tgid, user, walk))
+                .or_insert_with(|| {
+                    scratch.clear();
+                    if let Some(ids) = kernel.and_then(|k| frames.kernel.get(&k)) {
+                        scratch.extend_from_slice(ids);
+                    }
+                    if let Some(ids) = user.and_then(|u| frames.user.get(&(entry.tgid, u))) {
+                        scratch.extend_from_slice(ids);
+                    }
+                    // An unwound stack that stopped early says so, outermost.
+                    if let UserWalk::Stopped(stop) = walk
+                        && stop != WalkStop::NoRegisters
+                    {
+                        profile.push_truncated_frame(&mut scratch, stop.describe());
+                    }
+                    profile.intern_stack(&scratch)
+                });
             let process = self
                 .process_names
                 .get(&entry.tgid)
@@ -181,15 +194,15 @@ impl Assembler {
         stats: &mut SymbolizationStats,
     ) -> Vec<(usize, Vec<FrameId>)> {
         let mut addrs = Vec::new();
+        // Addresses the unwinder found with frame pointers carry a mark.
+        let mut frame_pointer = Vec::new();
         for &index in indices {
             let stack = stacks.get(index).map_or(&[][..], Vec::as_slice);
             addrs.extend(stack.iter().enumerate().map(|(depth, ip)| {
-                if depth == 0 {
-                    *ip
-                } else {
-                    ip.saturating_sub(1)
-                }
+                let ip = ip & !UNWIND_FP_FRAME;
+                if depth == 0 { ip } else { ip.saturating_sub(1) }
             }));
+            frame_pointer.extend(stack.iter().map(|ip| ip & UNWIND_FP_FRAME != 0));
         }
         if addrs.is_empty() {
             return Vec::new();
@@ -219,12 +232,12 @@ impl Assembler {
         // Rover's own probe frames are at the leaf of kernel stacks only.
         let kernel = matches!(source, Source::Kernel(_));
         let mut out = Vec::with_capacity(indices.len());
-        let mut results = symbolized.iter();
+        let mut results = symbolized.iter().zip(frame_pointer);
         for &index in indices {
             let depth = stacks.get(index).map_or(0, Vec::len);
             let mut ids = Vec::with_capacity(depth);
             let mut leaf = true;
-            for symbolized in results.by_ref().take(depth) {
+            for (symbolized, frame_pointer) in results.by_ref().take(depth) {
                 if leaf && kernel && is_probe_frame(symbolized) {
                     continue;
                 }
@@ -232,7 +245,11 @@ impl Assembler {
                 if let Symbolized::Unknown(unknown) = symbolized {
                     stats.count_miss(&unknown.reason);
                 }
-                profile.push_frame(&mut ids, symbolized);
+                if frame_pointer {
+                    profile.push_frame_pointer_frame(&mut ids, symbolized);
+                } else {
+                    profile.push_frame(&mut ids, symbolized);
+                }
             }
             out.push((index, ids));
         }
@@ -244,6 +261,13 @@ fn stack_index(slot: StackSlot) -> Option<usize> {
     match slot {
         StackSlot::Stack(index) => Some(index),
         StackSlot::Empty | StackSlot::Lost(_) => None,
+    }
+}
+
+fn count_walk(walks: &mut Vec<(UserWalk, u64)>, walk: UserWalk, weight: u64) {
+    match walks.iter_mut().find(|(w, _)| *w == walk) {
+        Some((_, n)) => *n += weight,
+        None => walks.push((walk, weight)),
     }
 }
 
@@ -296,6 +320,7 @@ mod tests {
             entries,
             stacks,
             errors: Vec::new(),
+            unwinder: None,
         }
     }
 
@@ -306,6 +331,7 @@ mod tests {
             tid: pid,
             comm: "tester".into(),
             user_stack: user,
+            user_walk: UserWalk::FramePointers,
             kernel_stack: kernel,
             value: SampleValue::OnCpu { samples },
         }
@@ -357,6 +383,56 @@ mod tests {
         assert_eq!(profile.total(Metric::OnCpuSamples), 5);
         assert_eq!(profile.sampling_frequency(), Some(99));
         assert_eq!(profile.time_range(), Some((1, 2)));
+    }
+
+    #[test]
+    fn unwound_stacks_mark_frame_pointer_frames_and_where_the_walk_stopped() {
+        let start = marker_function as *const () as u64;
+        let mut stopped = entry(StackSlot::Stack(0), StackSlot::Empty, 4);
+        stopped.user_walk = UserWalk::Stopped(WalkStop::TablePending);
+        let mut complete = entry(StackSlot::Stack(0), StackSlot::Empty, 1);
+        complete.user_walk = UserWalk::Complete;
+        // The caller was found with frame pointers: its address has the mark.
+        let raw = window(
+            vec![vec![start + 1, (start + 2) | UNWIND_FP_FRAME]],
+            vec![stopped, complete],
+        );
+        let mut assembler = Assembler::new(
+            Arc::new(Symbolizer::default()),
+            ProfileKind::OnCpu,
+            Some(99),
+        );
+        let mut stats = WindowStats::default();
+        let profile = assembler.assemble(&raw, 1, 2, &mut stats);
+        let mut seen = 0;
+        for entry in profile.entries() {
+            let frames: Vec<_> = profile
+                .stack(entry.stack)
+                .iter()
+                .filter_map(|id| profile.frame(*id))
+                .collect();
+            assert!(frames[0].name.contains("marker_function"), "{frames:?}");
+            assert!(
+                !frames[0].frame_pointer && frames[1].frame_pointer,
+                "{frames:?}"
+            );
+            assert!(
+                frames[1].name.contains("marker_function"),
+                "mark stripped: {frames:?}"
+            );
+            if entry.value.samples == 4 {
+                let outer = frames.last().unwrap();
+                assert_eq!(outer.kind, FrameKind::Truncated);
+                assert_eq!(outer.name, "[unwind stopped: table not loaded yet]");
+                assert_eq!(outer.reason, Some("table not loaded yet"));
+            } else {
+                assert_eq!(frames.len(), 2, "a complete stack has no marker");
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
+        assert_eq!(stats.stopped_walks(WalkStop::TablePending), 4);
+        assert!(stats.user_walks.contains(&(UserWalk::Complete, 1)));
     }
 
     #[test]
