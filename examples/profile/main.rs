@@ -355,7 +355,7 @@ fn print_top(mode: Mode, profile: &Profile, n: usize) {
         Mode::OffCpu => {
             let total = profile.total(Metric::OffCpuNanos).max(1) as f64;
             println!(
-                "top {n} places threads blocked in user code (innermost user frame <- its caller):"
+                "top {n} places threads blocked in user code (innermost frame outside shared libraries <- its caller):"
             );
             println!("{:>10} {:>6} {:>8}  where", "ms", "%", "blocks");
             for (place, nanos, switches) in blocking_places(profile).into_iter().take(n) {
@@ -370,16 +370,25 @@ fn print_top(mode: Mode, profile: &Profile, n: usize) {
     }
 }
 
-/// Off-CPU time by the innermost user frame of each stack and its caller,
-/// largest first.
+/// Off-CPU time by the innermost user frame of each stack outside shared
+/// libraries (a complete stack starts in libc's system call wrappers) and
+/// its caller, largest first.
 fn blocking_places(profile: &Profile) -> Vec<(String, u64, u64)> {
     let mut places: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    let in_library =
+        |module: Option<&str>| module.is_some_and(|m| m.ends_with(".so") || m.contains(".so."));
     for entry in profile.entries() {
-        let mut user = profile
+        let frames: Vec<_> = profile
             .stack(entry.stack)
             .iter()
             .filter_map(|id| profile.frame(*id))
-            .filter(|f| f.kind != FrameKind::Kernel && !f.inlined);
+            .filter(|f| f.kind != FrameKind::Kernel && !f.inlined)
+            .collect();
+        let own = frames
+            .iter()
+            .position(|f| !in_library(f.module))
+            .unwrap_or(0);
+        let mut user = frames[own..].iter();
         let place = match (user.next(), user.next()) {
             (Some(leaf), Some(caller)) => {
                 format!("{} <- {}", leaf.display_name(), caller.display_name())

@@ -69,6 +69,24 @@ pub enum Error {
         /// The kernel's release (`uname -r`).
         release: String,
     },
+    /// The kernel is older than what was asked for needs, for something
+    /// that cannot be probed as one helper or program type.
+    #[error(
+        "{needed_by} needs Linux {needs} or later ({why}); this kernel is {release}{}",
+        instead.map(|instead| format!(": {instead}")).unwrap_or_default()
+    )]
+    KernelTooOld {
+        /// What needs it.
+        needed_by: &'static str,
+        /// The first release that has it.
+        needs: crate::KernelVersion,
+        /// What that release brought.
+        why: &'static str,
+        /// What does without it, where something does.
+        instead: Option<&'static str>,
+        /// The kernel's release (`uname -r`).
+        release: String,
+    },
     /// The classic tracepoint (used where BTF tracepoints are missing or
     /// fail) needs tracefs, and it is not mounted.
     #[error(
@@ -229,7 +247,10 @@ impl Error {
     pub fn is_kernel_feature(&self) -> bool {
         matches!(
             self,
-            Error::NoBtf | Error::NoTracefs | Error::Unsupported { .. }
+            Error::NoBtf
+                | Error::NoTracefs
+                | Error::Unsupported { .. }
+                | Error::KernelTooOld { .. }
         )
     }
 

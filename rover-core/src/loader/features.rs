@@ -353,6 +353,12 @@ impl KernelFeatures {
         })
     }
 
+    /// Sets the release, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn set_release_for_tests(&mut self, release: &str) {
+        self.release = release.into();
+    }
+
     /// Every feature present, for unit tests that need no kernel.
     #[cfg(test)]
     pub(crate) fn all_for_tests() -> Self {

@@ -40,7 +40,7 @@ pub use stack_mode::StackMode;
 pub use states::TaskStates;
 pub(crate) use targets::ResolvedTargets;
 pub use targets::Targets;
-pub use unwind::MAX_UNWIND_ROWS;
+pub use unwind::{MAX_UNWIND_ROWS, MIN_UNWIND_KERNEL};
 pub use validate::Limits;
 pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot, UserWalk, WalkStop};
 
@@ -75,6 +75,13 @@ pub trait Program: Send {
     /// Swaps the halves of the double buffer and returns what was counted in
     /// the half the program left.
     fn drain(&mut self) -> Result<RawWindow, Error>;
+
+    /// How it walks user stacks ([`StackMode::Dwarf`] or
+    /// [`StackMode::FramePointers`]), and why an `Auto` program walks frame
+    /// pointers, when it does.
+    fn stack_walk(&self) -> (StackMode, Option<String>) {
+        (StackMode::FramePointers, None)
+    }
 }
 
 /// Capacities of a program's maps, fixed at load.

@@ -425,6 +425,13 @@ impl Program for OffCpuProgram {
     fn drain(&mut self) -> Result<RawWindow, Error> {
         OffCpuProgram::drain(self)
     }
+
+    fn stack_walk(&self) -> (StackMode, Option<String>) {
+        match self.tables {
+            Some(_) => (StackMode::Dwarf, None),
+            None => (StackMode::FramePointers, self.fallback.clone()),
+        }
+    }
 }
 
 /// The hooks to attach: one, or the BTF tracepoint with the classic one as

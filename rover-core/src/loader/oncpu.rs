@@ -292,6 +292,13 @@ impl Program for OnCpuProgram {
     fn drain(&mut self) -> Result<RawWindow, Error> {
         OnCpuProgram::drain(self)
     }
+
+    fn stack_walk(&self) -> (StackMode, Option<String>) {
+        match self.tables {
+            Some(_) => (StackMode::Dwarf, None),
+            None => (StackMode::FramePointers, self.fallback.clone()),
+        }
+    }
 }
 
 fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), Error> {

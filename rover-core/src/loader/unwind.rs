@@ -20,7 +20,7 @@ use rover_unwind::{MappingEntry, ProcessSink, Row, RowSink, Unwinder, UnwinderCo
 use super::buffer::{StackResolver, clear_except};
 use super::object::{missing_in_object, take_map};
 use super::window::{StackSlot, UserWalk, WalkStop};
-use super::{Error, KernelFeature, KernelFeatures, MapSizes, StackMode};
+use super::{Error, KernelFeature, KernelFeatures, KernelVersion, MapSizes, StackMode};
 
 pub(crate) const ROWS: &str = "unwind_rows";
 pub(crate) const PROCS: &str = "unwind_procs";
@@ -32,8 +32,29 @@ pub(crate) const USTACKS: [&str; 2] = ["ustacks0", "ustacks1"];
 /// 23 steps, enough for 2^22.
 pub const MAX_UNWIND_ROWS: u32 = 1 << 22;
 
-/// What the unwinder needs of the kernel, beyond what each program needs.
+/// What the unwinder needs of the kernel, beyond what each program needs:
+/// BTF (CO-RE reads of the task), `bpf_probe_read_user` (5.5, with
+/// `bpf_probe_read_kernel`), mmapable arrays (5.5)...
 const NEEDS: [KernelFeature; 2] = [KernelFeature::Btf, KernelFeature::ProbeReadKernel];
+/// ... and tail calls from programs with BPF-to-BPF calls (its binary
+/// searches are global functions), which x86-64 has from Linux 5.10.
+pub const MIN_UNWIND_KERNEL: KernelVersion = KernelVersion::new(5, 10);
+
+/// The error (or fallback reason) of a kernel older than the unwinder needs.
+fn too_old(
+    features: &KernelFeatures,
+    needed_by: &'static str,
+    instead: Option<&'static str>,
+) -> Option<Error> {
+    let version = features.version()?;
+    (version < MIN_UNWIND_KERNEL).then(|| Error::KernelTooOld {
+        needed_by,
+        needs: MIN_UNWIND_KERNEL,
+        why: "tail calls from programs with BPF-to-BPF calls",
+        instead,
+        release: features.release().to_owned(),
+    })
+}
 
 /// The stack mode a session runs in, once the kernel is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +78,12 @@ pub(crate) fn resolve(
             fallback: None,
         }),
         StackMode::Dwarf => {
+            let instead = Some("use StackMode::FramePointers");
             for feature in NEEDS {
-                features.require(feature, needed_by, Some("use StackMode::FramePointers"))?;
+                features.require(feature, needed_by, instead)?;
+            }
+            if let Some(error) = too_old(features, needed_by, instead) {
+                return Err(error);
             }
             Ok(Resolved {
                 dwarf: true,
@@ -73,6 +98,12 @@ pub(crate) fn resolve(
                         fallback: Some(error.to_string()),
                     });
                 }
+            }
+            if let Some(error) = too_old(features, needed_by, None) {
+                return Ok(Resolved {
+                    dwarf: false,
+                    fallback: Some(error.to_string()),
+                });
             }
             Ok(Resolved {
                 dwarf: true,
@@ -496,6 +527,17 @@ mod tests {
         assert!(
             error.to_string().contains("use StackMode::FramePointers"),
             "{error}"
+        );
+        let mut ancient = KernelFeatures::all_for_tests();
+        ancient.set_release_for_tests("5.4.0-test");
+        let auto = resolve(StackMode::Auto, &ancient, "the unwinder").unwrap();
+        assert!(!auto.dwarf);
+        assert_eq!(
+            resolve(StackMode::Dwarf, &ancient, "the unwinder")
+                .unwrap_err()
+                .to_string(),
+            "the unwinder needs Linux 5.10 or later (tail calls from programs with BPF-to-BPF \
+             calls); this kernel is 5.4.0-test: use StackMode::FramePointers"
         );
     }
 }

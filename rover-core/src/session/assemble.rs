@@ -194,15 +194,18 @@ impl Assembler {
         stats: &mut SymbolizationStats,
     ) -> Vec<(usize, Vec<FrameId>)> {
         let mut addrs = Vec::new();
-        // Addresses the unwinder found with frame pointers carry a mark.
+        // User addresses the unwinder found with frame pointers carry a
+        // mark (kernel addresses have that bit set by nature).
+        let kernel = matches!(source, Source::Kernel(_));
+        let mark = if kernel { 0 } else { UNWIND_FP_FRAME };
         let mut frame_pointer = Vec::new();
         for &index in indices {
             let stack = stacks.get(index).map_or(&[][..], Vec::as_slice);
             addrs.extend(stack.iter().enumerate().map(|(depth, ip)| {
-                let ip = ip & !UNWIND_FP_FRAME;
+                let ip = ip & !mark;
                 if depth == 0 { ip } else { ip.saturating_sub(1) }
             }));
-            frame_pointer.extend(stack.iter().map(|ip| ip & UNWIND_FP_FRAME != 0));
+            frame_pointer.extend(stack.iter().map(|ip| ip & mark != 0));
         }
         if addrs.is_empty() {
             return Vec::new();
@@ -230,7 +233,6 @@ impl Assembler {
             }
         };
         // Rover's own probe frames are at the leaf of kernel stacks only.
-        let kernel = matches!(source, Source::Kernel(_));
         let mut out = Vec::with_capacity(indices.len());
         let mut results = symbolized.iter().zip(frame_pointer);
         for &index in indices {

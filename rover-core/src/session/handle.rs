@@ -10,6 +10,7 @@ use futures::channel::{mpsc, oneshot};
 use super::drain::{Control, Sink, Subscriber, WindowSink};
 use super::window::Window;
 use crate::Error;
+use crate::StackMode;
 use crate::profile::{Profile, ProfileKind};
 
 /// How many windows each stream holds for a consumer that is behind; later
@@ -26,6 +27,8 @@ const STREAM_CAPACITY: usize = 16;
 #[derive(Debug)]
 pub struct Session {
     kind: ProfileKind,
+    stack_mode: StackMode,
+    stack_fallback: Option<String>,
     control: Option<Sender<Control>>,
     done: Option<oneshot::Receiver<Result<Profile, Error>>>,
     sink: WindowSink,
@@ -34,12 +37,15 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(
         kind: ProfileKind,
+        (stack_mode, stack_fallback): (StackMode, Option<String>),
         control: Sender<Control>,
         done: oneshot::Receiver<Result<Profile, Error>>,
         sink: WindowSink,
     ) -> Self {
         Session {
             kind,
+            stack_mode,
+            stack_fallback,
             control: Some(control),
             done: Some(done),
             sink,
@@ -49,6 +55,19 @@ impl Session {
     /// Whether this is an on-CPU or an off-CPU session.
     pub fn kind(&self) -> ProfileKind {
         self.kind
+    }
+
+    /// How the session walks user stacks: [`StackMode::Dwarf`] (unwind
+    /// tables in the kernel) or [`StackMode::FramePointers`], as the
+    /// requested mode resolved on this kernel (never `Auto`).
+    pub fn stack_mode(&self) -> StackMode {
+        self.stack_mode
+    }
+
+    /// Why a session asked for [`StackMode::Auto`] walks frame pointers,
+    /// when it does (the kernel lacks what the unwinder needs).
+    pub fn stack_mode_fallback(&self) -> Option<&str> {
+        self.stack_fallback.as_deref()
     }
 
     /// A stream of windows, each a symbolized profile with its statistics.

@@ -48,6 +48,7 @@ fn spawn(
     window: Duration,
 ) -> Result<Session, Error> {
     let kind = program.kind();
+    let stacks = program.stack_walk();
     // Unbounded: neither a stop nor a pid change ever waits for, or is
     // refused because of, a request still queued.
     let (control_tx, control_rx) = std::sync::mpsc::channel();
@@ -65,7 +66,7 @@ fn spawn(
         .name(format!("rover-drain-{}", kind_name(kind)))
         .spawn(move || drain.run())
         .map_err(Error::Thread)?;
-    Ok(Session::new(kind, control_tx, done_rx, sink))
+    Ok(Session::new(kind, stacks, control_tx, done_rx, sink))
 }
 
 fn kind_name(kind: ProfileKind) -> &'static str {
