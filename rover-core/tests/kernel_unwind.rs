@@ -235,3 +235,207 @@ fn off_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
     println!("rover-unwind-share: kernel off-CPU {:.1}%", share * 100.0);
     assert!(share >= 0.95, "{share}");
 }
+
+/// Builds DEEP with `flags`, then runs `post` on the binary (objcopy...).
+fn build_with(dir: &Path, name: &str, flags: &[&str]) -> std::path::PathBuf {
+    let source = dir.join("deep.c");
+    std::fs::write(&source, DEEP).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer"])
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("gcc is needed to build the fixture");
+    assert!(status.success());
+    out
+}
+
+/// Samples `path` on-CPU in Dwarf mode for a few windows: whatever its
+/// tables, the windows come, and the fixture's samples are all there with
+/// their leaf.
+fn sample_bad(path: &Path) -> Vec<(Vec<String>, UserWalk, u64)> {
+    let fixture = start(path, "spin");
+    let pid = fixture.0.id();
+    let mut program = OnCpuProgram::attach(&OnCpuConfig {
+        targets: Targets::Pids(vec![pid]),
+        frequency_hz: 199,
+        stack_mode: StackMode::Dwarf,
+        ..OnCpuConfig::default()
+    })
+    .unwrap();
+    let unwinder = program.unwinder().expect("a table service");
+    assert!(unwinder.wait_idle(Duration::from_secs(120)));
+    program.drain().unwrap();
+    let mut stacks = Vec::new();
+    while stacks
+        .iter()
+        .map(|s: &(Vec<String>, UserWalk, u64)| s.2)
+        .sum::<u64>()
+        < 50
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        stacks.extend(named_stacks(&program.drain().unwrap(), pid));
+    }
+    for (names, walk, weight) in &stacks {
+        eprintln!("{weight:>6} {walk:?} {}", names.join(" <- "));
+    }
+    // Every sample kept its leaf, whatever happened past it.
+    assert!(
+        stacks
+            .iter()
+            .all(|(names, _, _)| names.first().is_some_and(|n| n == "work_here")),
+        "{stacks:?}"
+    );
+    stacks
+}
+
+#[test]
+fn a_binary_without_call_frame_information_is_walked_with_frame_pointers_and_marked() {
+    let test = "a_binary_without_call_frame_information_is_walked_with_frame_pointers_and_marked";
+    let Some(_kernel) = support::kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = build_with(
+        dir.path(),
+        "nocfi",
+        &["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+    );
+    // gcc still links the C runtime's .eh_frame pieces: remove the section.
+    let status = Command::new("objcopy")
+        .args([
+            "--remove-section",
+            ".eh_frame",
+            "--remove-section",
+            ".eh_frame_hdr",
+        ])
+        .arg(&path)
+        .status()
+        .expect("objcopy is needed");
+    assert!(status.success());
+    let stacks = sample_bad(&path);
+    // No table for the binary: never a complete walk through `main`.
+    let through_main = stacks
+        .iter()
+        .filter(|(names, walk, _)| *walk == UserWalk::Complete && names.iter().any(|n| n == "main"))
+        .count();
+    assert_eq!(through_main, 0, "{stacks:?}");
+}
+
+#[test]
+fn a_corrupted_eh_frame_leaves_marked_stacks_and_whole_windows() {
+    let test = "a_corrupted_eh_frame_leaves_marked_stacks_and_whole_windows";
+    let Some(_kernel) = support::kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = build_with(dir.path(), "corrupt", &[]);
+    // Overwrite the middle of .eh_frame with garbage.
+    let data = std::fs::read(&path).unwrap();
+    let (offset, size) = {
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(&*data).unwrap();
+        let section = file.section_by_name(".eh_frame").unwrap();
+        section.file_range().unwrap()
+    };
+    let mut data = data;
+    for (i, byte) in data[(offset + size / 4) as usize..(offset + size / 2) as usize]
+        .iter_mut()
+        .enumerate()
+    {
+        *byte = (i as u8).wrapping_mul(37) ^ 0xa5;
+    }
+    std::fs::write(&path, &data).unwrap();
+    let stacks = sample_bad(&path);
+    let total: u64 = stacks.iter().map(|s| s.2).sum();
+    assert!(total >= 50);
+}
+
+const CHURN: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+  printf("ready\n"); fflush(stdout);
+  for (;;) {
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    if (!lib) return 1;
+    void (*spin)(int) = (void (*)(int))dlsym(lib, "spin_a_while");
+    spin(0);
+    dlclose(lib);
+  }
+}
+"#;
+
+const CHURN_LIB: &str = r#"
+volatile unsigned long sink;
+__attribute__((noinline)) void inner(int x) { for (int i = 0; i < 2000000; i++) sink += x; }
+__attribute__((noinline)) void spin_a_while(int x) { inner(x + 1); sink++; }
+"#;
+
+/// A library mapped and unmapped over and over while it is sampled: walks
+/// that meet it before its table is loaded, after it is gone, or at an
+/// address no longer mapped stop with a reason; nothing else is disturbed.
+#[test]
+fn mappings_that_come_and_go_mid_session_leave_the_windows_whole() {
+    let test = "mappings_that_come_and_go_mid_session_leave_the_windows_whole";
+    let Some(_kernel) = support::kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lib_c = dir.path().join("churn_lib.c");
+    let lib = dir.path().join("libchurn.so");
+    std::fs::write(&lib_c, CHURN_LIB).unwrap();
+    let status = Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&lib_c)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let main_c = dir.path().join("churn.c");
+    let exe = dir.path().join("churn");
+    std::fs::write(&main_c, CHURN).unwrap();
+    let status = Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&main_c)
+        .arg("-ldl")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fixture = start(&exe, lib.to_str().unwrap());
+    let pid = fixture.0.id();
+    let mut program = OnCpuProgram::attach(&OnCpuConfig {
+        targets: Targets::Pids(vec![pid]),
+        frequency_hz: 199,
+        stack_mode: StackMode::Dwarf,
+        ..OnCpuConfig::default()
+    })
+    .unwrap();
+    let mut samples = 0u64;
+    let mut complete_through_lib = 0u64;
+    let mut windows = 0;
+    while samples < 150 && windows < 240 {
+        std::thread::sleep(Duration::from_millis(500));
+        let window = program.drain().unwrap();
+        windows += 1;
+        for (names, walk, weight) in named_stacks(&window, pid) {
+            samples += weight;
+            if walk == UserWalk::Complete
+                && names
+                    .windows(3)
+                    .any(|w| w == ["inner", "spin_a_while", "main"])
+            {
+                complete_through_lib += weight;
+            }
+        }
+    }
+    eprintln!("{samples} samples, {complete_through_lib} complete through the library");
+    assert!(samples >= 150, "the windows stopped coming");
+    // The library's table is loaded as it is met (requests, refreshes):
+    // most walks get through it once it is.
+    assert!(complete_through_lib > 0);
+}
