@@ -41,10 +41,13 @@ struct {
 	__type(value, struct rover_unwind_row);
 } unwind_rows SEC(".maps");
 
+/* Preallocated: perf_event programs may use no other hash map before Linux
+ * 5.13 or so. An update replaces a process's entry while a walk may read
+ * it; at worst that walk reads a mix of the two (bounded, so a wrong frame
+ * or a stopped walk, never a fault). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct rover_unwind_proc);
 } unwind_procs SEC(".maps");

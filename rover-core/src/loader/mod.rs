@@ -99,8 +99,8 @@ pub struct MapSizes {
     /// each, shared by the tables of every module the targets map. When a
     /// new table does not fit, the least recently used are evicted.
     pub unwind_rows: u32,
-    /// Processes whose mappings the unwinder holds (about 4 KiB each,
-    /// allocated as they are added).
+    /// Processes whose mappings the unwinder holds (4 KiB each,
+    /// preallocated: 4 MiB by default).
     pub unwind_processes: u32,
 }
 
@@ -112,7 +112,7 @@ impl Default for MapSizes {
             pids: 1024,
             start: 16384,
             unwind_rows: 1 << 20,
-            unwind_processes: 4096,
+            unwind_processes: 1024,
         }
     }
 }
