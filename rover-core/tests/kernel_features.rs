@@ -11,7 +11,8 @@
 //! - `rover-mode: <mode>: <works|falls back to X|refused: message>` for
 //!   `on-CPU`, `off-CPU hook auto` (`works, with tp_btf` when it picked that hook),
 //!   `off-CPU hook tp_btf`, `off-CPU hook tracepoint`, and the same four
-//!   with ` (BTF hidden)`.
+//!   with ` (BTF hidden)`; `unwinder on-CPU Dwarf`, `unwinder on-CPU Auto`,
+//!   `unwinder off-CPU hook tp_btf`, `unwinder off-CPU hook tracepoint`.
 
 #[allow(dead_code, reason = "each test binary uses part of the support module")]
 mod support;
@@ -26,7 +27,7 @@ use rover_core::loader::{
     Environment, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, Targets,
 };
 use rover_core::profile::{Metric, SampleValue};
-use rover_core::{Error, KernelFeature, KernelFeatures, OffCpuHook, Support};
+use rover_core::{Error, KernelFeature, KernelFeatures, OffCpuHook, StackMode, Support};
 use support::kernel;
 
 /// What a session mode did on this kernel.
@@ -282,6 +283,75 @@ fn each_session_mode_works_falls_back_or_is_refused() {
             (Outcome::Refused(_), None) => {}
             (_, Some(feature)) => panic!("{mode} attached without {feature}"),
             (_, None) => {}
+        }
+    }
+}
+
+/// The in-kernel unwinder on each program and hook: `Dwarf` works exactly
+/// where the kernel has what it needs (5.10+, BTF), and `Auto` then runs it
+/// too rather than falling back in silence; elsewhere `Dwarf` is refused by
+/// name and `Auto` falls back, saying why.
+#[test]
+fn the_unwinder_runs_wherever_the_kernel_has_what_it_needs() {
+    let Some(_lock) = kernel("the_unwinder_runs_wherever_the_kernel_has_what_it_needs") else {
+        return;
+    };
+    let environment = Environment::check().unwrap();
+    let features = &environment.features;
+    let version = features.version().expect("a kernel version");
+    let can = version >= rover_core::loader::MIN_UNWIND_KERNEL
+        && has_all(features, &[KernelFeature::Btf, KernelFeature::ProbeReadKernel]);
+    let me = std::process::id();
+    for stack_mode in [StackMode::Dwarf, StackMode::Auto] {
+        let attached = OnCpuProgram::attach(&OnCpuConfig {
+            targets: Targets::Pids(vec![me]),
+            stack_mode,
+            ..OnCpuConfig::default()
+        });
+        let outcome = match &attached {
+            Ok(program) if program.unwinder().is_some() => "works".to_owned(),
+            Ok(program) => format!("falls back to frame pointers: {:?}", program.fallback()),
+            Err(error) => format!("refused: {error}"),
+        };
+        println!("rover-mode: unwinder on-CPU {stack_mode:?}: {outcome}");
+        assert_eq!(
+            attached.as_ref().is_ok_and(|p| p.unwinder().is_some()),
+            can,
+            "{outcome}"
+        );
+        if !can {
+            assert_eq!(attached.is_ok(), stack_mode == StackMode::Auto, "{outcome}");
+        }
+    }
+    for hook in [OffCpuHook::BtfTracepoint, OffCpuHook::Tracepoint] {
+        let attached = OffCpuProgram::attach(&OffCpuConfig {
+            targets: Targets::Pids(vec![me]),
+            hook: Some(hook),
+            stack_mode: StackMode::Dwarf,
+            ..OffCpuConfig::default()
+        });
+        let outcome = match &attached {
+            Ok(program) if program.unwinder().is_some() => "works".to_owned(),
+            Ok(_) => "attached without the unwinder".to_owned(),
+            Err(error) => format!("refused: {error}"),
+        };
+        let name = match hook {
+            OffCpuHook::BtfTracepoint => "tp_btf",
+            OffCpuHook::Tracepoint => "tracepoint",
+        };
+        println!("rover-mode: unwinder off-CPU hook {name}: {outcome}");
+        let hook_needs: &[KernelFeature] = match hook {
+            OffCpuHook::BtfTracepoint => &BTF_HOOK,
+            OffCpuHook::Tracepoint => &CLASSIC_HOOK,
+        };
+        if can && has_all(features, hook_needs) {
+            assert!(
+                attached.as_ref().is_ok_and(|p| p.unwinder().is_some()),
+                "{outcome}"
+            );
+        }
+        if !can {
+            assert!(attached.is_err(), "{outcome}");
         }
     }
 }
