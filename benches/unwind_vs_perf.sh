@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# unwind_vs_perf.sh: rover's user stacks beside perf's DWARF unwinding, on
+# the same process at the same time.
+#
+# Builds one of the unwinder's test fixtures (rover-core/tests/
+# session_fixtures/unwind/) with -O2 -fomit-frame-pointer, as the tests do,
+# starts it, and records it for SECS seconds at once with
+#   perf record -e cpu-clock -F HZ --call-graph dwarf,16384
+# (perf copies 16 KiB of stack per sample and unwinds offline) and with the
+# profile example (--stack-mode MODE; rover unwinds in the kernel). Both are
+# folded into user stacks, root first, from `main` down (frames above main,
+# libc's start code, are dropped: perf names libc's inlined start frames
+# differently), names normalised to perf's (no C++ parameter lists or return
+# types, a frame neither can name is [unknown]). It prints the TOP heaviest stacks of each side by side with their
+# shares, and whether they agree: the same stacks among those of at least
+# 1%, each share within 5 points. Exit status 0 when they agree, 1 when not.
+# Needs root, gcc (g++ for cxx), perf and python3.
+#
+#   bash benches/unwind_vs_perf.sh                     # FIXTURE=cpu MODE=auto SECS=5 HZ=99 TOP=5
+#   FIXTURE=signal bash benches/unwind_vs_perf.sh      # cpu | signal | cxx
+#   MODE=frame-pointers bash benches/unwind_vs_perf.sh # auto | dwarf | frame-pointers
+#   PROFILE=/other/build/profile bash benches/unwind_vs_perf.sh
+#   BUILD=frame-pointers bash benches/unwind_vs_perf.sh   # the control: the fixture with frame pointers
+#
+# The folded files and perf.data are kept in OUT (default
+# target/bench-unwind-vs-perf/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fixture=${FIXTURE:-cpu}
+mode=${MODE:-auto}
+secs=${SECS:-5}
+hz=${HZ:-99}
+top=${TOP:-5}
+target=${CARGO_TARGET_DIR:-target}
+out=${OUT:-$target/bench-unwind-vs-perf}
+
+die() {
+  echo "unwind_vs_perf: $*" >&2
+  exit 2
+}
+[ "$(id -u)" = 0 ] || die "run as root"
+case "$fixture" in
+  cpu | signal) compiler=gcc ;;
+  cxx) compiler=g++ ;;
+  *) die "FIXTURE is cpu, signal or cxx, not $fixture" ;;
+esac
+for tool in "$compiler" perf python3; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+if [ -n "${PROFILE:-}" ]; then
+  profile=$PROFILE
+else
+  cargo build --release --quiet --example profile
+  profile=$target/release/examples/profile
+fi
+
+rm -rf "$out"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+src=rover-core/tests/session_fixtures/unwind
+case "${BUILD:-no-frame-pointers}" in
+  no-frame-pointers) fp=-fomit-frame-pointer ;;
+  frame-pointers) fp=-fno-omit-frame-pointer ;;
+  *) die "BUILD is no-frame-pointers or frame-pointers, not $BUILD" ;;
+esac
+flags=(-O2 -g "$fp" -fno-optimize-sibling-calls -fno-inline)
+case "$fixture" in
+  cxx)
+    g++ "${flags[@]}" -o "$out/deepxx" "$src/deep.cpp"
+    cmd=("$out/deepxx")
+    ;;
+  *)
+    gcc "${flags[@]}" -fPIC -shared -o "$out/libdeep.so" "$src/libdeep.c"
+    gcc "${flags[@]}" -o "$out/deep" "$src/deep.c" -L"$out" -ldeep -Wl,-rpath,"$out"
+    cmd=("$out/deep" "$fixture")
+    ;;
+esac
+
+# The fixture says "ready" once it is in its chain, then spins until killed.
+fifo=$out/ready
+mkfifo "$fifo"
+"${cmd[@]}" >"$fifo" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true' EXIT
+read -r line <"$fifo"
+[ "$line" = ready ] || die "the fixture said '$line', not ready"
+echo "fixture $fixture ($fp, pid $pid): perf and rover --stack-mode $mode for $secs s at $hz Hz" >&2
+
+perf record -q -e cpu-clock -F "$hz" --call-graph dwarf,16384 -p "$pid" \
+  -o "$out/perf.data" -- sleep "$secs" 2>"$out/perf-record.log" &
+perf_pid=$!
+"$profile" --pid "$pid" --duration "$secs" --frequency "$hz" --stack-mode "$mode" \
+  --folded "$out/rover.folded" >"$out/rover.log" 2>&1 ||
+  { cat "$out/rover.log" >&2; die "the profile example failed"; }
+wait "$perf_pid" || { cat "$out/perf-record.log" >&2; die "perf record failed"; }
+kill "$pid" 2>/dev/null || true
+perf script -i "$out/perf.data" -F comm,pid,ip,sym,dso >"$out/perf.script" 2>"$out/perf-script.log"
+
+python3 - "$out/perf.script" "$out/rover.folded" "$top" <<'EOF'
+import sys
+from collections import Counter
+
+perf_script, rover_folded, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def plain(name):
+    """A C++ name as perf prints it: no parameter list, no return type."""
+    if name.endswith(")") and not name.endswith("operator()"):
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(name[i], 0)
+            if depth == 0:
+                name = name[:i]
+                break
+    depth, cut = 0, 0
+    for i, c in enumerate(name):
+        if c in "<(":
+            depth += 1
+        elif c in ">)":
+            depth -= 1
+        elif c == " " and depth == 0:
+            cut = i + 1
+    return name[cut:]
+
+
+def name_of(frame):
+    """perf's name or [unknown] for a frame neither side could name (rover
+    prints those as [module+0xOFFSET])."""
+    return "[unknown]" if frame.startswith("[") else plain(frame)
+
+
+def from_main(frames):
+    """Root-first user frames from main down (all of them if main is not there)."""
+    return tuple(frames[frames.index("main"):] if "main" in frames else frames)
+
+
+def perf_stacks(path):
+    stacks, frames = Counter(), None
+    for line in open(path, errors="replace"):
+        line = line.rstrip("\n")
+        if not line.strip():
+            if frames is not None:
+                stacks[from_main([name_of(f) for f in reversed(frames)])] += 1
+            frames = None
+        elif not line[0].isspace():
+            frames = []
+        elif frames is not None:
+            # "\t    1190 _start+0x20 (/path/deep)"
+            fields = line.split(None, 1)
+            address, rest = fields[0], fields[1] if len(fields) > 1 else "[unknown]"
+            if address.startswith("ffffffff") or "[kernel.kallsyms]" in rest:
+                continue
+            symbol = rest.rsplit(" (", 1)[0]
+            if "+0x" in symbol:
+                symbol = symbol.rsplit("+0x", 1)[0]
+            frames.append(symbol)
+    if frames is not None:
+        stacks[from_main([name_of(f) for f in reversed(frames)])] += 1
+    return stacks
+
+
+def rover_stacks(path):
+    stacks = Counter()
+    for line in open(path, errors="replace"):
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        text, value = line.rsplit(" ", 1)
+        # comm first; kernel frames end in _[k].
+        frames = [f for f in text.split(";")[1:] if not f.endswith("_[k]")]
+        stacks[from_main([name_of(f) for f in frames])] += int(value)
+    return stacks
+
+
+perf, rover = perf_stacks(perf_script), rover_stacks(rover_folded)
+perf_total, rover_total = sum(perf.values()), sum(rover.values())
+if not perf_total or not rover_total:
+    print(f"no samples: perf {perf_total}, rover {rover_total}")
+    sys.exit(1)
+
+
+def share(stacks, total, stack):
+    return 100.0 * stacks.get(stack, 0) / total
+
+
+def leaf_view(stack):
+    return ";".join(stack[-3:]) + f" ({len(stack)} frames{', from main' if stack[:1] == ('main',) else ', no main'})"
+
+
+print(f"perf: {perf_total} samples, {len(perf)} stacks; rover: {rover_total} samples, {len(rover)} stacks")
+print(f"{'rank':>4}  {'perf %':>7} {'rover %':>7}  perf's stack (last 3 frames)  |  rover's")
+perf_top, rover_top = perf.most_common(top), rover.most_common(top)
+for rank in range(max(len(perf_top), len(rover_top))):
+    p = perf_top[rank][0] if rank < len(perf_top) else None
+    r = rover_top[rank][0] if rank < len(rover_top) else None
+    ps = share(perf, perf_total, p) if p else 0.0
+    rs = share(rover, rover_total, r) if r else 0.0
+    print(f"{rank + 1:>4}  {ps:>6.1f}% {rs:>6.1f}%  {leaf_view(p) if p else '-'}  |  "
+          f"{'same' if p == r else (leaf_view(r) if r else '-')}")
+for name, stacks in (("perf", perf), ("rover", rover)):
+    print(f"{name}'s heaviest stack: {';'.join(stacks.most_common(1)[0][0])}")
+
+# Agreement: the stacks of at least 1% among each side's top, the same set,
+# each share within 5 points of the other side's.
+wanted = lambda items, total: {s for s, n in items if 100.0 * n / total >= 1.0}
+perf_set, rover_set = wanted(perf_top, perf_total), wanted(rover_top, rover_total)
+close = all(abs(share(perf, perf_total, s) - share(rover, rover_total, s)) <= 5.0
+            for s in perf_set | rover_set)
+agree = perf_set == rover_set and close
+print(f"top {top} agree: {'yes' if agree else 'no'}"
+      + ("" if agree else f" (perf only: {len(perf_set - rover_set)}, rover only: "
+                          f"{len(rover_set - perf_set)}, shares within 5 points: {close})"))
+sys.exit(0 if agree else 1)
+EOF
