@@ -410,8 +410,9 @@ fn fixtures_are_built_without_frame_pointers() {
         found.iter().any(|f| f.ends_with(": spin_here")),
         "no frame-pointer prologue found in a frame-pointer build: {found:?}"
     );
-    assert_no_frame_pointers(&deep());
-    assert!(deep().library.is_some());
+    let c = deep();
+    assert!(c.library.is_some());
+    assert_no_frame_pointers(&c);
     assert_no_frame_pointers(&Fixture::build_without_frame_pointers(
         "deepxx",
         Language::Cxx,
