@@ -115,8 +115,8 @@ fn chain_share(profile: &Profile, pid: u32, chain: &[&str], metric: Metric) -> (
     (matched, total)
 }
 
-/// The heaviest user stack of `pid`, root first as in folded stacks, for
-/// the logs.
+/// The heaviest stack of `pid`, root first as in folded stacks (kernel
+/// frames marked `_[k]`), for the logs.
 fn heaviest_stack(profile: &Profile, pid: u32, metric: Metric) -> String {
     let Some(entry) = profile
         .entries()
@@ -129,8 +129,10 @@ fn heaviest_stack(profile: &Profile, pid: u32, metric: Metric) -> String {
         .stack(entry.stack)
         .iter()
         .filter_map(|&id| profile.frame(id))
-        .filter(|frame| frame.kind != FrameKind::Kernel)
-        .map(|frame| frame.display_name().into_owned())
+        .map(|frame| match frame.kind {
+            FrameKind::Kernel => format!("{}_[k]", frame.display_name()),
+            _ => frame.display_name().into_owned(),
+        })
         .collect();
     names.reverse();
     format!("{} {}", names.join(";"), entry.value.get(metric))

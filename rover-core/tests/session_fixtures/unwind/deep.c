@@ -7,7 +7,10 @@
  *   block   block_here: sleeps 2 ms at a time in libc's nanosleep;
  *   signal  interrupted_here: spins until a SIGPROF interrupts it, whose
  *           handler on_signal -> handler_level1..3 -> handler_spin spins
- *           and never returns (so the stack passes through __restore_rt).
+ *           and never returns (so the stack passes through __restore_rt);
+ *   mix     mix_here: splits its iterations 6:3:1 between three leaves,
+ *           mix_a, mix_b -> mix_b2 and mix_c (three stacks with known
+ *           shares, for benches/unwind_vs_perf.sh).
  * The leaf prints "ready" once it is there and works until killed: a test
  * reads the line, then profiles a process that does nothing else. Each
  * level keeps a frame of its own (a volatile buffer, a different size per
@@ -45,6 +48,34 @@ LEVEL void block_here(int x) {
     for (;;) {
         nanosleep(&ts, NULL);
         sink += x;
+    }
+}
+
+LEVEL void mix_a(int x) {
+    for (int i = 0; i < 6000000; i++) sink += x;
+}
+
+LEVEL void mix_b2(int x) {
+    for (int i = 0; i < 3000000; i++) sink += x;
+}
+
+LEVEL void mix_b(int x) {
+    volatile char pad[40];
+    pad[0] = (char)x;
+    mix_b2(x + 1);
+    sink += pad[0];
+}
+
+LEVEL void mix_c(int x) {
+    for (int i = 0; i < 1000000; i++) sink += x;
+}
+
+LEVEL void mix_here(int x) {
+    ready();
+    for (;;) {
+        mix_a(x);
+        mix_b(x);
+        mix_c(x);
     }
 }
 
@@ -140,8 +171,9 @@ int main(int argc, char **argv) {
     if (strcmp(path, "cpu") == 0) leaf = spin_here;
     else if (strcmp(path, "block") == 0) leaf = block_here;
     else if (strcmp(path, "signal") == 0) leaf = interrupted_here;
+    else if (strcmp(path, "mix") == 0) leaf = mix_here;
     else {
-        fprintf(stderr, "usage: %s cpu|block|signal\n", argv[0]);
+        fprintf(stderr, "usage: %s cpu|block|signal|mix\n", argv[0]);
         return 2;
     }
     level1(argc);
