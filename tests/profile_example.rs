@@ -103,6 +103,7 @@ fn bad_arguments_are_one_line_errors() {
         &["--mode", "sideways"],
         &["--pid", "12", "--all"],
         &["--frequency", "many"],
+        &["--stack-mode", "guess"],
     ] {
         let output = Command::new(example()).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");

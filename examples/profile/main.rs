@@ -20,7 +20,7 @@ use rover_core::export::{
     FlameGraphOptions, FoldedOptions, write_flamegraph, write_folded, write_pprof,
 };
 use rover_core::profile::{FrameKind, Metric, TopOrder};
-use rover_core::{Profile, Profiler, Session, Targets, Window};
+use rover_core::{Profile, Profiler, Session, StackMode, Targets, Window};
 
 /// Profile processes on-CPU or off-CPU with eBPF (needs root, or CAP_BPF and
 /// CAP_PERFMON). With no target, profiles a built-in demo workload both ways.
@@ -45,6 +45,11 @@ struct Args {
     /// On-CPU samples per second per CPU.
     #[arg(long, value_name = "HZ", default_value_t = 99)]
     frequency: u64,
+    /// How user stacks are walked: unwind tables from `.eh_frame` where the
+    /// kernel can run the unwinder (auto), always (dwarf), or frame
+    /// pointers only (frame-pointers).
+    #[arg(long, value_enum, default_value_t = StackModeArg::Auto)]
+    stack_mode: StackModeArg,
     /// Off-CPU: ignore blocks shorter than this many microseconds.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     min_block_us: u64,
@@ -71,6 +76,27 @@ enum Mode {
     OnCpu,
     /// Time threads spend blocked, by where they blocked.
     OffCpu,
+}
+
+/// `--stack-mode`: [`StackMode`] as a command-line value.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StackModeArg {
+    /// Tables where the kernel can run the unwinder, else frame pointers.
+    Auto,
+    /// Tables from `.eh_frame`; an error where the kernel cannot.
+    Dwarf,
+    /// Frame pointers only, as bcc and bpftrace walk stacks.
+    FramePointers,
+}
+
+impl From<StackModeArg> for StackMode {
+    fn from(arg: StackModeArg) -> StackMode {
+        match arg {
+            StackModeArg::Auto => StackMode::Auto,
+            StackModeArg::Dwarf => StackMode::Dwarf,
+            StackModeArg::FramePointers => StackMode::FramePointers,
+        }
+    }
 }
 
 impl Mode {
@@ -157,11 +183,13 @@ fn run(args: &Args) -> Result<(), String> {
             Mode::OnCpu => profiler
                 .on_cpu()
                 .frequency(args.frequency)
+                .stack_mode(args.stack_mode.into())
                 .targets(targets.clone())
                 .start(),
             Mode::OffCpu => profiler
                 .off_cpu()
                 .min_block(Duration::from_micros(args.min_block_us))
+                .stack_mode(args.stack_mode.into())
                 .targets(targets.clone())
                 .start(),
         }

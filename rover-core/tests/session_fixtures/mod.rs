@@ -90,6 +90,20 @@ int main(void) {
 }
 "#;
 
+/// The unwinder's C fixture (see its header): one call chain twelve levels
+/// deep through [`DEEP_LIBRARY`], ending by `argv[1]` in a spin (`cpu`), a
+/// sleep (`block`) or a signal handler that spins (`signal`). Built with
+/// [`Fixture::build_without_frame_pointers`]; `benches/unwind_vs_perf.sh`
+/// builds the same files.
+pub const DEEP: &str = include_str!("unwind/deep.c");
+
+/// The shared library of [`DEEP`]: four levels of its chain.
+pub const DEEP_LIBRARY: &str = include_str!("unwind/libdeep.c");
+
+/// The unwinder's C++ fixture: thirteen levels of namespaces, templates, a
+/// member function and a call operator, down to a spin.
+pub const DEEP_CXX: &str = include_str!("unwind/deep.cpp");
+
 /// The kernel tests' fixture builder: `build` compiles, `spawn` starts and
 /// waits for the `ready` line. [`Start::start`] wraps the child in a
 /// [`Running`] that the session tests drive.
@@ -97,6 +111,8 @@ int main(void) {
 mod support;
 
 pub use support::Fixture;
+#[allow(unused_imports, reason = "only the unwinder tests build these")]
+pub use support::{Language, WITH_FRAME_POINTERS};
 
 /// Starts a fixture as a [`Running`] (its binary mapped before a session
 /// starts, as [`Fixture::spawn`] waits for `ready`).

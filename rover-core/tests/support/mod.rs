@@ -42,10 +42,80 @@ pub fn child_passed(output: &std::process::Output) -> String {
     stdout
 }
 
-/// A C program compiled with frame pointers into a fresh folder.
+/// A program compiled at test time into a fresh folder: with frame
+/// pointers ([`Fixture::build`]) or, as most production binaries are,
+/// without ([`Fixture::build_without_frame_pointers`]).
 pub struct Fixture {
     pub path: PathBuf,
+    /// The shared library the program links with, if it has one.
+    pub library: Option<PathBuf>,
     _dir: tempfile::TempDir,
+}
+
+/// The language of a fixture's sources, hence its compiler.
+#[allow(dead_code, reason = "only the unwinder tests build C++")]
+#[derive(Clone, Copy, Debug)]
+pub enum Language {
+    /// Compiled with gcc.
+    C,
+    /// Compiled with g++.
+    Cxx,
+}
+
+impl Language {
+    fn compiler(self) -> &'static str {
+        match self {
+            Language::C => "gcc",
+            Language::Cxx => "g++",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Language::C => "c",
+            Language::Cxx => "cpp",
+        }
+    }
+}
+
+/// The flags of a fixture built like a distribution's binaries: optimised,
+/// no frame pointers. Sibling calls and inlining are off so that every
+/// level of the fixture's call chain really has a frame on the stack (the
+/// fixtures also mark their levels `noipa` and work after each call).
+#[allow(dead_code, reason = "only the unwinder tests use it")]
+pub const NO_FRAME_POINTERS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fomit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-fno-inline",
+];
+
+/// The flags of the same build with frame pointers, the control: a
+/// frame-pointer walk follows every level of such a program.
+#[allow(dead_code, reason = "only the unwinder tests use it")]
+pub const WITH_FRAME_POINTERS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-fno-inline",
+];
+
+fn compile(compiler: &str, flags: &[&str], out: &Path, inputs: &[&Path], after: &[&str]) {
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .args(inputs)
+        .args(after)
+        .status()
+        .unwrap_or_else(|e| panic!("{compiler} is needed to build the test fixtures: {e}"));
+    assert!(
+        status.success(),
+        "{compiler} failed to build {}",
+        out.display()
+    );
 }
 
 impl Fixture {
@@ -66,7 +136,109 @@ impl Fixture {
             .status()
             .expect("gcc is needed to build the test fixtures");
         assert!(status.success(), "gcc failed on {name}.c");
-        Fixture { path, _dir: dir }
+        Fixture {
+            path,
+            library: None,
+            _dir: dir,
+        }
+    }
+
+    /// A program built with [`NO_FRAME_POINTERS`] from `source`, linked
+    /// (with an rpath to it) against `lib{name}.so` built the same way from
+    /// `library` when given.
+    #[allow(dead_code, reason = "only the unwinder tests use it")]
+    pub fn build_without_frame_pointers(
+        name: &str,
+        language: Language,
+        source: &str,
+        library: Option<&str>,
+    ) -> Fixture {
+        Fixture::build_with(name, language, NO_FRAME_POINTERS, source, library)
+    }
+
+    /// A program built with `flags` from `source`, linked (with an rpath to
+    /// it) against `lib{name}.so` built with the same flags from `library`
+    /// when given.
+    #[allow(dead_code, reason = "only the unwinder tests use it")]
+    pub fn build_with(
+        name: &str,
+        language: Language,
+        flags: &[&str],
+        source: &str,
+        library: Option<&str>,
+    ) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rover-{name}-"))
+            .tempdir()
+            .unwrap();
+        let compiler = language.compiler();
+        let write = |file: String, text: &str| {
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let main = write(format!("{name}.{}", language.extension()), source);
+        let path = dir.path().join(name);
+        let library = library.map(|text| {
+            let source = write(format!("lib{name}.{}", language.extension()), text);
+            let library = dir.path().join(format!("lib{name}.so"));
+            let flags = [flags, &["-fPIC", "-shared"]].concat();
+            compile(compiler, &flags, &library, &[&source], &[]);
+            library
+        });
+        let link = match &library {
+            Some(_) => vec![
+                format!("-L{}", dir.path().display()),
+                format!("-l{name}"),
+                format!("-Wl,-rpath,{}", dir.path().display()),
+            ],
+            None => Vec::new(),
+        };
+        let link: Vec<&str> = link.iter().map(String::as_str).collect();
+        compile(compiler, flags, &path, &[&main], &link);
+        Fixture {
+            path,
+            library,
+            _dir: dir,
+        }
+    }
+
+    /// The functions of the program and its library that set up a frame
+    /// pointer (`push %rbp` then `mov %rsp,%rbp`), from `objdump -d`: none
+    /// in a fixture built without frame pointers, whose `%rbp` is then an
+    /// ordinary register a frame-pointer walk cannot follow.
+    #[allow(dead_code, reason = "only the unwinder tests use it")]
+    pub fn frame_pointer_functions(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for file in std::iter::once(&self.path).chain(&self.library) {
+            let output = Command::new("objdump")
+                .args(["-d", "--no-show-raw-insn"])
+                .arg(file)
+                .output()
+                .unwrap_or_else(|e| panic!("objdump is needed to check the fixtures: {e}"));
+            assert!(output.status.success(), "objdump -d {}", file.display());
+            let text = String::from_utf8_lossy(&output.stdout);
+            let mut function = "";
+            let mut previous = String::new();
+            for line in text.lines() {
+                if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
+                    function = name.1;
+                    previous.clear();
+                    continue;
+                }
+                // "  1130:\tpush   %rbp": the instruction after the tab,
+                // its spacing collapsed.
+                let Some((_, instruction)) = line.split_once(":\t") else {
+                    continue;
+                };
+                let instruction = instruction.split_whitespace().collect::<Vec<_>>().join(" ");
+                if previous == "push %rbp" && instruction == "mov %rsp,%rbp" {
+                    found.push(format!("{}: {function}", file.display()));
+                }
+                previous = instruction;
+            }
+        }
+        found
     }
 
     /// Starts the fixture and waits for its `ready` line: `spawn` returns
