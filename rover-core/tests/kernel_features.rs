@@ -300,7 +300,10 @@ fn the_unwinder_runs_wherever_the_kernel_has_what_it_needs() {
     let features = &environment.features;
     let version = features.version().expect("a kernel version");
     let can = version >= rover_core::loader::MIN_UNWIND_KERNEL
-        && has_all(features, &[KernelFeature::Btf, KernelFeature::ProbeReadKernel]);
+        && has_all(
+            features,
+            &[KernelFeature::Btf, KernelFeature::ProbeReadKernel],
+        );
     let me = std::process::id();
     for stack_mode in [StackMode::Dwarf, StackMode::Auto] {
         let attached = OnCpuProgram::attach(&OnCpuConfig {

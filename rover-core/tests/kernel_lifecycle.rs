@@ -265,10 +265,12 @@ fn start_stop_cycles_leave_nothing_behind() {
         ours.len()
     );
     assert_eq!(bpf_fds(), fds_before, "fds left open");
-    // The kernel frees a program after an RCU grace period, in a worker:
-    // give the last cycle's programs a moment to go.
+    // The kernel frees a program after an RCU grace period, in a worker
+    // (and a program array releases its programs from a work item too):
+    // give the last cycle's programs a moment to go. A hang guard, not a
+    // measurement.
     let mut left: Vec<u32> = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..300 {
         left = rover_program_ids().intersection(&ours).copied().collect();
         if left.is_empty() {
             break;

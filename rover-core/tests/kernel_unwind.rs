@@ -172,6 +172,7 @@ fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
     let path = build(dir.path());
     let fixture = start(&path, "spin");
     let pid = fixture.0.id();
+    let attaching = std::time::Instant::now();
     let mut program = OnCpuProgram::attach(&OnCpuConfig {
         targets: Targets::Pids(vec![pid]),
         frequency_hz: 199,
@@ -179,6 +180,7 @@ fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
         ..OnCpuConfig::default()
     })
     .unwrap();
+    println!("rover-unwind-attach: on-CPU in {:?}", attaching.elapsed());
     tables_loaded(program.unwinder());
     program.drain().unwrap();
     let mut stacks = Vec::new();

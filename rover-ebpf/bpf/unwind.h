@@ -483,27 +483,43 @@ static __always_inline __u64 unwind_store(struct unwind_state *st)
 
 /* The body of the step program: UNWIND_FRAMES frames, then the next run or
  * the end. */
-static __always_inline int unwind_continue(void *ctx)
+/* One frame of the walk in this CPU's state: 1 to go on, 0 when it is
+ * over (the status says why). A global function, so that the verifier
+ * checks the frame once rather than once per frame of the step program. */
+__attribute__((noinline)) int unwind_frame(void)
 {
 	struct unwind_state *st = unwind_state_get();
 	struct rover_unwind_proc *proc;
-	bool more = true;
 
 	if (!st)
 		return 0;
+	if (st->depth >= ROVER_MAX_STACK_DEPTH) {
+		st->status = ROVER_USTACK_TRUNCATED;
+		return 0;
+	}
 	proc = bpf_map_lookup_elem(&unwind_procs, &st->tgid);
 	if (!proc) {
 		st->status = ROVER_USTACK_NO_PROCESS;
 		unwind_request(st->tgid, ROVER_USTACK_NO_PROCESS);
-		more = false;
+		return 0;
 	}
-	for (int i = 0; i < UNWIND_FRAMES && more && proc; i++) {
-		if (st->depth >= ROVER_MAX_STACK_DEPTH) {
-			st->status = ROVER_USTACK_TRUNCATED;
+	return unwind_step(st, proc) ? 1 : 0;
+}
+
+/* The body of the step program: UNWIND_FRAMES frames, then the next run or
+ * the end. */
+static __always_inline int unwind_continue(void *ctx)
+{
+	struct unwind_state *st = unwind_state_get();
+	bool more = true;
+
+	if (!st)
+		return 0;
+	for (int i = 0; i < UNWIND_FRAMES; i++) {
+		if (!unwind_frame()) {
 			more = false;
 			break;
 		}
-		more = unwind_step(st, proc);
 	}
 	if (more && st->depth < ROVER_MAX_STACK_DEPTH)
 		bpf_tail_call(ctx, &unwind_progs, 0);
