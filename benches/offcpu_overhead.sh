@@ -3,9 +3,22 @@
 #
 # Runs a context-switch-heavy workload, `perf bench sched pipe`, alone, with
 # rover's off-CPU program attached to every process (examples/offcpu_attach,
-# draining every second as a session would), and with libbpf-tools'
-# offcputime attached, alternating the three for REPS rounds, and reports
-# the median time of each and the slowdown ratios. Needs root.
+# draining every second as a session would) walking user stacks with frame
+# pointers (rover-fp) and unwinding them from tables (rover-dwarf), and with
+# libbpf-tools' offcputime attached, alternating the four for REPS rounds,
+# and reports the median time of each, the slowdown ratios, and the mean
+# run time of each tracer's programs per sched_switch. Needs root.
+#
+# The ns per run are those of the tracer's own programs (read from the
+# fdinfo of its program fds, never another process's programs of the same
+# name), over the workload only (the difference of two readings around it).
+# In Dwarf mode the off-CPU program is a chain of tail calls (the entry
+# program rover_offcpu_btf, then rover_offcpu_btf_unwind for walks longer
+# than one program holds): bpf_stats counts only the entry program, whose
+# run time includes the programs it tail-calls (a tail call jumps into the
+# next program and returns to the entry program's caller), so run_cnt is one
+# per switch and the figure is the whole chain's cost per switch.
+# MODES="fp dwarf" chooses which rover setups run (default both).
 #
 #   bash benches/offcpu_overhead.sh            # LOOPS=200000 REPS=5 MIN_US=1
 #   MIN_US=1000 bash benches/offcpu_overhead.sh  # both tools with a 1 ms minimum block
@@ -46,37 +59,40 @@ pipe_seconds() {
   "${pin[@]}" perf bench sched pipe -l "$loops" | awk '/Total time/ {print $3}'
 }
 
-# Whether a BPF program named $1 is loaded (offcputime prints nothing
+# Whether process $1 holds a BPF program fd (offcputime prints nothing
 # until it ends, so its program's presence says it is attached).
-prog_loaded() {
-  bpftool prog show name "$1" >/dev/null 2>&1 && [ -n "$(bpftool prog show name "$1")" ]
+holds_prog() {
+  grep -qs '^prog_id:' /proc/"$1"/fdinfo/*
 }
 
-# Mean run time of the loaded programs named $1, in ns (kernel.bpf_stats_enabled).
-ns_per_run() {
-  bpftool prog show name "$1" -j 2>/dev/null | python3 -c '
-import json, sys
-progs = json.load(sys.stdin)
-progs = progs if isinstance(progs, list) else [progs]
-runs = sum(p.get("run_cnt", 0) for p in progs)
-print(sum(p.get("run_time_ns", 0) for p in progs) // runs if runs else "-")'
+# "run_time_ns run_cnt" summed over the BPF programs process $1 holds.
+prog_totals() {
+  cat /proc/"$1"/fdinfo/* 2>/dev/null | awk '
+    /^prog_id:/ { prog = 1 } /^run_time_ns:/ { ns += $2 } /^run_cnt:/ { runs += $2 }
+    END { printf "%d %d\n", ns, runs }'
 }
 
-# Starts a tracer whose program is named $2, waits until `$3` succeeds, runs
-# the workload, records the program's mean run time, stops the tracer.
+# Starts a tracer, waits until `$2` succeeds ($pid is the tracer's), runs
+# the workload, records its programs' mean run time over the workload,
+# stops the tracer.
 with_tracer() {
-  local log=$logs/$1.log prog=$2 ready=$3 name=$1
-  shift 3
+  local name=$1 ready=$2
+  local log=$logs/$name.log
+  shift 2
   "$@" >"$log" 2>&1 &
-  local pid=$!
+  pid=$!
   for _ in $(seq 600); do
     eval "$ready" && break
     sleep 0.1
   done
-  eval "$ready" || { echo "offcpu_overhead: $1 did not attach:" >&2; cat "$log" >&2; exit 1; }
+  eval "$ready" || { echo "offcpu_overhead: $name did not attach:" >&2; cat "$log" >&2; exit 1; }
   sleep 0.5
+  local ns0 runs0 ns1 runs1
+  read -r ns0 runs0 < <(prog_totals "$pid")
   pipe_seconds
-  echo -n "$(ns_per_run "$prog") " >>"$logs/$name.ns"
+  read -r ns1 runs1 < <(prog_totals "$pid")
+  echo -n "$(( runs1 > runs0 ? (ns1 - ns0) / (runs1 - runs0) : 0 )) " >>"$logs/$name.ns"
+  echo -n "$(( runs1 - runs0 )) " >>"$logs/$name.runs"
   kill -TERM "$pid"
   wait "$pid" || true
 }
@@ -87,21 +103,34 @@ stats=$(sysctl -n kernel.bpf_stats_enabled)
 sysctl -qw kernel.bpf_stats_enabled=1
 trap 'sysctl -qw kernel.bpf_stats_enabled="$stats"; rm -rf "$logs"' EXIT
 
-declare -A times=([baseline]="" [rover]="" [offcputime]="")
+modes=${MODES:-fp dwarf}
+setups=(baseline)
+for mode in $modes; do setups+=("rover-$mode"); done
+setups+=(offcputime)
+declare -A times=()
 for rep in $(seq "$reps"); do
   times[baseline]+="$(pipe_seconds) "
-  times[rover]+="$(with_tracer rover rover_offcpu_btf "grep -q attached $logs/rover.log" "$rover" 3600 --min-us "$min_us") "
-  times[offcputime]+="$(with_tracer offcputime sched_switch "prog_loaded sched_switch" "$offcputime" -m "$min_us") "
+  for mode in $modes; do
+    times[rover-$mode]+="$(with_tracer "rover-$mode" "grep -q attached $logs/rover-$mode.log" \
+      "$rover" 3600 --min-us "$min_us" --stack-mode "$mode") "
+    grep -q "attached.*$([ "$mode" = fp ] && echo 'frame pointers' || echo 'unwinding from tables')" "$logs/rover-$mode.log" \
+      || { echo "offcpu_overhead: rover-$mode did not walk as asked:" >&2; head -1 "$logs/rover-$mode.log" >&2; exit 1; }
+  done
+  times[offcputime]+="$(with_tracer offcputime 'holds_prog $pid' "$offcputime" -m "$min_us") "
   echo "round $rep of $reps done" >&2
 done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 base=$(echo "${times[baseline]}" | median)
 echo "perf bench sched pipe -l $loops${cpu:+ on CPU $cpu}, $reps rounds, minimum block ${min_us} us"
-printf '%-12s %-10s %-8s %-12s %s\n' tool median ratio "ns/run" "all runs (s)"
-for tool in baseline rover offcputime; do
+printf '%-12s %-10s %-8s %-8s %-10s %s\n' tool median ratio "ns/run" "runs" "all runs (s); ns/run of each"
+for tool in "${setups[@]}"; do
   m=$(echo "${times[$tool]}" | median)
-  ns=-
-  [ -f "$logs/$tool.ns" ] && ns=$(median <"$logs/$tool.ns")
-  printf '%-12s %-10s %-8s %-12s %s\n' "$tool" "${m}s" "$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2fx", a / b}')" "$ns" "${times[$tool]}"
+  ns=- runs=- all=
+  if [ -f "$logs/$tool.ns" ]; then
+    ns=$(median <"$logs/$tool.ns")
+    runs=$(median <"$logs/$tool.runs")
+    all="; $(cat "$logs/$tool.ns")"
+  fi
+  printf '%-12s %-10s %-8s %-8s %-10s %s\n' "$tool" "${m}s" "$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2fx", a / b}')" "$ns" "$runs" "${times[$tool]}$all"
 done
