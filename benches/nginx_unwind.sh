@@ -111,7 +111,7 @@ for mode in on-cpu off-cpu; do
   [ "$mode" = off-cpu ] && unit="us off CPU"
   requests=$(awk '/requests in/ {print $1}' "$dir/wrk-$mode.log")
   echo "$mode: $pct% reach ngx_process_events_and_timers ($hit of $total $unit; wrk: $requests requests)"
-  grep -E '^\s+(on-CPU|off-CPU):' "$dir/profile-$mode.log" | sed 's/^ */  profile: /'
+  { grep -E '^\s+(on-CPU|off-CPU):' "$dir/profile-$mode.log" || true; } | sed 's/^ */  profile: /'
   if [ -n "$out" ]; then
     mkdir -p "$out"
     cp "$dir/$mode.svg" "$out/nginx-${mode/-/}.svg"

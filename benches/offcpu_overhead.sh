@@ -18,7 +18,15 @@
 # run time includes the programs it tail-calls (a tail call jumps into the
 # next program and returns to the entry program's caller), so run_cnt is one
 # per switch and the figure is the whole chain's cost per switch.
+# SETTLE=S seconds between a tracer's attaching and the workload (default 3).
 # MODES="fp dwarf" chooses which rover setups run (default both).
+#
+# WORKLOAD=deep replaces `perf bench sched pipe` (whose blocked stacks are
+# 8 user frames, one run of the unwinder's step, so Dwarf mode hardly
+# tail-calls there) by the same ping-pong over two pipes between two
+# processes built here with -O2 -fomit-frame-pointer, each blocking 24
+# calls below main (about 30 user frames: four steps of 8, three tail
+# calls per switch). It prints its time as perf does.
 #
 #   bash benches/offcpu_overhead.sh            # LOOPS=200000 REPS=5 MIN_US=1
 #   MIN_US=1000 bash benches/offcpu_overhead.sh  # both tools with a 1 ms minimum block
@@ -53,10 +61,64 @@ fi
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
+workload=${WORKLOAD:-perf}
+settle=${SETTLE:-3}
+if [ "$workload" = deep ]; then
+  command -v gcc >/dev/null || { echo "offcpu_overhead: WORKLOAD=deep needs gcc" >&2; exit 1; }
+  cat >"$logs/deep.c" <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static int to_child[2], to_parent[2];
+static long loops;
+volatile int sink;
+__attribute__((noinline)) void pingpong(int parent) {
+  char c = 0;
+  for (long i = 0; i < loops; i++) {
+    if (parent) {
+      if (write(to_child[1], &c, 1) != 1 || read(to_parent[0], &c, 1) != 1) exit(1);
+    } else {
+      if (read(to_child[0], &c, 1) != 1 || write(to_parent[1], &c, 1) != 1) exit(1);
+    }
+  }
+}
+#define LEVEL(n, next) \
+  __attribute__((noinline)) void level##n(int p) { \
+    volatile char pad[8 * (n % 4) + 24]; pad[0] = (char)p; next(p); sink += pad[0]; }
+LEVEL(24, pingpong) LEVEL(23, level24) LEVEL(22, level23) LEVEL(21, level22)
+LEVEL(20, level21) LEVEL(19, level20) LEVEL(18, level19) LEVEL(17, level18)
+LEVEL(16, level17) LEVEL(15, level16) LEVEL(14, level15) LEVEL(13, level14)
+LEVEL(12, level13) LEVEL(11, level12) LEVEL(10, level11) LEVEL(9, level10)
+LEVEL(8, level9) LEVEL(7, level8) LEVEL(6, level7) LEVEL(5, level6)
+LEVEL(4, level5) LEVEL(3, level4) LEVEL(2, level3) LEVEL(1, level2)
+int main(int argc, char **argv) {
+  loops = argc > 1 ? atol(argv[1]) : 200000;
+  if (pipe(to_child) || pipe(to_parent)) return 1;
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  pid_t child = fork();
+  if (child < 0) return 1;
+  level1(child != 0);
+  if (child == 0) return 0;
+  waitpid(child, 0, 0);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  printf("Total time: %.3f [sec]\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+  return 0;
+}
+EOF
+  gcc -O2 -fomit-frame-pointer -o "$logs/deep" "$logs/deep.c"
+fi
+
 pipe_seconds() {
   local pin=()
   [ -n "$cpu" ] && pin=(taskset -c "$cpu")
-  "${pin[@]}" perf bench sched pipe -l "$loops" | awk '/Total time/ {print $3}'
+  if [ "$workload" = deep ]; then
+    "${pin[@]}" "$logs/deep" "$loops" | awk '/Total time/ {print $3}'
+  else
+    "${pin[@]}" perf bench sched pipe -l "$loops" | awk '/Total time/ {print $3}'
+  fi
 }
 
 # Whether process $1 holds a BPF program fd (offcputime prints nothing
@@ -86,7 +148,12 @@ with_tracer() {
     sleep 0.1
   done
   eval "$ready" || { echo "offcpu_overhead: $name did not attach:" >&2; cat "$log" >&2; exit 1; }
-  sleep 0.5
+  # Settle: in Dwarf mode rover reads every process and builds their tables
+  # on one worker thread after attaching; a workload started before that
+  # queue is empty has its own binary's table queued behind them, and its
+  # stacks stop early (TablePending), which is cheaper and not the steady
+  # state. Every tracer waits alike.
+  sleep "$settle"
   local ns0 runs0 ns1 runs1
   read -r ns0 runs0 < <(prog_totals "$pid")
   pipe_seconds
@@ -122,7 +189,9 @@ done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 base=$(echo "${times[baseline]}" | median)
-echo "perf bench sched pipe -l $loops${cpu:+ on CPU $cpu}, $reps rounds, minimum block ${min_us} us"
+name="perf bench sched pipe"
+[ "$workload" = deep ] && name="a 24-calls-deep -fomit-frame-pointer pipe ping-pong"
+echo "$name -l $loops${cpu:+ on CPU $cpu}, $reps rounds, minimum block ${min_us} us"
 printf '%-12s %-10s %-8s %-8s %-10s %s\n' tool median ratio "ns/run" "runs" "all runs (s); ns/run of each"
 for tool in "${setups[@]}"; do
   m=$(echo "${times[$tool]}" | median)
