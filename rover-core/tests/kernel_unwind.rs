@@ -25,11 +25,16 @@ const DEEP: &str = r#"
 #include <time.h>
 #include <unistd.h>
 volatile unsigned long sink;
-static int sleeping;
+static int sleeping, ticking;
 __attribute__((noinline)) void work_here(int x) {
   if (sleeping) {
     struct timespec ts = {0, 2000000};
     for (;;) nanosleep(&ts, 0);
+  }
+  if (ticking) {
+    /* Served by the vDSO, no system call: samples land in its code. */
+    struct timespec ts;
+    for (;;) { clock_gettime(CLOCK_MONOTONIC, &ts); sink += ts.tv_nsec; }
   }
   for (;;) sink += x;
 }
@@ -41,6 +46,7 @@ LEVEL(6, level7) LEVEL(5, level6) LEVEL(4, level5) LEVEL(3, level4)
 LEVEL(2, level3) LEVEL(1, level2)
 int main(int argc, char **argv) {
   sleeping = argc > 1 && strcmp(argv[1], "sleep") == 0;
+  ticking = argc > 1 && strcmp(argv[1], "clock") == 0;
   printf("ready\n"); fflush(stdout); level1(0); return 0;
 }
 "#;
@@ -196,6 +202,70 @@ fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
     let share = share_complete(&stacks, &expected(&["work_here"]));
     println!("rover-unwind-share: kernel on-CPU {:.1}%", share * 100.0);
     assert!(share >= 0.95, "{share}");
+}
+
+/// Samples taken in the vDSO (clock_gettime without a system call) are
+/// unwound through the vDSO's own table.
+#[test]
+fn stacks_through_the_vdso_are_unwound_to_start() {
+    let test = "stacks_through_the_vdso_are_unwound_to_start";
+    let Some(_kernel) = support::kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path());
+    let fixture = start(&path, "clock");
+    let pid = fixture.0.id();
+    let mut program = OnCpuProgram::attach(&OnCpuConfig {
+        targets: Targets::Pids(vec![pid]),
+        frequency_hz: 199,
+        stack_mode: StackMode::Dwarf,
+        ..OnCpuConfig::default()
+    })
+    .unwrap();
+    tables_loaded(program.unwinder());
+    program.drain().unwrap();
+    let mut stacks = Vec::new();
+    // Complete walks whose leaf is in the vDSO: they went through its table.
+    let mut in_vdso = 0;
+    let symbolizer = Symbolizer::builder().build();
+    while stacks
+        .iter()
+        .map(|s: &(Vec<String>, UserWalk, u64)| s.2)
+        .sum::<u64>()
+        < 100
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        let window = program.drain().unwrap();
+        for entry in window.entries.iter().filter(|e| e.tgid == pid) {
+            let (StackSlot::Stack(index), UserWalk::Complete) = (entry.user_stack, entry.user_walk)
+            else {
+                continue;
+            };
+            let leaf = window.stacks[index][0];
+            let module = match symbolizer.symbolize(&Source::process(pid), &[leaf]) {
+                Ok(results) => match results.into_iter().next() {
+                    Some(Symbolized::Sym(sym)) => sym.module.name().to_owned(),
+                    _ => String::new(),
+                },
+                Err(_) => String::new(),
+            };
+            if module.contains("vdso") {
+                in_vdso += match entry.value {
+                    rover_core::profile::SampleValue::OnCpu { samples } => samples,
+                    _ => 0,
+                };
+            }
+        }
+        stacks.extend(named_stacks(&window, pid));
+    }
+    let share = share_complete(&stacks, &expected(&["work_here"]));
+    println!(
+        "rover-unwind-share: kernel vDSO {:.1}%, {in_vdso} samples in the vDSO",
+        share * 100.0
+    );
+    assert!(share >= 0.95, "{share}");
+    assert!(in_vdso > 0, "no sample in the vDSO's clock_gettime");
 }
 
 #[test]
