@@ -216,22 +216,20 @@ static __always_inline int unwind_read(__u64 *out, __u64 addr)
 	return bpf_probe_read_user(out, sizeof(*out), (const void *)addr);
 }
 
-/* The two binary searches are global functions: the verifier checks each
- * once, on its own, rather than every path through them at every frame of
- * every run, which would be far past its limit. Global functions take
- * scalars only (kernels before 5.12), so they look the maps up themselves.
- * Mixing them with tail calls needs Linux 5.10. */
+/* The search over a table's rows, and one frame (below), are global
+ * functions: the verifier checks each once, on its own, rather than every
+ * path through them at every frame of every run, which would be far past
+ * its limit. Global functions take scalars only (kernels before 5.12), so
+ * they look the maps up themselves. Mixing them with tail calls needs
+ * Linux 5.10. */
 
-/* The index in `unwind_procs[tgid].mappings` of the mapping holding `pc`,
- * -1 for none, -2 for an unknown process. */
-__attribute__((noinline)) int unwind_find_mapping(__u32 tgid, __u64 pc)
+/* The index in `proc->mappings` of the mapping holding `pc`, -1 for none.
+ * Inlined into the (global) frame function, which has `proc` at hand: a
+ * second lookup of the process per frame would cost more than the search. */
+static __always_inline int unwind_find_mapping(struct rover_unwind_proc *proc, __u64 pc)
 {
-	struct rover_unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
-	__u32 lo = 0, hi;
+	__u32 lo = 0, hi = proc->count;
 
-	if (!proc)
-		return -2;
-	hi = proc->count;
 	if (hi > ROVER_UNWIND_MAX_MAPPINGS)
 		hi = ROVER_UNWIND_MAX_MAPPINGS;
 	for (int i = 0; i < UNWIND_MAPPING_STEPS; i++) {
@@ -294,14 +292,14 @@ static __always_inline void unwind_push(struct unwind_state *st, __u64 ip)
  * walk is over (st->status says why). */
 static __always_inline bool unwind_step(struct unwind_state *st, struct rover_unwind_proc *proc)
 {
-	int found = unwind_find_mapping(st->tgid, st->pc);
+	int found = unwind_find_mapping(proc, st->pc);
 	struct rover_unwind_mapping *m;
 	struct rover_unwind_row *row;
 	__u64 lookup, cfa, ra, bp;
 	__u32 index;
 
 	if (found < 0) {
-		st->status = found == -2 ? ROVER_USTACK_NO_PROCESS : ROVER_USTACK_UNMAPPED;
+		st->status = ROVER_USTACK_UNMAPPED;
 		unwind_request(st->tgid, st->status);
 		return false;
 	}
