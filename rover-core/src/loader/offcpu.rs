@@ -201,8 +201,10 @@ impl OffCpuProgram {
             .map_max_entries("target_pids", sizes.pids)
             .map_max_entries(COUNTS[0], sizes.counts)
             .map_max_entries(COUNTS[1], sizes.counts)
-            .map_max_entries(STACKS[0], sizes.stacks)
-            .map_max_entries(STACKS[1], sizes.stacks)
+            // Unwinding, user stacks go to the unwinder's own stack maps:
+            // these frame-pointer ones stay empty.
+            .map_max_entries(STACKS[0], if dwarf { 1 } else { sizes.stacks })
+            .map_max_entries(STACKS[1], if dwarf { 1 } else { sizes.stacks })
             .map_max_entries(KSTACKS[0], sizes.stacks)
             .map_max_entries(KSTACKS[1], sizes.stacks)
             .map_max_entries(START, sizes.start);
