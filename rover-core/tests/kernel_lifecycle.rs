@@ -10,6 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rover_core::StackMode;
 use rover_core::loader::{
     Environment, OffCpuConfig, OffCpuProgram, OnCpuConfig, OnCpuProgram, RawWindow, Targets,
 };
@@ -242,22 +243,39 @@ fn start_stop_cycles_leave_nothing_behind() {
     let Some(_lock) = kernel("start_stop_cycles_leave_nothing_behind") else {
         return;
     };
-    let cycle = || {
-        let mut oncpu = OnCpuProgram::attach(&OnCpuConfig::default()).unwrap();
-        let mut offcpu = OffCpuProgram::attach(&OffCpuConfig::default()).unwrap();
+    // Every fourth cycle in the default stack mode (the unwinder, with its
+    // program array, table service and request thread), the others with
+    // frame pointers: each unwinder cycle creates some 40 MiB of maps and
+    // verifies two more programs, which under emulation takes seconds.
+    let cycle = |i: usize| {
+        let stack_mode = if i % 4 == 0 {
+            StackMode::Auto
+        } else {
+            StackMode::FramePointers
+        };
+        let mut oncpu = OnCpuProgram::attach(&OnCpuConfig {
+            stack_mode,
+            ..OnCpuConfig::default()
+        })
+        .unwrap();
+        let mut offcpu = OffCpuProgram::attach(&OffCpuConfig {
+            stack_mode,
+            ..OffCpuConfig::default()
+        })
+        .unwrap();
         let ids = rover_program_ids();
         oncpu.drain().unwrap();
         offcpu.drain().unwrap();
         ids
     };
     // A first cycle parses the kernel BTF and runs aya's feature probes,
-    // which the process keeps.
-    cycle();
+    // which the process keeps, and loads the tables it keeps.
+    cycle(0);
     let fds_before = bpf_fds();
     let ids_before = rover_program_ids();
     let mut ours = HashSet::new();
-    for _ in 0..100 {
-        ours.extend(cycle().difference(&ids_before).copied());
+    for i in 0..100 {
+        ours.extend(cycle(i).difference(&ids_before).copied());
     }
     assert!(
         ours.len() >= 200,

@@ -82,6 +82,16 @@ pub struct UnwindTable {
 }
 
 impl UnwindTable {
+    /// A table of these rows, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn from_rows_for_tests(rows: Vec<Row>) -> Self {
+        UnwindTable {
+            rows,
+            source: UnwindSource::EhFrame,
+            skipped: Vec::new(),
+        }
+    }
+
     /// Builds the table of the ELF file at `path`.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod build;
+mod cache;
 mod process;
 mod row;
 mod service;
@@ -44,6 +45,7 @@ mod store;
 mod walk;
 
 pub use build::{Error, Skipped, UnwindSource, UnwindTable};
+pub use cache::{CacheStats, TableCache};
 pub use process::{
     ElfImage, ExecMapping, MAX_MAPPINGS, MappedCode, NoTable, ProcessError, ProcessMappings,
     TableKey,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rover_symbolize::maps::MapPath;
 
+use crate::cache::TableCache;
 use crate::process::{ElfImage, MappedCode, ProcessError, ProcessMappings, TableKey};
 use crate::row::Row;
 use crate::store::{Failure, MappingEntry, StoreStats, TableRef, TableStore};
@@ -47,10 +48,11 @@ pub enum UnwinderError {
 }
 
 /// The settings of an [`Unwinder`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UnwinderConfig {
     capacity_rows: u32,
     queue_limit: usize,
+    cache: Option<TableCache>,
 }
 
 impl Default for UnwinderConfig {
@@ -60,6 +62,7 @@ impl Default for UnwinderConfig {
         UnwinderConfig {
             capacity_rows: 1 << 20,
             queue_limit: 1024,
+            cache: None,
         }
     }
 }
@@ -76,6 +79,13 @@ impl UnwinderConfig {
     /// mappings stay pending until the process is refreshed.
     pub fn queue_limit(mut self, builds: usize) -> Self {
         self.queue_limit = builds;
+        self
+    }
+
+    /// Built tables to take rather than build again, and to keep what is
+    /// built (shared with other services given the same cache).
+    pub fn cache(mut self, cache: TableCache) -> Self {
+        self.cache = Some(cache);
         self
     }
 }
@@ -192,6 +202,7 @@ impl Unwinder {
         rows: impl RowSink,
         processes: impl ProcessSink,
     ) -> std::io::Result<Unwinder> {
+        let cache = config.cache.clone();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 store: TableStore::new(config.capacity_rows),
@@ -211,7 +222,7 @@ impl Unwinder {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("rover-unwind".into())
-                .spawn(move || work(&shared, rows))?
+                .spawn(move || work(&shared, rows, cache))?
         };
         Ok(Unwinder {
             shared,
@@ -395,7 +406,7 @@ impl State {
 
 /// The worker: one build at a time, the lock released while it runs and
 /// while the rows are written (only this thread writes rows).
-fn work(shared: &Shared, mut rows: impl RowSink) {
+fn work(shared: &Shared, mut rows_sink: impl RowSink, cache: Option<TableCache>) {
     loop {
         let job = {
             let mut state = lock(shared);
@@ -420,12 +431,19 @@ fn work(shared: &Shared, mut rows: impl RowSink) {
             }
         };
         let began = Instant::now();
-        let built = job.image.build();
+        let kept = cache.as_ref().and_then(|cache| cache.get(&job.key));
+        let built = match kept {
+            Some(rows) => Ok(rows),
+            None => job.image.build().map(|table| match &cache {
+                Some(cache) => cache.insert(job.key, &table),
+                None => Arc::from(table.rows()),
+            }),
+        };
         let took = began.elapsed();
         // The file's map is not needed past the build.
         let Job { key, what, .. } = job;
         let table = match built {
-            Ok(table) => Some(table),
+            Ok(rows) => Some(rows),
             Err(error) => {
                 let mut state = lock(shared);
                 let pids = state.store.fail(key, &what, error.to_string(), took);
@@ -433,8 +451,8 @@ fn work(shared: &Shared, mut rows: impl RowSink) {
                 None
             }
         };
-        if let Some(table) = table {
-            store(shared, &mut rows, key, &what, table.rows(), took);
+        if let Some(rows) = table {
+            store(shared, &mut rows_sink, key, &what, &rows, took);
         }
         let mut state = lock(shared);
         state.queued.remove(&key);

@@ -450,3 +450,53 @@ fn removed_and_dead_processes() {
     drop(busy);
     assert!(began.elapsed() < Duration::from_secs(5));
 }
+
+/// A second service given the same cache takes the tables the first built:
+/// the rows it writes are the same, and nothing is parsed again.
+#[test]
+fn services_sharing_a_cache_build_each_table_once() {
+    if !testkit::require_tool("services_sharing_a_cache", "gcc") {
+        return;
+    }
+    let fixture = Fixture::build();
+    let running = Running::start(&fixture.program);
+    let cache = rover_unwind::TableCache::new(64 << 20);
+    let expected = table_rows(running.pid());
+    let mut written = Vec::new();
+    for round in 0..2 {
+        let kernel = Kernel::new(1 << 20);
+        let config = UnwinderConfig::default()
+            .capacity_rows(1 << 20)
+            .cache(cache.clone());
+        let unwinder = Unwinder::new(config, kernel.clone(), Procs(kernel.clone())).unwrap();
+        unwinder.add_process(running.pid()).unwrap();
+        assert!(unwinder.wait_idle(WAIT));
+        kernel.check(&unwinder);
+        let stats = cache.stats();
+        assert_eq!(stats.tables, expected.len(), "round {round}: {stats:?}");
+        assert_eq!(
+            stats.misses,
+            expected.len() as u64,
+            "round {round}: {stats:?}"
+        );
+        assert_eq!(
+            stats.hits,
+            round * expected.len() as u64,
+            "round {round}: {stats:?}"
+        );
+        let entry = kernel.entry(running.pid()).unwrap();
+        let rows = kernel.rows.lock().unwrap().clone();
+        written.push(
+            entry
+                .iter()
+                .filter_map(|m| match m.table {
+                    TableRef::Rows { start, len } => {
+                        Some(rows[start as usize..(start + len) as usize].to_vec())
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(written[0], written[1]);
+}

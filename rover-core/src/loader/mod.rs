@@ -40,7 +40,7 @@ pub use stack_mode::StackMode;
 pub use states::TaskStates;
 pub(crate) use targets::ResolvedTargets;
 pub use targets::Targets;
-pub use unwind::{MAX_UNWIND_ROWS, MIN_UNWIND_KERNEL};
+pub use unwind::{MAX_UNWIND_ROWS, MIN_UNWIND_KERNEL, TABLE_CACHE_BYTES};
 pub use validate::Limits;
 pub use window::{ErrorCounts, RawEntry, RawWindow, StackLoss, StackSlot, UserWalk, WalkStop};
 

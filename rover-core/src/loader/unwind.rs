@@ -7,7 +7,7 @@
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use aya::maps::{HashMap, Map, MapData, MapError, ProgramArray};
 use aya::programs::ProgramFd;
 use aya::{Ebpf, EbpfLoader};
 use rover_ebpf::abi::{self, KernelStack, UnwindMapping, UnwindProc, UnwindRow};
-use rover_unwind::{MappingEntry, ProcessSink, Row, RowSink, Unwinder, UnwinderConfig};
+use rover_unwind::{MappingEntry, ProcessSink, Row, RowSink, TableCache, Unwinder, UnwinderConfig};
 
 use super::buffer::{StackResolver, clear_except};
 use super::object::{missing_in_object, take_map};
@@ -274,6 +274,17 @@ pub(crate) struct KernelTables {
     _progs: ProgramArray<MapData>,
 }
 
+/// Bytes of built table rows this process keeps across sessions, so that
+/// session after session (continuous profiling, start/stop cycles) does not
+/// parse the same `.eh_frame`s again: 64 MiB (4 Mi rows).
+pub const TABLE_CACHE_BYTES: usize = 64 << 20;
+
+/// The tables every session of this process shares.
+fn table_cache() -> &'static TableCache {
+    static CACHE: OnceLock<TableCache> = OnceLock::new();
+    CACHE.get_or_init(|| TableCache::new(TABLE_CACHE_BYTES))
+}
+
 /// Which processes the unwinder loads at once; others are loaded when the
 /// programs first meet them.
 #[derive(Clone)]
@@ -314,7 +325,9 @@ impl KernelTables {
         let requests = take_map(ebpf, REQUESTS, HashMap::try_from)?;
         let unwinder = Arc::new(
             Unwinder::new(
-                UnwinderConfig::default().capacity_rows(rows),
+                UnwinderConfig::default()
+                    .capacity_rows(rows)
+                    .cache(table_cache().clone()),
                 mapping,
                 procs,
             )
