@@ -248,7 +248,7 @@ fn start_stop_cycles_leave_nothing_behind() {
     // frame pointers: each unwinder cycle creates some 40 MiB of maps and
     // verifies two more programs, which under emulation takes seconds.
     let cycle = |i: usize| {
-        let stack_mode = if i % 4 == 0 {
+        let stack_mode = if i.is_multiple_of(4) {
             StackMode::Auto
         } else {
             StackMode::FramePointers
