@@ -168,16 +168,9 @@ fn share_complete(stacks: &[(Vec<String>, UserWalk, u64)], chain: &[String]) -> 
     good as f64 / total.max(1) as f64
 }
 
-#[test]
-fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
-    let test = "on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start";
-    let Some(_kernel) = support::kernel(test) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = build(dir.path());
-    let fixture = start(&path, "spin");
-    let pid = fixture.0.id();
+/// An on-CPU program in Dwarf mode on `pid`, its tables loaded and its
+/// first window (from before they were) thrown away.
+fn dwarf_on_cpu(pid: u32) -> OnCpuProgram {
     let attaching = std::time::Instant::now();
     let mut program = OnCpuProgram::attach(&OnCpuConfig {
         targets: Targets::Pids(vec![pid]),
@@ -189,16 +182,39 @@ fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
     println!("rover-unwind-attach: on-CPU in {:?}", attaching.elapsed());
     tables_loaded(program.unwinder());
     program.drain().unwrap();
-    let mut stacks = Vec::new();
-    while stacks
-        .iter()
-        .map(|s: &(Vec<String>, UserWalk, u64)| s.2)
-        .sum::<u64>()
-        < 100
-    {
+    program
+}
+
+/// Drains `program` every 500 ms, handing each window to `look`, until
+/// `pid` has `samples` samples; returns its named stacks.
+fn sample(
+    program: &mut OnCpuProgram,
+    pid: u32,
+    samples: u64,
+    mut look: impl FnMut(&RawWindow),
+) -> Vec<(Vec<String>, UserWalk, u64)> {
+    let mut stacks: Vec<(Vec<String>, UserWalk, u64)> = Vec::new();
+    while stacks.iter().map(|s| s.2).sum::<u64>() < samples {
         std::thread::sleep(Duration::from_millis(500));
-        stacks.extend(named_stacks(&program.drain().unwrap(), pid));
+        let window = program.drain().unwrap();
+        look(&window);
+        stacks.extend(named_stacks(&window, pid));
     }
+    stacks
+}
+
+#[test]
+fn on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
+    let test = "on_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start";
+    let Some(_kernel) = support::kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path());
+    let fixture = start(&path, "spin");
+    let pid = fixture.0.id();
+    let mut program = dwarf_on_cpu(pid);
+    let stacks = sample(&mut program, pid, 100, |_| {});
     let share = share_complete(&stacks, &expected(&["work_here"]));
     println!("rover-unwind-share: kernel on-CPU {:.1}%", share * 100.0);
     assert!(share >= 0.95, "{share}");
@@ -216,27 +232,11 @@ fn stacks_through_the_vdso_are_unwound_to_start() {
     let path = build(dir.path());
     let fixture = start(&path, "clock");
     let pid = fixture.0.id();
-    let mut program = OnCpuProgram::attach(&OnCpuConfig {
-        targets: Targets::Pids(vec![pid]),
-        frequency_hz: 199,
-        stack_mode: StackMode::Dwarf,
-        ..OnCpuConfig::default()
-    })
-    .unwrap();
-    tables_loaded(program.unwinder());
-    program.drain().unwrap();
-    let mut stacks = Vec::new();
+    let mut program = dwarf_on_cpu(pid);
     // Complete walks whose leaf is in the vDSO: they went through its table.
     let mut in_vdso = 0;
     let symbolizer = Symbolizer::builder().build();
-    while stacks
-        .iter()
-        .map(|s: &(Vec<String>, UserWalk, u64)| s.2)
-        .sum::<u64>()
-        < 100
-    {
-        std::thread::sleep(Duration::from_millis(500));
-        let window = program.drain().unwrap();
+    let stacks = sample(&mut program, pid, 100, |window| {
         for entry in window.entries.iter().filter(|e| e.tgid == pid) {
             let (StackSlot::Stack(index), UserWalk::Complete) = (entry.user_stack, entry.user_walk)
             else {
@@ -257,8 +257,7 @@ fn stacks_through_the_vdso_are_unwound_to_start() {
                 };
             }
         }
-        stacks.extend(named_stacks(&window, pid));
-    }
+    });
     let share = share_complete(&stacks, &expected(&["work_here"]));
     println!(
         "rover-unwind-share: kernel vDSO {:.1}%, {in_vdso} samples in the vDSO",
@@ -331,26 +330,8 @@ fn build_with(dir: &Path, name: &str, flags: &[&str]) -> std::path::PathBuf {
 fn sample_bad(path: &Path) -> Vec<(Vec<String>, UserWalk, u64)> {
     let fixture = start(path, "spin");
     let pid = fixture.0.id();
-    let mut program = OnCpuProgram::attach(&OnCpuConfig {
-        targets: Targets::Pids(vec![pid]),
-        frequency_hz: 199,
-        stack_mode: StackMode::Dwarf,
-        ..OnCpuConfig::default()
-    })
-    .unwrap();
-    let unwinder = program.unwinder().expect("a table service");
-    assert!(unwinder.wait_idle(Duration::from_secs(120)));
-    program.drain().unwrap();
-    let mut stacks = Vec::new();
-    while stacks
-        .iter()
-        .map(|s: &(Vec<String>, UserWalk, u64)| s.2)
-        .sum::<u64>()
-        < 50
-    {
-        std::thread::sleep(Duration::from_millis(500));
-        stacks.extend(named_stacks(&program.drain().unwrap(), pid));
-    }
+    let mut program = dwarf_on_cpu(pid);
+    let stacks = sample(&mut program, pid, 50, |_| {});
     for (names, walk, weight) in &stacks {
         eprintln!("{weight:>6} {walk:?} {}", names.join(" <- "));
     }
@@ -480,33 +461,22 @@ fn mappings_that_come_and_go_mid_session_leave_the_windows_whole() {
     assert!(status.success());
     let fixture = start(&exe, lib.to_str().unwrap());
     let pid = fixture.0.id();
-    let mut program = OnCpuProgram::attach(&OnCpuConfig {
-        targets: Targets::Pids(vec![pid]),
-        frequency_hz: 199,
-        stack_mode: StackMode::Dwarf,
-        ..OnCpuConfig::default()
-    })
-    .unwrap();
-    let mut samples = 0u64;
-    let mut complete_through_lib = 0u64;
-    let mut windows = 0;
-    while samples < 150 && windows < 240 {
-        std::thread::sleep(Duration::from_millis(500));
-        let window = program.drain().unwrap();
-        windows += 1;
-        for (names, walk, weight) in named_stacks(&window, pid) {
-            samples += weight;
-            if walk == UserWalk::Complete
+    let mut program = dwarf_on_cpu(pid);
+    let stacks = sample(&mut program, pid, 150, |_| {});
+    let complete_through_lib: u64 = stacks
+        .iter()
+        .filter(|(names, walk, _)| {
+            *walk == UserWalk::Complete
                 && names
                     .windows(3)
                     .any(|w| w == ["inner", "spin_a_while", "main"])
-            {
-                complete_through_lib += weight;
-            }
-        }
-    }
-    eprintln!("{samples} samples, {complete_through_lib} complete through the library");
-    assert!(samples >= 150, "the windows stopped coming");
+        })
+        .map(|s| s.2)
+        .sum();
+    eprintln!(
+        "{} samples, {complete_through_lib} complete through the library",
+        stacks.iter().map(|s| s.2).sum::<u64>()
+    );
     // The library's table is loaded as it is met (requests, refreshes):
     // most walks get through it once it is.
     assert!(complete_through_lib > 0);
