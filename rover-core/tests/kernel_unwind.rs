@@ -45,6 +45,15 @@ LEVEL(10, work_here) LEVEL(9, level10) LEVEL(8, level9) LEVEL(7, level8)
 LEVEL(6, level7) LEVEL(5, level6) LEVEL(4, level5) LEVEL(3, level4)
 LEVEL(2, level3) LEVEL(1, level2)
 int main(int argc, char **argv) {
+  if (argc > 2 && strcmp(argv[1], "exec") == 0) {
+    /* Spins a while, then becomes argv[2] (a copy of this binary). */
+    printf("ready\n"); fflush(stdout);
+    for (unsigned long i = 0; i < 300000000UL; i++) sink += i;
+    char *args[] = {argv[2], "spin-quiet", 0};
+    execv(argv[2], args);
+    return 1;
+  }
+  if (argc > 1 && strcmp(argv[1], "spin-quiet") == 0) { level1(0); return 0; }
   sleeping = argc > 1 && strcmp(argv[1], "sleep") == 0;
   ticking = argc > 1 && strcmp(argv[1], "clock") == 0;
   printf("ready\n"); fflush(stdout); level1(0); return 0;
@@ -60,10 +69,11 @@ impl Drop for Running {
     }
 }
 
-fn start(path: &Path, arg: &str) -> Running {
+/// Starts `path` with `args` (split at spaces) and waits for its `ready`.
+fn start(path: &Path, args: &str) -> Running {
     let mut child = Running(
         Command::new(path)
-            .arg(arg)
+            .args(args.split(' '))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -265,6 +275,47 @@ fn stacks_through_the_vdso_are_unwound_to_start() {
     );
     assert!(share >= 0.95, "{share}");
     assert!(in_vdso > 0, "no sample in the vDSO's clock_gettime");
+}
+
+/// A target that execs another executable keeps its pid: its mappings are
+/// read again (its executable changed, or its addresses are in none of the
+/// old mappings), and its stacks are complete again.
+#[test]
+fn a_process_that_execs_is_unwound_in_its_new_image() {
+    let test = "a_process_that_execs_is_unwound_in_its_new_image";
+    let Some(_kernel) = support::kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path());
+    let copy = dir.path().join("deep-copy");
+    std::fs::copy(&path, &copy).unwrap();
+    let fixture = start(&path, &format!("exec {}", copy.display()));
+    let pid = fixture.0.id();
+    let mut program = dwarf_on_cpu(pid);
+    let exe_of = || std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    // Until it has exec'd, then a few windows more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while exe_of().as_deref() != Some(copy.as_path()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixture did not exec"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        program.drain().unwrap();
+    }
+    let mut after = Vec::new();
+    let mut share = 0.0;
+    while std::time::Instant::now() < deadline {
+        let window = sample(&mut program, pid, 50, |_| {});
+        share = share_complete(&window, &expected(&["work_here"]));
+        after.push(share);
+        if share >= 0.9 {
+            break;
+        }
+    }
+    println!("rover-unwind-share: after exec, by window {after:?}");
+    assert!(share >= 0.9, "{after:?}");
 }
 
 #[test]

@@ -336,7 +336,7 @@ impl KernelTables {
                 source,
             })?,
         );
-        let mut known = HashSet::new();
+        let mut known = Known::new();
         let preload_all = matches!(preload, Preload::Everything);
         if let Preload::Pids(pids) = preload {
             for &pid in pids {
@@ -405,14 +405,26 @@ impl Drop for KernelTables {
     }
 }
 
+/// The processes the service holds, by the identity of their executable
+/// when they were read: an `exec` changes it.
+type Known = StdHashMap<u32, Option<(u64, u64)>>;
+
+/// The device and inode of `pid`'s executable.
+fn exe_identity(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// Adds `pid` to the service unless it maps nothing (a kernel thread).
-fn add(unwinder: &Unwinder, pid: u32, known: &mut HashSet<u32>) {
+fn add(unwinder: &Unwinder, pid: u32, known: &mut Known) {
+    let exe = exe_identity(pid);
     match unwinder.add_process(pid) {
         Ok(report) if report.mappings == 0 => {
             let _ = unwinder.remove(pid);
         }
         Ok(_) => {
-            known.insert(pid);
+            known.insert(pid, exe);
         }
         Err(_) => {}
     }
@@ -428,7 +440,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// A process met at an address outside its mappings is read again at most
 /// this often (code it maps later: dlopen; or an address that is no code).
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
-/// How often processes that exited are forgotten.
+/// How often processes that exited are forgotten, and those that exec'd
+/// another executable read again.
 const PRUNE_EVERY: Duration = Duration::from_secs(2);
 
 /// The thread that reads `unwind_requests`: loads processes the programs
@@ -443,7 +456,7 @@ impl Poller {
     fn start(
         unwinder: Arc<Unwinder>,
         mut requests: HashMap<MapData, u32, u32>,
-        mut known: HashSet<u32>,
+        mut known: Known,
         preload_all: bool,
     ) -> Result<Self, Error> {
         let (send, receive) = mpsc::channel();
@@ -470,7 +483,7 @@ impl Poller {
                     let taken: Vec<(u32, u32)> = requests.iter().filter_map(Result::ok).collect();
                     for (pid, reason) in taken {
                         let _ = requests.remove(&pid);
-                        if !known.contains(&pid) {
+                        if !known.contains_key(&pid) {
                             add(&unwinder, pid, &mut known);
                         } else if reason == abi::USTACK_UNMAPPED
                             && refreshed
@@ -485,14 +498,21 @@ impl Poller {
                     }
                     if pruned.elapsed() >= PRUNE_EVERY {
                         pruned = Instant::now();
-                        known.retain(|&pid| {
-                            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-                            if !alive {
+                        // Exited: forgotten. Exec'd (another executable):
+                        // read again, its old mappings are gone.
+                        known.retain(|&pid, exe| {
+                            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                                 let _ = unwinder.remove(pid);
+                                return false;
                             }
-                            alive
+                            let now = exe_identity(pid);
+                            if now != *exe {
+                                *exe = now;
+                                return unwinder.refresh(pid).is_ok();
+                            }
+                            true
                         });
-                        refreshed.retain(|pid, _| known.contains(pid));
+                        refreshed.retain(|pid, _| known.contains_key(pid));
                     }
                 }
             })
