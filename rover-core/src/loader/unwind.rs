@@ -339,7 +339,7 @@ impl KernelTables {
         let mut known = Known::new();
         let preload_all = matches!(preload, Preload::Everything);
         if let Preload::Pids(pids) = preload {
-            for &pid in pids {
+            for pid in pids.iter().copied().collect::<HashSet<u32>>() {
                 add(&unwinder, pid, &mut known);
             }
         }
@@ -360,10 +360,14 @@ impl KernelTables {
         &self.unwinder
     }
 
-    /// Loads the tables of processes added to the targets.
+    /// Loads the tables of processes added to the targets (on the request
+    /// thread: this returns at once).
     pub(crate) fn add_processes(&self, pids: &[u32]) {
         if let Some(poller) = &self.poller {
-            let _ = poller.send.send(Command::Add(pids.to_vec()));
+            let mut pids = pids.to_vec();
+            pids.sort_unstable();
+            pids.dedup();
+            let _ = poller.send.send(Command::Add(pids));
         }
     }
 
@@ -474,7 +478,13 @@ impl Poller {
                     match receive.recv_timeout(POLL) {
                         Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         Ok(Command::Add(pids)) => {
-                            for pid in pids {
+                            // A pid list may repeat pids, and name processes
+                            // already held.
+                            let new: HashSet<u32> = pids
+                                .into_iter()
+                                .filter(|pid| !known.contains_key(pid))
+                                .collect();
+                            for pid in new {
                                 add(&unwinder, pid, &mut known);
                             }
                         }
