@@ -137,6 +137,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    let presses = handle_ctrl_c()?;
     if !(args.duration > 0.0 && args.duration <= 86_400.0) {
         return Err(format!(
             "--duration must be between 0 and 86400 seconds, not {}",
@@ -202,7 +203,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let started = Instant::now();
     let progress = spawn_progress(&mut sessions, duration);
-    if interrupted_within(duration)? {
+    if interrupted_within(&presses, duration) {
         eprintln!(
             "\ninterrupted: stopping and writing what was collected (Ctrl-C again to quit now)"
         );
@@ -262,9 +263,11 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits `duration`, or less if Ctrl-C comes first (then returns true). A
-/// second Ctrl-C exits at once, with the usual status of a SIGINT death.
-fn interrupted_within(duration: Duration) -> Result<bool, String> {
+/// Handles Ctrl-C from the start, so that one pressed while the sessions
+/// start (loading and verifying their programs takes a while) still stops
+/// the run cleanly: the first press is sent on the channel, a second exits
+/// at once, with the usual status of a SIGINT death.
+fn handle_ctrl_c() -> Result<std::sync::mpsc::Receiver<()>, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let presses = AtomicUsize::new(0);
     ctrlc::set_handler(move || {
@@ -274,7 +277,13 @@ fn interrupted_within(duration: Duration) -> Result<bool, String> {
         let _ = tx.send(());
     })
     .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
-    Ok(rx.recv_timeout(duration).is_ok())
+    Ok(rx)
+}
+
+/// Waits `duration`, or less if Ctrl-C came or comes first (then returns
+/// true).
+fn interrupted_within(presses: &std::sync::mpsc::Receiver<()>, duration: Duration) -> bool {
+    presses.recv_timeout(duration).is_ok()
 }
 
 /// Running totals of the windows, for the progress line and the summary.
