@@ -58,14 +58,46 @@ fn ctrl_c_stops_early_and_still_writes_the_files() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(example())
+    let mut child = Command::new(example())
         .args(["--duration", "60"])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Mid-run: once the progress line shows on-CPU samples (start-up, which
+    // verifies the programs, takes seconds under emulation).
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let (progress, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stderr_pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&chunk[..n]);
+            let _ = progress.send(String::from_utf8_lossy(&all).into_owned());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let running = |text: &str| {
+        text.split("on-CPU ")
+            .skip(1)
+            .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+            .any(|samples| samples > 0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let text = seen
+            .recv_timeout(left)
+            .expect("no progress with on-CPU samples");
+        if running(&text) {
+            break;
+        }
+    }
     // As a terminal's Ctrl-C: SIGINT to the example (its demo child gets
     // one too from a terminal; here the example stops it itself).
     let pid = i32::try_from(child.id()).unwrap();
@@ -74,7 +106,7 @@ fn ctrl_c_stops_early_and_still_writes_the_files() {
     let started = std::time::Instant::now();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = reader.join().unwrap();
     eprintln!("{stderr}\n{stdout}");
     assert!(output.status.success(), "{:?}", output.status);
     assert!(
