@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p target/vm/host
 CI=1 cargo test --release -q -p rover-core --test kernel_features -- --nocapture 2>/dev/null |
-  grep -aE '^rover-(kernel|feature|mode):' >target/vm/host/features.txt || true
+  grep -aoE 'rover-(kernel|feature|mode):.*' >target/vm/host/features.txt || true
 columns=()
 for kernel in 5.10 6.1 6.12 host; do
   [ -s "target/vm/$kernel/features.txt" ] && columns+=("$kernel")
@@ -71,7 +71,7 @@ done | awk -v columns="${columns[*]}" '
     for (j = 1; j <= rows; j++) {
       line = "| test `" order[j] "` |"
       for (i = 1; i <= n; i++) {
-        if (col[i] == "host") v = "(in the host's cargo test)"
+        if (col[i] == "host") v = "(run by cargo test on the host)"
         else v = ((order[j], col[i]) in cell) ? cell[order[j], col[i]] : "(not run)"
         line = line " " v " |"
       }
