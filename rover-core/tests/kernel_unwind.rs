@@ -87,17 +87,7 @@ fn start(path: &Path, args: &str) -> Running {
 }
 
 fn build(dir: &Path) -> std::path::PathBuf {
-    let source = dir.join("deep.c");
-    std::fs::write(&source, DEEP).unwrap();
-    let out = dir.join("deep");
-    let status = Command::new("gcc")
-        .args(["-O2", "-fomit-frame-pointer", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .expect("gcc is needed to build the fixture");
-    assert!(status.success());
-    out
+    build_with(dir, "deep", &[])
 }
 
 /// Waits until the table service has loaded what the targets map.
@@ -358,7 +348,7 @@ fn off_cpu_stacks_of_a_frame_pointerless_binary_are_unwound_to_start() {
     assert!(share >= 0.95, "{share}");
 }
 
-/// Builds DEEP with `flags`, then runs `post` on the binary (objcopy...).
+/// Builds DEEP with `-O2 -fomit-frame-pointer` and `flags`.
 fn build_with(dir: &Path, name: &str, flags: &[&str]) -> std::path::PathBuf {
     let source = dir.join("deep.c");
     std::fs::write(&source, DEEP).unwrap();
@@ -454,8 +444,14 @@ fn a_corrupted_eh_frame_leaves_marked_stacks_and_whole_windows() {
     }
     std::fs::write(&path, &data).unwrap();
     let stacks = sample_bad(&path);
-    let total: u64 = stacks.iter().map(|s| s.2).sum();
-    assert!(total >= 50);
+    // Damaged rules may stop a walk, never make one up: every walk that
+    // says it is complete and reaches main holds the real chain.
+    let chain = expected(&["work_here"]);
+    for (names, walk, _) in &stacks {
+        if *walk == UserWalk::Complete && names.iter().any(|n| n == "main") {
+            assert!(names.windows(chain.len()).any(|w| w == chain), "{names:?}");
+        }
+    }
 }
 
 const CHURN: &str = r#"
