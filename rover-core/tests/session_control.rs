@@ -172,13 +172,19 @@ fn every_stream_sees_every_window() {
 }
 
 /// `.all()` leaves the profiler's own process out unless asked; a thread of
-/// this test spinning meanwhile shows which.
+/// this test spinning meanwhile shows which. A spinning fixture process is
+/// what every round must see: in a minimal guest little else runs, so an
+/// empty profile would otherwise prove nothing (and did fail on 5.10).
 #[test]
 fn all_leaves_the_profiler_out_unless_included() {
     let Some(profiler) = profiler("all_leaves_the_profiler_out_unless_included") else {
         return;
     };
     let me = std::process::id();
+    let fixture = Fixture::build("spin", SPIN);
+    let mut spinner = fixture.start(&["600000"]);
+    let other = spinner.pid();
+    spinner.go();
     for include in [false, true] {
         let session = profiler
             .on_cpu()
@@ -194,7 +200,10 @@ fn all_leaves_the_profiler_out_unless_included() {
         }
         let whole = session.stop_blocking().unwrap();
         let seen = pids(&whole);
-        assert!(!seen.is_empty(), "an every-process session saw nothing");
+        assert!(
+            seen.contains(&other),
+            "include_self({include}): the spinning fixture {other} is missing from {seen:?}"
+        );
         assert_eq!(
             seen.contains(&me),
             include,
