@@ -63,5 +63,6 @@ pub use elf::FileIdentity;
 pub use error::Error;
 pub use frame::{InlinedFrame, Location, Module, Origin, Reason, Sym, Symbolized, Unknown};
 pub use kernel::{KALLSYMS_RELOAD_INTERVAL, KERNEL_MODULE};
+pub use process::Capture;
 pub use source::{Elf, Kernel, Process, Source};
 pub use symbolizer::{Builder, Level, ModuleInfo, Symbolizer};

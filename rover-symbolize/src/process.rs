@@ -88,6 +88,12 @@ impl ProcessCache {
         }
     }
 
+    /// The module kept for the mapping at `start` of file `inode` in `pid`
+    /// by a capture, if any.
+    fn captured(&self, pid: u32, start: u64, inode: u64) -> Option<Arc<LoadedFile>> {
+        self.opened().get(&(pid, start, inode)).cloned()
+    }
+
     pub(crate) fn forget(&self, pid: u32) {
         self.lock().remove(&pid);
         self.opened().retain(|&(p, _, _), _| p != pid);
@@ -106,7 +112,72 @@ impl ProcessCache {
     }
 }
 
+/// What [`Symbolizer::capture_process`] kept of a live process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capture {
+    /// Mappings read from `/proc/PID/maps`.
+    pub mappings: usize,
+    /// Executable file-backed mappings (and the vDSO) whose module is now
+    /// held for the process.
+    pub modules: usize,
+    /// Executable mappings whose file could not be opened (the process
+    /// exited meanwhile, or the file is not a usable ELF); their addresses
+    /// will resolve to unknown frames with that reason.
+    pub unopened: usize,
+}
+
 impl Symbolizer {
+    /// Captures, while `pid` lives, everything symbolizing its addresses
+    /// needs: its memory map, and the module of every executable mapping
+    /// (opened through `/proc/PID/map_files`, so a deleted binary or one in
+    /// another mount namespace stays readable), plus its vDSO. After the
+    /// process exits its addresses resolve as if it still ran, until
+    /// [`Symbolizer::evict_process`] releases what was kept.
+    ///
+    /// Call it when a process execs and again when it maps more code (a
+    /// library, `dlopen`): each call replaces what the last one kept for
+    /// `pid`, keeping modules that are still mapped.
+    ///
+    /// Fails only when the maps cannot be read (the process is gone).
+    pub fn capture_process(&self, pid: u32) -> Result<Capture, Error> {
+        let maps = self.processes.reread(pid)?;
+        let mut capture = Capture {
+            mappings: maps.entries().len(),
+            ..Capture::default()
+        };
+        let mut kept: HashMap<(u32, u64, u64), Arc<LoadedFile>> = HashMap::new();
+        for entry in maps.entries().iter().filter(|e| e.is_executable()) {
+            let key = (pid, entry.start, entry.inode);
+            let opened = match &entry.path {
+                MapPath::File(path) | MapPath::Deleted(path) => {
+                    match self.processes.captured(pid, entry.start, entry.inode) {
+                        Some(file) => Ok(file),
+                        None => self.open_mapped(pid, entry, path, true),
+                    }
+                }
+                MapPath::Vdso => self.load_vdso(pid, entry),
+                MapPath::Anonymous | MapPath::Special(_) => continue,
+            };
+            match opened {
+                Ok(file) => {
+                    capture.modules += 1;
+                    kept.insert(key, file);
+                }
+                Err(_) => capture.unopened += 1,
+            }
+        }
+        let mut opened = self.processes.opened();
+        opened.retain(|&(p, _, _), _| p != pid);
+        opened.extend(kept);
+        Ok(capture)
+    }
+
+    /// Number of modules held for processes by captures.
+    pub fn captured_modules(&self) -> usize {
+        self.processes.opened().len()
+    }
+
     pub(crate) fn symbolize_process(
         &self,
         process: &Process,
@@ -164,7 +235,12 @@ impl Symbolizer {
         let pid = process.pid;
         let (file, module, origin) = match &entry.path {
             MapPath::File(path) | MapPath::Deleted(path) => {
-                match self.open_mapped(pid, entry, path, process.map_files) {
+                let captured = self.processes.captured(pid, entry.start, entry.inode);
+                let opened = match captured {
+                    Some(file) => Ok(file),
+                    None => self.open_mapped(pid, entry, path, process.map_files),
+                };
+                match opened {
                     Ok(file) => {
                         let module = Module::new(path.to_string_lossy(), file.elf.build_id.clone());
                         (file, module, Origin::File)
@@ -175,7 +251,11 @@ impl Symbolizer {
                     }
                 }
             }
-            MapPath::Vdso => match self.load_vdso(pid, entry) {
+            MapPath::Vdso => match self
+                .processes
+                .captured(pid, entry.start, entry.inode)
+                .map_or_else(|| self.load_vdso(pid, entry), Ok)
+            {
                 Ok(file) => {
                     let module = Module::new("[vdso]", file.elf.build_id.clone());
                     (file, module, Origin::Vdso)

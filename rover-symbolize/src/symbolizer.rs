@@ -198,9 +198,10 @@ impl Symbolizer {
         self.kernel.clear();
     }
 
-    /// Forgets the maps and perf map cached for `pid` (its modules stay,
+    /// Forgets the maps, the modules held by [`Symbolizer::capture_process`]
+    /// and the perf map cached for `pid` (modules stay in the module cache,
     /// shared with other processes). Until then, addresses of an exited
-    /// process still resolve through its cached maps.
+    /// process still resolve through what was cached.
     pub fn evict_process(&self, pid: u32) {
         self.processes.forget(pid);
     }

@@ -391,6 +391,66 @@ fn exited_process_resolves_from_cache_until_evicted() {
     ));
 }
 
+/// A process captured while it lived, whose binary was deleted and which
+/// exited before any of its addresses were symbolized, still resolves as
+/// the binary does; without the capture it does not.
+#[test]
+fn captured_process_resolves_after_exit_and_deletion() {
+    let dir = tempdir();
+    let bin = build(dir.path(), "gcc", "c", C_SOURCE, "captured", &["-O2", "-g"]);
+    let mut stopped = Stopped::spawn(&bin);
+    let pid = stopped.pid();
+    let bias = load_bias(pid, &bin);
+    let vaddrs = function_addrs(&bin);
+    let absolute: Vec<u64> = vaddrs.iter().map(|v| v + bias).collect();
+    let symbolizer = Symbolizer::default();
+    let expected = symbolizer.symbolize(&Source::elf(&bin), &vaddrs).unwrap();
+    assert!(expected.iter().all(|r| matches!(r, Symbolized::Sym(_))));
+    let capture = symbolizer.capture_process(pid).unwrap();
+    assert!(capture.modules >= 2, "{capture:?}");
+    assert_eq!(capture.unopened, 0, "{capture:?}");
+    // A second capture replaces the first: the count stays.
+    let held = symbolizer.captured_modules();
+    symbolizer.capture_process(pid).unwrap();
+    assert_eq!(symbolizer.captured_modules(), held);
+    // Another symbolizer that only read the maps (no capture).
+    let uncaptured = Symbolizer::default();
+    uncaptured
+        .symbolize(&Source::process(pid), &[0x10])
+        .unwrap();
+    symbolizer.evict_file(&bin);
+    std::fs::remove_file(&bin).unwrap();
+    stopped.kill();
+    let after = symbolizer
+        .symbolize(&Source::process(pid), &absolute)
+        .unwrap();
+    let names = |results: &[Symbolized]| -> Vec<String> {
+        results
+            .iter()
+            .map(|r| match r {
+                Symbolized::Sym(s) => s.name.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(names(&after), names(&expected));
+    let lost = uncaptured
+        .symbolize(&Source::process(pid), &absolute)
+        .unwrap();
+    assert!(
+        lost.iter()
+            .all(|r| matches!(r, Symbolized::Unknown(u) if u.reason == Reason::FileGone)),
+        "{lost:?}"
+    );
+    symbolizer.evict_process(pid);
+    assert_eq!(symbolizer.captured_modules(), 0);
+    // Capturing a process that is gone is an error, not a panic.
+    assert!(matches!(
+        symbolizer.capture_process(pid),
+        Err(Error::NoSuchProcess { .. })
+    ));
+}
+
 #[test]
 fn unmapped_address_and_missing_pid() {
     let symbolizer = Symbolizer::default();
