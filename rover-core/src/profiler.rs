@@ -7,6 +7,7 @@ use rover_symbolize::{Level, Symbolizer};
 
 use crate::Error;
 use crate::loader::{Environment, KernelFeatures, Warning};
+use crate::session::tracker::Tracker;
 use crate::session::{OffCpuBuilder, OnCpuBuilder};
 
 /// Starts profiling sessions. Cheap to clone; every session of a profiler
@@ -36,6 +37,9 @@ use crate::session::{OffCpuBuilder, OnCpuBuilder};
 pub struct Profiler {
     symbolizer: Arc<Symbolizer>,
     environment: Environment,
+    /// Captures processes for the symbolizer while they live and releases
+    /// them after their last window; shared by this profiler's sessions.
+    tracker: Arc<Tracker>,
 }
 
 impl std::fmt::Debug for Profiler {
@@ -79,6 +83,10 @@ impl Profiler {
         &self.symbolizer
     }
 
+    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+
     /// What the checks found: the kernel's features, its sampling-rate limit.
     pub fn environment(&self) -> &Environment {
         &self.environment
@@ -116,8 +124,10 @@ impl Profiler {
     /// configuration checks, which run without privileges.
     #[cfg(test)]
     pub(crate) fn unchecked_for_tests() -> Self {
+        let symbolizer = Arc::new(Symbolizer::default());
         Profiler {
-            symbolizer: Arc::new(Symbolizer::default()),
+            tracker: Tracker::new(symbolizer.clone(), crate::session::tracker::open_events),
+            symbolizer,
             environment: Environment {
                 features: KernelFeatures::all_for_tests(),
                 max_sample_rate: 1000,
@@ -167,6 +177,7 @@ impl ProfilerBuilder {
             ),
         };
         Ok(Profiler {
+            tracker: Tracker::new(symbolizer.clone(), crate::session::tracker::open_events),
             symbolizer,
             environment,
         })

@@ -28,7 +28,7 @@ mod oncpu;
 mod stack_mode;
 mod states;
 mod targets;
-mod unwind;
+pub(crate) mod unwind;
 mod validate;
 mod window;
 

@@ -257,6 +257,12 @@ impl OffCpuProgram {
         })
     }
 
+    /// A handle telling the table service (when the program unwinds from
+    /// tables) that processes exec'd or mapped code.
+    pub(crate) fn table_notifier(&self) -> Option<super::unwind::TableNotifier> {
+        self.tables.as_ref().and_then(KernelTables::notifier)
+    }
+
     /// The table service, when the program unwinds from tables
     /// ([`StackMode::Dwarf`], or `Auto` on a kernel that runs it).
     pub fn unwinder(&self) -> Option<&rover_unwind::Unwinder> {

@@ -360,6 +360,13 @@ impl KernelTables {
         &self.unwinder
     }
 
+    /// A handle that tells the table service about process changes.
+    pub(crate) fn notifier(&self) -> Option<TableNotifier> {
+        self.poller
+            .as_ref()
+            .map(|poller| TableNotifier(poller.send.clone()))
+    }
+
     /// Loads the tables of processes added to the targets (on the request
     /// thread: this returns at once).
     pub(crate) fn add_processes(&self, pids: &[u32]) {
@@ -436,7 +443,23 @@ fn add(unwinder: &Unwinder, pid: u32, known: &mut Known) {
 
 enum Command {
     Add(Vec<u32>),
+    /// A process exec'd or mapped more code: read again if held, loaded if
+    /// the service holds every process.
+    Changed(u32),
     Stop,
+}
+
+/// Tells a session's table service that processes changed (exec, code
+/// mapped), so it reads them at once instead of at the programs' next
+/// request. Cheap to clone; outliving the session is harmless.
+#[derive(Clone)]
+pub(crate) struct TableNotifier(mpsc::Sender<Command>);
+
+impl TableNotifier {
+    /// `pid` exec'd or mapped executable code.
+    pub(crate) fn changed(&self, pid: u32) {
+        let _ = self.0.send(Command::Changed(pid));
+    }
 }
 
 /// How often the programs' requests are read.
@@ -485,6 +508,17 @@ impl Poller {
                                 .filter(|pid| !known.contains_key(pid))
                                 .collect();
                             for pid in new {
+                                add(&unwinder, pid, &mut known);
+                            }
+                        }
+                        Ok(Command::Changed(pid)) => {
+                            if let Some(exe) = known.get_mut(&pid) {
+                                *exe = exe_identity(pid);
+                                refreshed.insert(pid, Instant::now());
+                                if unwinder.refresh(pid).is_err() {
+                                    known.remove(&pid);
+                                }
+                            } else if preload_all {
                                 add(&unwinder, pid, &mut known);
                             }
                         }

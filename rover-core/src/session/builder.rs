@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{DEFAULT_WINDOW, MIN_WINDOW, Session, spawn};
 use crate::error::ConfigError;
+use crate::loader::unwind::TableNotifier;
 use crate::loader::{
     Limits, MapSizes, OffCpuConfig, OffCpuHook, OffCpuProgram, OnCpuConfig, OnCpuProgram, Program,
     ResolvedTargets, StackMode, Targets, TaskStates,
@@ -198,11 +199,15 @@ impl<K> SessionBuilder<K> {
     fn start_program(
         self,
         program: Box<dyn Program>,
+        notifier: Option<TableNotifier>,
+        targets: &Targets,
         frequency_hz: Option<u64>,
     ) -> Result<Session, Error> {
+        let subscription = self.profiler.tracker().subscribe(targets, notifier);
         spawn(
             program,
             self.profiler.symbolizer().clone(),
+            subscription,
             frequency_hz,
             self.window,
         )
@@ -242,7 +247,13 @@ impl OnCpuBuilder {
         let (config, targets) = self.config(&Limits::read()?)?;
         let program = OnCpuProgram::attach_checked(&config, &targets, self.profiler.environment())?;
         let frequency_hz = config.frequency_hz;
-        self.start_program(Box::new(program), Some(frequency_hz))
+        let notifier = program.table_notifier();
+        self.start_program(
+            Box::new(program),
+            notifier,
+            &config.targets,
+            Some(frequency_hz),
+        )
     }
 }
 
@@ -310,7 +321,8 @@ impl OffCpuBuilder {
         let (config, targets) = self.config()?;
         let program =
             OffCpuProgram::attach_checked(&config, &targets, self.profiler.environment())?;
-        self.start_program(Box::new(program), None)
+        let notifier = program.table_notifier();
+        self.start_program(Box::new(program), notifier, &config.targets, None)
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::channel::{mpsc, oneshot};
 
 use super::assemble::Assembler;
+use super::tracker::Subscription;
 use super::unix_nanos;
 use super::window::Window;
 use crate::Error;
@@ -46,6 +47,7 @@ pub(crate) struct Drain {
     pub program: Box<dyn Program>,
     pub assembler: Assembler,
     pub window: Duration,
+    pub subscription: Subscription,
     pub control: Receiver<Control>,
     pub sink: WindowSink,
     pub done: oneshot::Sender<Result<Profile, Error>>,
@@ -60,6 +62,7 @@ impl Drain {
             mut program,
             mut assembler,
             window,
+            subscription,
             control,
             sink,
             done,
@@ -79,7 +82,11 @@ impl Drain {
                 Ok(Control::SetPids(pids, reply)) => {
                     // Samples already counted stay in this window. A reply
                     // nobody waits for (its future was dropped) is no error.
-                    let _ = reply.send(program.set_targets(&pids));
+                    let result = program.set_targets(&pids);
+                    if result.is_ok() {
+                        subscription.set_pids(&pids);
+                    }
+                    let _ = reply.send(result);
                     continue;
                 }
                 // The handle was dropped: detach without a last window.
@@ -100,6 +107,8 @@ impl Drain {
             };
             let profile = assembler.assemble(&raw, window_start_unix, end_unix, &mut stats);
             stats.symbolize_time = drained.elapsed();
+            // Processes that exited before this window's swap are done.
+            subscription.drained(drain_started);
             whole.merge(&profile);
             window_start = drained;
             window_start_unix = end_unix;
@@ -118,6 +127,7 @@ impl Drain {
             }
         };
         drop(program);
+        drop(subscription);
         // Closing the streams tells consumers the session is over.
         let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
         sink.subscribers.clear();

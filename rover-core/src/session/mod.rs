@@ -13,6 +13,7 @@ mod drain;
 mod handle;
 #[cfg(feature = "unstable-loader")]
 mod symbolize;
+pub(crate) mod tracker;
 mod window;
 
 pub use builder::{OffCpuBuilder, OffCpuSettings, OnCpuBuilder, OnCpuSettings, SessionBuilder};
@@ -44,6 +45,7 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 fn spawn(
     program: Box<dyn Program>,
     symbolizer: Arc<Symbolizer>,
+    subscription: tracker::Subscription,
     frequency_hz: Option<u64>,
     window: Duration,
 ) -> Result<Session, Error> {
@@ -58,6 +60,7 @@ fn spawn(
         program,
         assembler: Assembler::new(symbolizer, kind, frequency_hz),
         window,
+        subscription,
         control: control_rx,
         sink: sink.clone(),
         done: done_tx,

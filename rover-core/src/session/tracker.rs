@@ -1,0 +1,441 @@
+//! The process tracker: what symbolization needs, captured while processes
+//! live, and released once every session has symbolized their last window.
+//!
+//! One per [`Profiler`](crate::Profiler), shared by its sessions, running
+//! while any session does. It follows process events (exec, executable
+//! code mapped, exit) and:
+//! - at exec and at each mapping of code, captures the process for the
+//!   symbolizer ([`Symbolizer::capture_process`]: its maps and the modules
+//!   of its executable mappings) and tells the sessions' unwind-table
+//!   services, so a process living 200 ms is symbolized and unwound after
+//!   it is gone;
+//! - at exit, waits until every session has drained a window that began
+//!   after it, then releases what the symbolizer kept for it (captured or
+//!   cached while symbolizing), so churn does not grow memory.
+//!
+//! Captures are bounded ([`MAX_CAPTURED`]); past the bound, processes that
+//! exited are released first and new ones are not captured (counted).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use rover_symbolize::Symbolizer;
+
+use crate::loader::Targets;
+use crate::loader::unwind::TableNotifier;
+
+/// Processes captured at once, at most. Each holds its maps (a few KiB)
+/// and references to modules the symbolizer's cache shares.
+pub const MAX_CAPTURED: usize = 4096;
+
+/// A process event the tracker acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code, reason = "constructed by the event source, wired next")]
+pub(crate) enum Seen {
+    /// The process exec'd: a new image.
+    Exec(u32),
+    /// The process mapped executable code (a library, `dlopen`).
+    MappedCode(u32),
+    /// The process (its whole thread group) exited.
+    Exit(u32),
+}
+
+/// Which processes a session records, for deciding what to capture.
+#[derive(Debug, Clone)]
+enum Interest {
+    All,
+    Pids(HashSet<u32>),
+    /// A cgroup v2 directory, as `/proc/PID/cgroup` names it (relative to
+    /// the cgroup2 mount).
+    Cgroup(String),
+}
+
+impl Interest {
+    fn of(targets: &Targets) -> Interest {
+        match targets {
+            Targets::All => Interest::All,
+            Targets::Pids(pids) => Interest::Pids(pids.iter().copied().collect()),
+            Targets::Cgroup(path) => Interest::Cgroup(cgroup_name(path)),
+        }
+    }
+}
+
+/// `/sys/fs/cgroup/a/b` as `/proc/PID/cgroup` writes it: `/a/b`.
+fn cgroup_name(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    let name = text.strip_prefix("/sys/fs/cgroup").unwrap_or(&text);
+    let name = name.trim_end_matches('/');
+    if name.is_empty() {
+        "/".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+fn in_cgroup(pid: u32, cgroup: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("0::"))
+        .any(|own| {
+            own == cgroup
+                || (own.starts_with(cgroup)
+                    && (cgroup == "/" || own.as_bytes().get(cgroup.len()) == Some(&b'/')))
+        })
+}
+
+struct Subscriber {
+    interest: Interest,
+    notifier: Option<TableNotifier>,
+    /// When the buffer of the last window this session symbolized was
+    /// swapped: samples of a process that exited before it are all in
+    /// windows already symbolized.
+    drained: Instant,
+}
+
+/// Counts of what the tracker did, for the session's diagnostics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrackerCounts {
+    pub captured: u64,
+    pub capture_failed: u64,
+    pub capture_skipped: u64,
+    pub released: u64,
+}
+
+#[derive(Default)]
+struct State {
+    subscribers: HashMap<u64, Subscriber>,
+    next_id: u64,
+    /// Processes captured and not yet released.
+    captured: HashSet<u32>,
+    /// Processes that exited, with when the tracker learnt it, oldest first.
+    exited: VecDeque<(u32, Instant)>,
+    counts: TrackerCounts,
+}
+
+/// Where the tracker's events come from: called on the tracker's thread
+/// until the last session ends, each call returning the events that
+/// arrived within about `timeout` (an empty batch is fine).
+pub(crate) trait EventSource: Send {
+    fn next_batch(&mut self, timeout: std::time::Duration) -> Vec<Seen>;
+}
+
+/// Opens the event source when the first session starts; `None` when no
+/// source can run (the tracker then only captures pid targets and
+/// releases nothing early).
+pub(crate) type OpenSource = fn() -> Option<Box<dyn EventSource>>;
+
+/// How long the thread waits for events before looking at its sessions.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// See the module documentation.
+pub(crate) struct Tracker {
+    symbolizer: Arc<Symbolizer>,
+    state: Mutex<State>,
+    open: OpenSource,
+    /// Whether the thread reading the source runs.
+    running: Mutex<bool>,
+}
+
+/// A session's registration with the tracker; unregisters when dropped.
+pub(crate) struct Subscription {
+    tracker: Arc<Tracker>,
+    id: u64,
+}
+
+impl Subscription {
+    /// The session symbolized a window whose buffer was swapped at
+    /// `swapped`: processes that exited before it may be released.
+    pub(crate) fn drained(&self, swapped: Instant) {
+        let mut state = self.tracker.lock();
+        if let Some(subscriber) = state.subscribers.get_mut(&self.id) {
+            subscriber.drained = swapped;
+        }
+        self.tracker.release_due(&mut state);
+    }
+}
+
+impl Subscription {
+    /// The session's pid targets changed: capture the new ones.
+    pub(crate) fn set_pids(&self, pids: &[u32]) {
+        let mut state = self.tracker.lock();
+        if let Some(subscriber) = state.subscribers.get_mut(&self.id) {
+            subscriber.interest = Interest::Pids(pids.iter().copied().collect());
+        }
+        for &pid in pids {
+            if !state.captured.contains(&pid) {
+                self.tracker.capture(&mut state, pid);
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.tracker.lock();
+        state.subscribers.remove(&self.id);
+        self.tracker.release_due(&mut state);
+    }
+}
+
+impl Tracker {
+    pub(crate) fn new(symbolizer: Arc<Symbolizer>, open: OpenSource) -> Arc<Tracker> {
+        Arc::new(Tracker {
+            symbolizer,
+            state: Mutex::default(),
+            open,
+            running: Mutex::new(false),
+        })
+    }
+
+    /// Starts the event thread unless it runs. It ends by itself once no
+    /// session is registered (checked, under the `running` lock, after
+    /// every batch, so a session registering meanwhile is never missed).
+    fn ensure_running(self: &Arc<Self>) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if *running {
+            return;
+        }
+        let tracker = Arc::downgrade(self);
+        let open = self.open;
+        let spawned = std::thread::Builder::new()
+            .name("rover-processes".into())
+            .spawn(move || {
+                let mut source = open();
+                loop {
+                    let batch = match source.as_mut() {
+                        Some(source) => source.next_batch(BATCH_WAIT),
+                        None => {
+                            std::thread::sleep(BATCH_WAIT);
+                            Vec::new()
+                        }
+                    };
+                    let Some(tracker) = tracker.upgrade() else {
+                        return;
+                    };
+                    tracker.handle(&batch);
+                    let mut running = tracker
+                        .running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if !tracker.active() {
+                        *running = false;
+                        return;
+                    }
+                }
+            });
+        *running = spawned.is_ok();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a session recording `targets`, whose unwinder (if any)
+    /// `notifier` reaches. The session's pid targets are captured at once.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        targets: &Targets,
+        notifier: Option<TableNotifier>,
+    ) -> Subscription {
+        let interest = Interest::of(targets);
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        if let Interest::Pids(pids) = &interest {
+            for &pid in pids {
+                self.capture(&mut state, pid);
+            }
+        }
+        state.subscribers.insert(
+            id,
+            Subscriber {
+                interest,
+                notifier,
+                drained: Instant::now(),
+            },
+        );
+        drop(state);
+        self.ensure_running();
+        Subscription {
+            tracker: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Whether any session is registered (the event source runs only then).
+    pub(crate) fn active(&self) -> bool {
+        !self.lock().subscribers.is_empty()
+    }
+
+    #[allow(dead_code, reason = "reported in window stats, wired next")]
+    pub(crate) fn counts(&self) -> TrackerCounts {
+        self.lock().counts
+    }
+
+    /// Acts on a batch of events, in order.
+    pub(crate) fn handle(&self, events: &[Seen]) {
+        let mut state = self.lock();
+        for (at, &event) in events.iter().enumerate() {
+            match event {
+                Seen::Exec(pid) | Seen::MappedCode(pid) => {
+                    // A library load is several mappings: a later event of
+                    // the batch for the same process captures its newer
+                    // state, unless it exits first.
+                    let later = events[at + 1..]
+                        .iter()
+                        .find(|e| matches!(e, Seen::Exec(p) | Seen::MappedCode(p) | Seen::Exit(p) if *p == pid));
+                    if matches!(later, Some(Seen::Exec(_) | Seen::MappedCode(_))) {
+                        continue;
+                    }
+                    let interested: Vec<Option<TableNotifier>> = state
+                        .subscribers
+                        .values()
+                        .filter(|s| match &s.interest {
+                            Interest::All => true,
+                            Interest::Pids(pids) => pids.contains(&pid),
+                            Interest::Cgroup(cgroup) => in_cgroup(pid, cgroup),
+                        })
+                        .map(|s| s.notifier.clone())
+                        .collect();
+                    if interested.is_empty() {
+                        continue;
+                    }
+                    self.capture(&mut state, pid);
+                    for notifier in interested.into_iter().flatten() {
+                        notifier.changed(pid);
+                    }
+                }
+                Seen::Exit(pid) => state.exited.push_back((pid, Instant::now())),
+            }
+        }
+        self.release_due(&mut state);
+    }
+
+    fn capture(&self, state: &mut State, pid: u32) {
+        if !state.captured.contains(&pid) && state.captured.len() >= MAX_CAPTURED {
+            self.release_exited(state, usize::MAX);
+            if state.captured.len() >= MAX_CAPTURED {
+                state.counts.capture_skipped += 1;
+                return;
+            }
+        }
+        match self.symbolizer.capture_process(pid) {
+            Ok(_) => {
+                state.captured.insert(pid);
+                state.counts.captured += 1;
+            }
+            // Gone already: its exit event follows.
+            Err(_) => state.counts.capture_failed += 1,
+        }
+    }
+
+    /// Releases processes that exited before every session's last drained
+    /// window (all of them when no session runs).
+    fn release_due(&self, state: &mut State) {
+        let horizon = state.subscribers.values().map(|s| s.drained).min();
+        let due = match horizon {
+            Some(horizon) => state
+                .exited
+                .iter()
+                .take_while(|(_, at)| *at < horizon)
+                .count(),
+            None => state.exited.len(),
+        };
+        self.release_exited(state, due);
+    }
+
+    /// Releases the `n` oldest exited processes.
+    fn release_exited(&self, state: &mut State, n: usize) {
+        for _ in 0..n {
+            let Some((pid, _)) = state.exited.pop_front() else {
+                break;
+            };
+            // Exited again later (the pid was reused): released then. Alive
+            // now: a new process under the pid, whose capture replaced the
+            // old one's.
+            if state.exited.iter().any(|(p, _)| *p == pid) || Self::alive(pid) {
+                continue;
+            }
+            self.symbolizer.evict_process(pid);
+            state.captured.remove(&pid);
+            state.counts.released += 1;
+        }
+    }
+
+    /// Whether `pid` names a live process (a zombie is not: its memory is
+    /// gone).
+    fn alive(pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next());
+        !matches!(state, None | Some("Z" | "X" | "x"))
+    }
+}
+
+/// The kernel's process events, or `/proc` polling where they cannot load.
+pub(crate) fn open_events() -> Option<Box<dyn EventSource>> {
+    // Wired to the process-event stream in the next step.
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_events() -> Option<Box<dyn EventSource>> {
+        None
+    }
+
+    /// A real child: captured when a session targets it, kept after it
+    /// exits until the session drains a window swapped after the exit,
+    /// then released.
+    #[test]
+    fn exited_processes_are_released_after_the_next_drain() {
+        let symbolizer = Arc::new(Symbolizer::default());
+        let tracker = Tracker::new(symbolizer.clone(), no_events);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id();
+        let subscription = tracker.subscribe(&Targets::Pids(vec![pid]), None);
+        assert!(symbolizer.captured_modules() > 0);
+        assert_eq!(tracker.counts().captured, 1);
+        let _ = child.kill();
+        let _ = child.wait();
+        tracker.handle(&[Seen::Exit(pid)]);
+        // The session has not drained since: its last window may hold
+        // samples of the process.
+        assert!(symbolizer.captured_modules() > 0);
+        assert_eq!(tracker.counts().released, 0);
+        subscription.drained(Instant::now());
+        assert_eq!(symbolizer.captured_modules(), 0);
+        assert_eq!(tracker.counts().released, 1);
+        // An exec of a process no session wants is not captured.
+        tracker.handle(&[Seen::Exec(std::process::id())]);
+        assert_eq!(tracker.counts().captured, 1);
+        drop(subscription);
+        assert!(!tracker.active());
+    }
+
+    #[test]
+    fn cgroup_names_are_those_of_proc_pid_cgroup() {
+        assert_eq!(
+            cgroup_name(std::path::Path::new("/sys/fs/cgroup/a/b/")),
+            "/a/b"
+        );
+        assert_eq!(cgroup_name(std::path::Path::new("/sys/fs/cgroup")), "/");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
+            assert!(in_cgroup(std::process::id(), path));
+            assert!(in_cgroup(std::process::id(), "/"));
+            assert!(!in_cgroup(std::process::id(), "/no-such-rover-cgroup"));
+        }
+    }
+}

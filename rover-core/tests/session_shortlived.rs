@@ -1,0 +1,115 @@
+//! Short-lived processes inside an every-process session: each lives about
+//! 200 ms, execs, works and exits long before the window it ran in is
+//! drained; its samples must still come out symbolized down to `main`.
+
+mod session_fixtures;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rover_core::Profile;
+use rover_core::profile::FrameKind;
+use session_fixtures::{Fixture, Language, profiler};
+
+/// Works `argv[1]` ms of its own CPU time in `short_work`, then exits: no
+/// handshake, so nothing of it lives past its work.
+const SHORT: &str = r#"
+#include <stdlib.h>
+#include <time.h>
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) unsigned long short_work(double until) {
+    volatile unsigned long x = 0;
+    while (cpu_now() < until) {
+        for (int i = 0; i < 20000; i++) x += i * 7;
+    }
+    return x;
+}
+
+int main(int argc, char **argv) {
+    double ms = argc > 1 ? atof(argv[1]) : 200;
+    return short_work(cpu_now() + ms / 1000.0) == 1;
+}
+"#;
+
+const PROCESSES: usize = 50;
+
+/// Samples of `pids` taken in user code, and how many of them are
+/// symbolized from the leaf down to `main` with no unknown frame between.
+fn symbolized_to_main(profile: &Profile, pids: &HashSet<u32>) -> (u64, u64) {
+    let (mut user, mut complete) = (0, 0);
+    for entry in profile.entries() {
+        let Some(thread) = profile.thread(entry.thread) else {
+            continue;
+        };
+        if !pids.contains(&thread.pid) {
+            continue;
+        }
+        let frames: Vec<_> = profile
+            .stack(entry.stack)
+            .iter()
+            .filter_map(|&id| profile.frame(id))
+            .collect();
+        if frames.first().is_none_or(|f| f.kind == FrameKind::Kernel) {
+            continue;
+        }
+        user += entry.value.samples;
+        let to_main = frames.iter().position(|f| f.name == "main");
+        if to_main.is_some_and(|at| frames[..at].iter().all(|f| f.kind == FrameKind::Native)) {
+            complete += entry.value.samples;
+        } else if std::env::var_os("ROVER_SHOW_MISSES").is_some() {
+            let names: Vec<_> = frames.iter().map(|f| f.display_name()).collect();
+            eprintln!("miss x{}: {}", entry.value.samples, names.join(";"));
+        }
+    }
+    (user, complete)
+}
+
+#[test]
+fn short_lived_processes_come_out_symbolized() {
+    let Some(profiler) = profiler("short_lived_processes_come_out_symbolized") else {
+        return;
+    };
+    // Production builds: no frame pointers, so the walk needs tables too.
+    let fixture = Fixture::build_without_frame_pointers("short", Language::C, SHORT, None);
+    let session = profiler
+        .on_cpu()
+        .all()
+        .frequency(499)
+        .window(Duration::from_secs(1))
+        .start()
+        .unwrap();
+    let mut pids = HashSet::new();
+    // Two at a time, one per CPU.
+    for _ in 0..PROCESSES / 2 {
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(&fixture.path)
+                    .arg("200")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            pids.insert(child.id());
+            assert!(child.wait().unwrap().success());
+        }
+    }
+    let whole = session.stop_blocking().unwrap();
+    let (user, complete) = symbolized_to_main(&whole, &pids);
+    let share = complete as f64 / user.max(1) as f64;
+    eprintln!(
+        "{PROCESSES} processes of 200 ms: {complete} of {user} user-mode samples \
+         symbolized down to main ({:.1}%)",
+        share * 100.0
+    );
+    assert!(user >= PROCESSES as u64, "only {user} user-mode samples");
+    assert!(share >= 0.9, "{:.1}% symbolized to main", share * 100.0);
+}
