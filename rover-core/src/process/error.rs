@@ -17,6 +17,12 @@ pub enum Error {
         /// The pid asked for.
         pid: u32,
     },
+    /// The process has no executable: a kernel thread (or a zombie).
+    #[error("process {pid} has no executable (a kernel thread, or exited)")]
+    NoExecutable {
+        /// The process.
+        pid: u32,
+    },
     /// A file could not be read (permission, or an I/O error).
     #[error("cannot read {}: {source}", path.display())]
     Read {

@@ -37,10 +37,13 @@ pub struct ProcessInfo {
     /// The command name the kernel keeps (`/proc/PID/stat`, at most 15
     /// bytes, the executable's base name unless the process renamed itself).
     pub comm: String,
-    /// The executable's path as the process sees it, in its own mount
-    /// namespace (`/proc/PID/exe`); `None` for kernel threads or without
-    /// permission. Its bytes through `/proc/PID/exe` are reachable from here
-    /// whatever the namespace, and even when deleted.
+    /// The executable's path as the process sees it, from its own root and
+    /// in its own mount namespace: the target of `/proc/PID/exe`, less the
+    /// process's root (`/proc/PID/root`) when that is a directory this
+    /// process sees (a chroot; the kernel names both from the reader's
+    /// root). `None` for kernel threads or without permission. The file is
+    /// reachable from here through `/proc/PID/exe` whatever the namespace,
+    /// and even when deleted.
     pub exe: Option<PathBuf>,
     /// Whether the executable was deleted (or replaced) since the process
     /// started it: the kernel's ` (deleted)` suffix, taken off [`exe`](Self::exe).
@@ -162,6 +165,14 @@ impl ProcessInfo {
         let (exe, exe_deleted) = match std::fs::read_link(proc_path(pid, "exe")) {
             Ok(link) => split_deleted(link),
             Err(_) => (None, false),
+        };
+        // The kernel names the file from the reader's root: under a chroot
+        // whose root this process can reach, that is the root's path joined
+        // with the process's own.
+        let root = std::fs::read_link(proc_path(pid, "root")).ok();
+        let exe = match (exe, root) {
+            (Some(exe), Some(root)) => Some(in_root(exe, &root)),
+            (exe, _) => exe,
         };
         let cmdline = std::fs::read(proc_path(pid, "cmdline"))
             .map(|bytes| {
@@ -365,6 +376,18 @@ fn split_deleted(link: PathBuf) -> (Option<PathBuf>, bool) {
     }
 }
 
+/// `path` (named from this process's root) as a process whose root is
+/// `root` (also named from here) sees it.
+fn in_root(path: PathBuf, root: &Path) -> PathBuf {
+    if root == Path::new("/") {
+        return path;
+    }
+    match path.strip_prefix(root) {
+        Ok(inside) => Path::new("/").join(inside),
+        Err(_) => path,
+    }
+}
+
 /// `name:password:uid:...` lines; the first name of a uid wins, as for
 /// `getpwuid`.
 fn parse_passwd(text: &str) -> HashMap<u32, String> {
@@ -406,6 +429,19 @@ mod tests {
         assert_eq!(
             split_deleted(PathBuf::from("/usr/bin/sleep")),
             (Some(PathBuf::from("/usr/bin/sleep")), false)
+        );
+        assert_eq!(
+            in_root(PathBuf::from("/tmp/root/bin/x"), Path::new("/tmp/root")),
+            PathBuf::from("/bin/x")
+        );
+        assert_eq!(
+            in_root(PathBuf::from("/usr/bin/x"), Path::new("/")),
+            PathBuf::from("/usr/bin/x")
+        );
+        // A root the file is not under (another mount): as named.
+        assert_eq!(
+            in_root(PathBuf::from("/usr/bin/x"), Path::new("/tmp/root")),
+            PathBuf::from("/usr/bin/x")
         );
         let ns = Namespaces {
             pid: Some(1),

@@ -66,9 +66,11 @@ pub struct ProfileSupport {
 }
 
 impl ProfileSupport {
-    /// Whether its frames can be named: a symbol table, or a debug file.
+    /// Whether its frames can be named: function symbols (a stripped
+    /// executable's `.dynsym` may hold only the functions it imports, which
+    /// name none of its code), or a debug file.
     pub fn has_symbols(&self) -> bool {
-        self.symtab || self.dynsym || self.debug_file.is_some()
+        self.symbols > 0 || self.debug_file.is_some()
     }
 
     /// Whether its stacks can be unwound without frame pointers.
@@ -78,8 +80,8 @@ impl ProfileSupport {
 }
 
 /// How many of a sample of the executable's functions start by setting up
-/// a frame pointer: `push %rbp; mov %rsp,%rbp`, after an `endbr64` if the
-/// function has one. The sample is at most [`FramePointers::MAX_SAMPLED`]
+/// a frame pointer: `push %rbp` (after an `endbr64` if the function has
+/// one), then `mov %rsp,%rbp` within the next few instructions. The sample is at most [`FramePointers::MAX_SAMPLED`]
 /// functions spread evenly over the symbol table (`.symtab`, else
 /// `.dynsym`), leaving out names that start with `_`: start-up code and
 /// libc internals, built without frame pointers whatever the program's
@@ -168,12 +170,19 @@ impl SupportCache {
     /// What rover can do with `process`: its executable is read through
     /// `/proc/PID/exe`, which reaches it in any mount namespace and when
     /// deleted. Errors: [`Error::NoSuchProcess`] if it exited,
-    /// [`Error::Read`] if its executable cannot be opened (a kernel thread
-    /// has none; another user's needs privileges).
+    /// [`Error::NoExecutable`] for a kernel thread, [`Error::Read`] if its
+    /// executable cannot be opened (another user's needs privileges).
     pub fn support(&self, process: &ProcessInfo) -> Result<ProfileSupport, Error> {
         let exe_link = PathBuf::from(format!("/proc/{}/exe", process.pid));
-        let file =
-            File::open(&exe_link).map_err(|e| Error::proc(process.pid, exe_link.clone(), e))?;
+        let file = File::open(&exe_link).map_err(|e| {
+            // A kernel thread's link is missing as a vanished process's is.
+            let alive = Path::new(&format!("/proc/{}/stat", process.pid)).exists();
+            if e.kind() == std::io::ErrorKind::NotFound && alive {
+                Error::NoExecutable { pid: process.pid }
+            } else {
+                Error::proc(process.pid, exe_link.clone(), e)
+            }
+        })?;
         let metadata = file
             .metadata()
             .map_err(|e| Error::proc(process.pid, exe_link.clone(), e))?;
@@ -431,7 +440,7 @@ impl<'a> Elf<'a> {
         counts
     }
 
-    /// The address and first 8 bytes of the function symbol at `index`, if
+    /// The address and first [`PROLOGUE_BYTES`] bytes of the function symbol at `index`, if
     /// it is a sized function in an executable section whose name does not
     /// start with `_`.
     fn function_start(
@@ -464,7 +473,7 @@ impl<'a> Elf<'a> {
         if read_at(self.file, names.offset + name, 1)?.first() == Some(&b'_') {
             return None;
         }
-        let len = size.min(8) as usize;
+        let len = size.min(PROLOGUE_BYTES) as usize;
         Some((
             value,
             read_at(self.file, code.offset + (value - code.addr), len)?,
@@ -472,15 +481,21 @@ impl<'a> Elf<'a> {
     }
 }
 
-/// `push %rbp` then `mov %rsp,%rbp` (either encoding), after an optional
-/// `endbr64`.
+/// `push %rbp` first (after an optional `endbr64`), then `mov %rsp,%rbp`
+/// (either encoding) within the next [`PROLOGUE_BYTES`]: compilers
+/// schedule an argument's load between the two.
 fn sets_frame_pointer(code: &[u8]) -> bool {
     let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa]).unwrap_or(code);
-    matches!(
-        code,
-        [0x55, 0x48, 0x89, 0xe5, ..] | [0x55, 0x48, 0x8b, 0xec, ..]
-    )
+    let Some(after_push) = code.strip_prefix(&[0x55]) else {
+        return false;
+    };
+    after_push
+        .windows(3)
+        .any(|bytes| bytes == [0x48, 0x89, 0xe5] || bytes == [0x48, 0x8b, 0xec])
 }
+
+/// Bytes of a function read to find its prologue.
+const PROLOGUE_BYTES: u64 = 24;
 
 #[cfg(test)]
 mod tests {
@@ -493,6 +508,10 @@ mod tests {
             0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5
         ]));
         assert!(sets_frame_pointer(&[0x55, 0x48, 0x8b, 0xec]));
+        // `push %rbp; mov $3,%edi; mov %rsp,%rbp`, as gcc schedules it.
+        assert!(sets_frame_pointer(&[
+            0x55, 0xbf, 3, 0, 0, 0, 0x48, 0x89, 0xe5
+        ]));
         // `sub $8,%rsp`; `push %rbp` without the move; too short.
         assert!(!sets_frame_pointer(&[0x48, 0x83, 0xec, 0x08]));
         assert!(!sets_frame_pointer(&[0x55, 0x53, 0x48, 0x89]));
