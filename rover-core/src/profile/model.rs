@@ -111,6 +111,8 @@ pub struct Profile {
     off_cpu: bool,
     time_range: Option<(u64, u64)>,
     sampling_hz: Option<u64>,
+    /// By (pid, start ticks).
+    pub(crate) identities: Vec<std::sync::Arc<super::ProcessIdentity>>,
     scratch: Vec<FrameId>,
 }
 
@@ -509,6 +511,9 @@ impl Profile {
             if self.build_id(module).is_none() {
                 self.set_build_id(module, build_id);
             }
+        }
+        for identity in &other.identities {
+            self.add_identity(identity.clone());
         }
     }
 }

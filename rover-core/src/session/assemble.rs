@@ -9,8 +9,10 @@ use rover_symbolize::{Reason, Source, Symbolized, Symbolizer, Unknown};
 
 use rover_ebpf::abi::UNWIND_FP_FRAME;
 
+use super::tracker::Tracker;
 use crate::loader::{RawWindow, StackLoss, StackSlot, UserWalk, WalkStop};
-use crate::profile::{FrameId, Profile, ProfileKind, SampleValue, StackId};
+use crate::process::ProcessInfo;
+use crate::profile::{FrameId, ProcessIdentity, Profile, ProfileKind, SampleValue, StackId};
 use crate::stats::{SymbolizationStats, WindowStats};
 
 /// Builds window profiles; lives on the drain thread for the whole session
@@ -20,6 +22,9 @@ pub(crate) struct Assembler {
     kind: ProfileKind,
     frequency_hz: Option<u64>,
     process_names: HashMap<u32, Arc<str>>,
+    /// Identities of the processes of the last window, as names are kept.
+    identities: HashMap<u32, Option<Arc<ProcessIdentity>>>,
+    tracker: Option<Arc<Tracker>>,
 }
 
 /// The frames of one window's stacks, symbolized once each.
@@ -39,7 +44,16 @@ impl Assembler {
             kind,
             frequency_hz,
             process_names: HashMap::new(),
+            identities: HashMap::new(),
+            tracker: None,
         }
+    }
+
+    /// Takes process identities from `tracker` (captured while processes
+    /// lived) before reading `/proc`.
+    pub fn with_tracker(mut self, tracker: Arc<Tracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
     }
 
     /// Symbolizes `raw` into a profile covering `[start, end)` (Unix
@@ -62,6 +76,9 @@ impl Assembler {
         stats.distinct_stacks = raw.stacks.len();
         stats.dropped = raw.dropped();
         self.refresh_process_names(raw);
+        for identity in self.identities.values().flatten() {
+            profile.add_identity(identity.clone());
+        }
 
         let frames = self.symbolize_stacks(raw, &mut profile, &mut stats.symbolization);
         let mut stacks: HashMap<(Option<usize>, u32, Option<usize>, UserWalk), StackId> =
@@ -142,6 +159,22 @@ impl Assembler {
             seen.insert(entry.tgid, name);
         }
         self.process_names = seen;
+        let mut identities = HashMap::with_capacity(self.process_names.len());
+        for &pid in self.process_names.keys() {
+            // The tracker's is the freshest: it is replaced at every exec.
+            let identity = self
+                .tracker
+                .as_ref()
+                .and_then(|tracker| tracker.identity(pid))
+                .or_else(|| self.identities.get(&pid).cloned().flatten())
+                .or_else(|| {
+                    ProcessInfo::read(pid)
+                        .ok()
+                        .map(|info| Arc::new(ProcessIdentity::of(&info)))
+                });
+            identities.insert(pid, identity);
+        }
+        self.identities = identities;
     }
 
     fn symbolize_stacks(

@@ -58,7 +58,8 @@ fn spawn(
     let sink = handle::new_sink();
     let drain = Drain {
         program,
-        assembler: Assembler::new(symbolizer, kind, frequency_hz),
+        assembler: Assembler::new(symbolizer, kind, frequency_hz)
+            .with_tracker(subscription.tracker().clone()),
         window,
         subscription,
         control: control_rx,

@@ -24,6 +24,8 @@ use rover_symbolize::Symbolizer;
 
 use crate::loader::Targets;
 use crate::loader::unwind::TableNotifier;
+use crate::process::ProcessInfo;
+use crate::profile::ProcessIdentity;
 
 /// Processes captured at once, at most. Each holds its maps (a few KiB)
 /// and references to modules the symbolizer's cache shares.
@@ -110,6 +112,8 @@ struct State {
     next_id: u64,
     /// Processes captured and not yet released.
     captured: HashSet<u32>,
+    /// Their identities, read at capture.
+    identities: HashMap<u32, Arc<ProcessIdentity>>,
     /// Processes that exited, with when the tracker learnt it, oldest first.
     exited: VecDeque<(u32, Instant)>,
     counts: TrackerCounts,
@@ -146,6 +150,11 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
+    /// The tracker this subscription belongs to.
+    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+
     /// The session symbolized a window whose buffer was swapped at
     /// `swapped`: processes that exited before it may be released.
     pub(crate) fn drained(&self, swapped: Instant) {
@@ -265,6 +274,11 @@ impl Tracker {
         }
     }
 
+    /// The identity of `pid` read when it was last captured.
+    pub(crate) fn identity(&self, pid: u32) -> Option<Arc<ProcessIdentity>> {
+        self.lock().identities.get(&pid).cloned()
+    }
+
     /// Whether any session is registered (the event source runs only then).
     pub(crate) fn active(&self) -> bool {
         !self.lock().subscribers.is_empty()
@@ -326,6 +340,16 @@ impl Tracker {
             Ok(_) => {
                 state.captured.insert(pid);
                 state.counts.captured += 1;
+                match ProcessInfo::read(pid) {
+                    Ok(info) => {
+                        state
+                            .identities
+                            .insert(pid, Arc::new(ProcessIdentity::of(&info)));
+                    }
+                    Err(_) => {
+                        state.identities.remove(&pid);
+                    }
+                }
             }
             // Gone already: its exit event follows.
             Err(_) => state.counts.capture_failed += 1,
@@ -361,6 +385,7 @@ impl Tracker {
             }
             self.symbolizer.evict_process(pid);
             state.captured.remove(&pid);
+            state.identities.remove(&pid);
             state.counts.released += 1;
         }
     }
@@ -404,6 +429,15 @@ mod tests {
             .spawn()
             .expect("sleep runs");
         let pid = child.id();
+        // `spawn` may return while the child is still in exec: wait for
+        // the dynamic loader to have mapped libc.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|maps| maps.contains("libc.so"))
+        {
+            assert!(Instant::now() < deadline, "sleep never mapped libc");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let subscription = tracker.subscribe(&Targets::Pids(vec![pid]), None);
         assert!(symbolizer.captured_modules() > 0);
         assert_eq!(tracker.counts().captured, 1);
