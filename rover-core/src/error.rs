@@ -227,6 +227,17 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A process events ring buffer size the kernel refuses.
+    #[error(
+        "ring buffer size {size} must be a power of two of at least one page ({page} bytes) \
+         (.ring_size(..))"
+    )]
+    RingBufferSize {
+        /// The size asked for, in bytes.
+        size: u32,
+        /// The page size.
+        page: u64,
+    },
     /// `set_pids` on a session that was not started with `.pids(..)`.
     #[error(
         "set_pids changes the processes of a session started with .pids(..); \

@@ -38,6 +38,7 @@ pub mod loader;
 #[cfg(not(feature = "unstable-loader"))]
 #[allow(dead_code, unused_imports)]
 mod loader;
+pub mod process_events;
 pub mod profile;
 mod profiler;
 pub mod session;
