@@ -57,7 +57,7 @@ const MAP_HOOKS: [(&str, &str); 4] = [
     ("rover_proc_mprotect_enter", "sys_enter_mprotect"),
 ];
 
-/// The default ring buffer: 256 KiB, about 3 500 fork or exit records (72
+/// The default ring buffer: 256 KiB, about 3 200 fork or exit records (72
 /// bytes and an 8-byte header each) or 780 exec records (328 bytes).
 pub const DEFAULT_RING_SIZE: u32 = 256 * 1024;
 
