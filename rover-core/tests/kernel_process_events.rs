@@ -455,3 +455,76 @@ fn the_poll_source_sees_longer_lived_children() {
     }
     events.stop().unwrap();
 }
+
+const NO_CAPS_CHILD: &str = "ROVER_TEST_NO_CAPS_CHILD";
+
+/// Runs `no_caps_child` in a copy of this test binary that keeps uid 0 but
+/// holds no capability (every one dropped from its bounding set before the
+/// exec), where the kernel source cannot load.
+#[test]
+fn without_privileges_auto_polls_and_says_why() {
+    let test = "without_privileges_auto_polls_and_says_why";
+    if !testkit::require_root(test) {
+        return;
+    }
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "no_caps_child", "--ignored", "--nocapture"])
+        .env(NO_CAPS_CHILD, "1");
+    // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            for cap in 0..64 {
+                // Capabilities this kernel does not know fail with EINVAL.
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let stdout = support::child_passed(&output);
+    assert!(
+        stdout.contains("no_caps_child: polling because"),
+        "{stdout}"
+    );
+}
+
+#[test]
+#[ignore = "run by without_privileges_auto_polls_and_says_why"]
+fn no_caps_child() {
+    if std::env::var_os(NO_CAPS_CHILD).is_none() {
+        return;
+    }
+    let mut events = ProcessEvents::start().unwrap();
+    assert_eq!(events.source(), EventSource::Poll);
+    let fallback = events.fallback().expect("no reason for the fallback");
+    assert!(fallback.is_privileges(), "{fallback}");
+    println!("no_caps_child: polling because {fallback}");
+    assert_eq!(events.hook(), None);
+    assert!(events.map_exec_unavailable().is_some());
+    let mut child = Command::new("/bin/sleep").arg("0.5").spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let deadline = Instant::now() + PATIENCE;
+    let mut kinds = Vec::new();
+    while !matches!(kinds.last(), Some(ProcessEventKind::Exit { .. })) && Instant::now() < deadline
+    {
+        if let Some(event) = events.next_timeout(Duration::from_millis(100))
+            && event.pid == pid
+        {
+            kinds.push(event.kind);
+        }
+    }
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                ProcessEventKind::Fork { .. },
+                ProcessEventKind::Exec { .. },
+                ProcessEventKind::Exit { status: None }
+            ]
+        ),
+        "{kinds:?}"
+    );
+    events.stop().unwrap();
+}
