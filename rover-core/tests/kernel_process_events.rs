@@ -98,8 +98,18 @@ fn kernel_events(hook: ProcessHook) -> ProcessEvents {
     events
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// The ids of the process events programs loaded in the kernel (their
+/// names, cut to 15 bytes, start `rover_proc_`; the feature probes that
+/// other tests run meanwhile are `rover_probe_*`).
+fn proc_program_ids() -> HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| n.starts_with("rover_proc_"))
+        })
+        .map(|p| p.id())
+        .collect()
 }
 
 /// Field 22 of /proc/PID/stat, read while the process lives.
@@ -164,7 +174,7 @@ fn check_lifecycle(pid: u32, events: &[&ProcessEvent], program: &str) -> i32 {
 
 fn every_child_forks_execs_and_exits(test: &str, hook: ProcessHook) {
     let Some(_kernel) = kernel(test) else { return };
-    let fds = open_fds();
+    let before = proc_program_ids();
     let collector = Collector::start(kernel_events(hook));
     let mut children = Vec::new();
     let started = Instant::now();
@@ -207,8 +217,18 @@ fn every_child_forks_execs_and_exits(test: &str, hook: ProcessHook) {
         latencies[latencies.len() - 1]
     );
     assert_eq!(events.dropped().total(), 0, "{:?}", events.dropped());
+    // The fork, exec, exit and four syscall programs run...
+    let running: HashSet<u32> = &proc_program_ids() - &before;
+    assert!(running.len() >= 3, "{running:?}");
     events.stop().unwrap();
-    assert_eq!(open_fds(), fds, "stop left fds open");
+    // ... and are gone once stop returned (the kernel frees an id once the
+    // last reference, the link's or the fd's, is dropped: soon after).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proc_program_ids().is_disjoint(&running) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = &proc_program_ids() & &running;
+    assert!(left.is_empty(), "still loaded after stop: {left:?}");
 }
 
 #[test]
