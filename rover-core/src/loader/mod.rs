@@ -8,7 +8,8 @@
 //! double buffer and return the last window as one [`RawWindow`] type for
 //! both (its values are the profile model's [`SampleValue`](crate::profile::SampleValue)),
 //! and dropping a program detaches it and closes every fd. [`Program`] is
-//! what both have in common.
+//! what both have in common. [`ProcEventsProgram`] is the process events
+//! program, read from its ring buffer (`crate::process_events` streams it).
 //!
 //! A configuration is validated ([`OnCpuConfig::validate`],
 //! [`OffCpuConfig::validate`]) before any privilege or kernel check, so a
