@@ -658,6 +658,41 @@ mod tests {
         );
         assert_eq!(events.try_next(), None);
         assert_eq!(events.dropped().total(), 0);
+        // Through the Stream: pending first, then woken by the source thread.
+        let later = {
+            let dir = proc.path().join("78");
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                fs::create_dir(&dir).unwrap();
+                fs::write(
+                    dir.join("stat"),
+                    "78 (late) S 1 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 12 0 0",
+                )
+                .unwrap();
+            })
+        };
+        let fork = futures::executor::block_on(futures::StreamExt::next(&mut events)).unwrap();
+        later.join().unwrap();
+        assert_eq!((fork.pid, fork.comm.as_str()), (78, "late"));
+        assert!(!events.is_finished());
+        events.stop().unwrap();
+    }
+
+    #[test]
+    fn a_stopped_stream_ends() {
+        let proc = tempfile::tempdir().unwrap();
+        let mut events = ProcessEvents::builder()
+            .source(EventSource::Poll)
+            .proc_root(proc.path())
+            .start()
+            .unwrap();
+        events.request_stop();
+        assert_eq!(
+            futures::executor::block_on(futures::StreamExt::next(&mut events)),
+            None
+        );
+        assert!(events.is_finished());
+        assert_eq!(events.next_blocking(), None);
         events.stop().unwrap();
     }
 }
