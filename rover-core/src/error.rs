@@ -143,6 +143,10 @@ pub enum Error {
     /// The drain thread ended without handing back the profile (it panicked).
     #[error("the session's drain thread ended without a result")]
     DrainThreadLost,
+    /// The thread of a [`ProcessEvents`](crate::process_events::ProcessEvents)
+    /// stream ended without a result (it panicked).
+    #[error("the process events' thread ended without a result")]
+    EventThreadLost,
 }
 
 /// What is wrong with a configuration: one case per mistake, each message

@@ -416,7 +416,10 @@ impl ProcessEvents {
                 thread_shared.queue.end();
                 result
             })
-            .map_err(Error::Thread)?;
+            .map_err(|source| Error::Io {
+                what: "spawning the process events' thread".into(),
+                source,
+            })?;
         Ok(ProcessEvents {
             shared,
             thread: Some(thread),
@@ -491,7 +494,7 @@ impl ProcessEvents {
         self.request_stop();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) | None => Err(Error::DrainThreadLost),
+            Some(Err(_)) | None => Err(Error::EventThreadLost),
         }
     }
 
