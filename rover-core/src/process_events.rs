@@ -454,8 +454,8 @@ impl ProcessEvents {
     }
 
     /// Records the kernel lost because its ring buffer was full, as of the
-    /// source's last look (when the ring buffer was empty, or the stream's
-    /// queue full). Always zero for the poll source, whose losses (processes
+    /// source's last look (whenever the ring buffer was empty, every 100 ms
+    /// while records keep coming, and when the stream's queue was full). Always zero for the poll source, whose losses (processes
     /// shorter than its interval) cannot be counted.
     pub fn dropped(&self) -> DroppedEvents {
         *self
