@@ -477,6 +477,14 @@ impl ProcessEvents {
         self.shared.queue.pop(Some(timeout))
     }
 
+    /// The events that arrive within `timeout`: waits for the first, then
+    /// takes every other one waiting, up to `max` in all; empty when none
+    /// came in time or the stream ended. For a consumer that handles events
+    /// in batches on a thread of its own.
+    pub fn next_batch(&mut self, timeout: Duration, max: usize) -> Vec<ProcessEvent> {
+        self.shared.queue.pop_batch(timeout, max)
+    }
+
     /// The next event if one is waiting, without blocking.
     pub fn try_next(&mut self) -> Option<ProcessEvent> {
         self.shared.queue.try_pop()
@@ -647,9 +655,12 @@ mod tests {
         assert_eq!(events.source(), EventSource::Poll);
         assert!(events.map_exec_unavailable().is_some());
         add(77, 1, 9);
-        let fork = events.next_timeout(Duration::from_secs(5)).unwrap();
+        let batch = events.next_batch(Duration::from_secs(5), 10);
+        let [fork] = &batch[..] else {
+            panic!("{batch:?}");
+        };
         assert_eq!(
-            (fork.pid, fork.kind),
+            (fork.pid, fork.kind.clone()),
             (77, ProcessEventKind::Fork { parent: 1 })
         );
         assert_eq!(fork.start_ticks, Some(9));

@@ -147,6 +147,21 @@ impl Queue {
         }
     }
 
+    /// The next event as [`Queue::pop`] waits for it, and every other one
+    /// queued by then, up to `max` in all.
+    pub(crate) fn pop_batch(&self, timeout: Duration, max: usize) -> Vec<ProcessEvent> {
+        let Some(first) = self.pop(Some(timeout)) else {
+            return Vec::new();
+        };
+        let mut batch = vec![first];
+        let mut state = self.lock();
+        let more = max.saturating_sub(1).min(state.events.len());
+        batch.extend(state.events.drain(..more));
+        drop(state);
+        self.writable.notify_all();
+        batch
+    }
+
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<ProcessEvent>> {
         let mut state = self.lock();
         if let Some(event) = self.take(&mut state) {
