@@ -13,7 +13,7 @@ clang=${CLANG:-clang-19}
 strip=${LLVM_STRIP:-llvm-strip-19}
 # Each object and the source it is built from, with its defines: the
 # `_unwind` variants add the in-kernel unwinder (bpf/unwind.h).
-programs=(oncpu offcpu probe oncpu_unwind offcpu_unwind)
+programs=(oncpu offcpu probe procevents oncpu_unwind offcpu_unwind)
 source_of() { echo "${1%_unwind}"; }
 defines_of() { case $1 in *_unwind) echo -DROVER_UNWIND ;; esac; }
 

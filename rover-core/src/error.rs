@@ -143,6 +143,10 @@ pub enum Error {
     /// The drain thread ended without handing back the profile (it panicked).
     #[error("the session's drain thread ended without a result")]
     DrainThreadLost,
+    /// The thread of a [`ProcessEvents`](crate::process::events::ProcessEvents)
+    /// stream ended without a result (it panicked).
+    #[error("the process events' thread ended without a result")]
+    EventThreadLost,
 }
 
 /// What is wrong with a configuration: one case per mistake, each message
@@ -226,6 +230,17 @@ pub enum ConfigError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A process events ring buffer size the kernel refuses.
+    #[error(
+        "ring buffer size {size} must be a power of two of at least one page ({page} bytes) \
+         (.ring_size(..))"
+    )]
+    RingBufferSize {
+        /// The size asked for, in bytes.
+        size: u32,
+        /// The page size.
+        page: u64,
     },
     /// `set_pids` on a session that was not started with `.pids(..)`.
     #[error(

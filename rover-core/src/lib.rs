@@ -24,11 +24,13 @@
 //! ```
 //!
 //! Modules: [`profile`] (the model and its operations), [`export`] (folded,
-//! SVG flame graphs, pprof), [`session`] (builders, handles, windows). The
-//! low-level eBPF layer sessions are built on (`loader`: attach a program,
-//! drain raw windows) is public only with the unstable `unstable-loader`
-//! feature, which rover's own kernel tests and benchmarks use; the types of
-//! it that sessions take or report are re-exported here.
+//! SVG flame graphs, pprof), [`session`] (builders, handles, windows),
+//! [`process`] (listing processes, selectors, containers, and
+//! [`process::events`]: a stream of forks, execs, exits and executable
+//! mappings). The low-level eBPF layer sessions are built on (`loader`:
+//! attach a program, drain raw windows) is public only with the unstable
+//! `unstable-loader` feature, which rover's own kernel tests and benchmarks
+//! use; the types of it that sessions take or report are re-exported here.
 #![warn(missing_docs)]
 
 mod error;

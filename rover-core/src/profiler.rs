@@ -126,7 +126,10 @@ impl Profiler {
     pub(crate) fn unchecked_for_tests() -> Self {
         let symbolizer = Arc::new(Symbolizer::default());
         Profiler {
-            tracker: Tracker::new(symbolizer.clone(), crate::session::tracker::open_events),
+            tracker: Tracker::new(
+                symbolizer.clone(),
+                Arc::new(|| None) as crate::session::tracker::OpenSource,
+            ),
             symbolizer,
             environment: Environment {
                 features: KernelFeatures::all_for_tests(),
@@ -176,8 +179,13 @@ impl ProfilerBuilder {
                     .build(),
             ),
         };
+        let events_environment = environment.clone();
         Ok(Profiler {
-            tracker: Tracker::new(symbolizer.clone(), crate::session::tracker::open_events),
+            tracker: Tracker::new(
+                symbolizer.clone(),
+                Arc::new(move || crate::session::tracker::open_events(&events_environment))
+                    as crate::session::tracker::OpenSource,
+            ),
             symbolizer,
             environment,
         })

@@ -190,4 +190,58 @@ struct rover_unwind_proc {
 	struct rover_unwind_mapping mappings[ROVER_UNWIND_MAX_MAPPINGS];
 };
 
+/* Process events (procevents.bpf.c): one record per event in the ring
+ * buffer `procevents_ring`, a struct rover_proc_event, followed for
+ * ROVER_PROC_EXEC by the file name (ROVER_PROC_FILENAME_LEN bytes, NUL
+ * terminated). */
+#define ROVER_PROC_FORK 1
+#define ROVER_PROC_EXEC 2
+#define ROVER_PROC_EXIT 3
+#define ROVER_PROC_MAP_EXEC 4
+#define ROVER_PROC_FILENAME_LEN 256
+
+/* `flags` of a ROVER_PROC_MAP_EXEC record: how the code was mapped. */
+#define ROVER_PROC_MAP_ANONYMOUS (1u << 0)
+#define ROVER_PROC_MAP_MPROTECT (1u << 1)
+
+/* Indexes of the per-CPU `procevents_drops` map: records of each kind that
+ * found the ring buffer full. */
+#define ROVER_PROC_DROP_FORK 0
+#define ROVER_PROC_DROP_EXEC 1
+#define ROVER_PROC_DROP_EXIT 2
+#define ROVER_PROC_DROP_MAP_EXEC 3
+#define ROVER_PROC_DROP_MAX 4
+
+struct rover_proc_event {
+	/* ROVER_PROC_* */
+	__u32 kind;
+	/* The process (tgid). */
+	__u32 pid;
+	/* The thread: the child (= pid) for a fork, the thread that called
+	 * execve (its id before the exec) for an exec, the last thread for an
+	 * exit, the thread that mapped for a map. */
+	__u32 tid;
+	/* Fork: the tgid of the process that forked. */
+	__u32 ppid;
+	/* bpf_ktime_get_boot_ns() at the event. */
+	__u64 time_ns;
+	/* The process's group leader's start_boottime (ns since boot), what
+	 * /proc/PID/stat's starttime is made from; 0 when unknown. */
+	__u64 start_ns;
+	/* Map: the mapping's address and length. */
+	__u64 addr;
+	__u64 len;
+	/* Exit: task->exit_code, a wait status (code << 8 | signal). */
+	__s32 exit_code;
+	/* Map: ROVER_PROC_MAP_* bits. */
+	__u32 flags;
+	/* The group leader's command name. */
+	char comm[ROVER_COMM_LEN];
+};
+
+struct rover_proc_exec {
+	struct rover_proc_event event;
+	char filename[ROVER_PROC_FILENAME_LEN];
+};
+
 #endif

@@ -242,6 +242,72 @@ impl Default for UnwindProc {
     }
 }
 
+/// Process event kind (`kind` of [`ProcEvent`]): a new process (not a thread).
+pub const PROC_FORK: u32 = 1;
+/// Process event kind: an exec; the record is a [`ProcExec`].
+pub const PROC_EXEC: u32 = 2;
+/// Process event kind: the last thread of a process exited.
+pub const PROC_EXIT: u32 = 3;
+/// Process event kind: executable code was mapped (mmap or mprotect with
+/// `PROT_EXEC`).
+pub const PROC_MAP_EXEC: u32 = 4;
+/// Bytes of an exec record's file name, NUL terminated.
+pub const PROC_FILENAME_LEN: usize = 256;
+/// `flags` of a map record: anonymous memory (`MAP_ANONYMOUS` or no fd).
+pub const PROC_MAP_ANONYMOUS: u32 = 1 << 0;
+/// `flags` of a map record: made executable by `mprotect`.
+pub const PROC_MAP_MPROTECT: u32 = 1 << 1;
+/// Index in `procevents_drops`: fork records that found the ring full.
+pub const PROC_DROP_FORK: u32 = 0;
+/// Index in `procevents_drops`: exec records that found the ring full.
+pub const PROC_DROP_EXEC: u32 = 1;
+/// Index in `procevents_drops`: exit records that found the ring full.
+pub const PROC_DROP_EXIT: u32 = 2;
+/// Index in `procevents_drops`: map records that found the ring full.
+pub const PROC_DROP_MAP_EXEC: u32 = 3;
+/// Number of `procevents_drops` entries.
+pub const PROC_DROP_MAX: u32 = 4;
+
+/// One record of the process events ring buffer (`struct
+/// rover_proc_event`); an exec record is a [`ProcExec`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcEvent {
+    /// One `PROC_*` kind.
+    pub kind: u32,
+    /// The process (tgid).
+    pub pid: u32,
+    /// The thread: the child for a fork, the thread that called execve (its
+    /// id before the exec), the last thread for an exit, the mapping thread.
+    pub tid: u32,
+    /// Fork: the tgid of the process that forked.
+    pub ppid: u32,
+    /// `bpf_ktime_get_boot_ns()` at the event.
+    pub time_ns: u64,
+    /// The group leader's `start_boottime` (ns since boot); 0 when unknown.
+    pub start_ns: u64,
+    /// Map: the mapping's address.
+    pub addr: u64,
+    /// Map: the mapping's length.
+    pub len: u64,
+    /// Exit: `task->exit_code`, a wait status.
+    pub exit_code: i32,
+    /// Map: `PROC_MAP_*` bits.
+    pub flags: u32,
+    /// The group leader's command name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// An exec record (`struct rover_proc_exec`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcExec {
+    /// What every record has.
+    pub event: ProcEvent,
+    /// The file name execve was given, NUL terminated.
+    pub filename: [u8; PROC_FILENAME_LEN],
+}
+
 // SAFETY: plain `repr(C)` integers and byte arrays with no padding (checked
 // by the layout tests), so every bit pattern is a valid value.
 unsafe impl aya::Pod for OnCpuKey {}
@@ -259,6 +325,10 @@ unsafe impl aya::Pod for UnwindRow {}
 unsafe impl aya::Pod for UnwindMapping {}
 // SAFETY: as above.
 unsafe impl aya::Pod for UnwindProc {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcExec {}
 
 #[cfg(test)]
 mod tests {
@@ -329,6 +399,25 @@ mod tests {
     }
 
     #[test]
+    fn proc_event_layout() {
+        assert_eq!(size_of::<ProcEvent>(), 72);
+        assert_eq!(align_of::<ProcEvent>(), 8);
+        assert_eq!(offset_of!(ProcEvent, kind), 0);
+        assert_eq!(offset_of!(ProcEvent, pid), 4);
+        assert_eq!(offset_of!(ProcEvent, tid), 8);
+        assert_eq!(offset_of!(ProcEvent, ppid), 12);
+        assert_eq!(offset_of!(ProcEvent, time_ns), 16);
+        assert_eq!(offset_of!(ProcEvent, start_ns), 24);
+        assert_eq!(offset_of!(ProcEvent, addr), 32);
+        assert_eq!(offset_of!(ProcEvent, len), 40);
+        assert_eq!(offset_of!(ProcEvent, exit_code), 48);
+        assert_eq!(offset_of!(ProcEvent, flags), 52);
+        assert_eq!(offset_of!(ProcEvent, comm), 56);
+        assert_eq!(size_of::<ProcExec>(), 72 + PROC_FILENAME_LEN);
+        assert_eq!(offset_of!(ProcExec, filename), 72);
+    }
+
+    #[test]
     fn unwind_layouts() {
         assert_eq!(size_of::<UnwindRow>(), 16);
         assert_eq!(offset_of!(UnwindRow, cfa_offset), 8);
@@ -376,6 +465,16 @@ mod tests {
             ("ROVER_USTACK_STORE_FULL", USTACK_STORE_FULL),
             ("ROVER_USTACK_MAX", USTACK_MAX),
             ("ROVER_CFA_SIGNAL", u32::from(CFA_SIGNAL)),
+            ("ROVER_PROC_FORK", PROC_FORK),
+            ("ROVER_PROC_EXEC", PROC_EXEC),
+            ("ROVER_PROC_EXIT", PROC_EXIT),
+            ("ROVER_PROC_MAP_EXEC", PROC_MAP_EXEC),
+            ("ROVER_PROC_FILENAME_LEN", PROC_FILENAME_LEN as u32),
+            ("ROVER_PROC_DROP_FORK", PROC_DROP_FORK),
+            ("ROVER_PROC_DROP_EXEC", PROC_DROP_EXEC),
+            ("ROVER_PROC_DROP_EXIT", PROC_DROP_EXIT),
+            ("ROVER_PROC_DROP_MAP_EXEC", PROC_DROP_MAP_EXEC),
+            ("ROVER_PROC_DROP_MAX", PROC_DROP_MAX),
         ] {
             let line = format!("#define {name} {value}\n");
             assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());
@@ -399,6 +498,8 @@ mod tests {
             ("ROVER_STATE_INTERRUPTIBLE", STATE_INTERRUPTIBLE),
             ("ROVER_STATE_UNINTERRUPTIBLE", STATE_UNINTERRUPTIBLE),
             ("ROVER_STATE_OTHER", STATE_OTHER),
+            ("ROVER_PROC_MAP_ANONYMOUS", PROC_MAP_ANONYMOUS),
+            ("ROVER_PROC_MAP_MPROTECT", PROC_MAP_MPROTECT),
         ] {
             let line = format!("#define {name} (1u << {})\n", bit.trailing_zeros());
             assert!(header.contains(&line), "rover.h lacks `{}`", line.trim());

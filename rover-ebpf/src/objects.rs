@@ -24,6 +24,10 @@ static OFFCPU_UNWIND: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!("../obj/offcpu_unwind.bpf.o"),
 };
 
+static PROCEVENTS: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!("../obj/procevents.bpf.o"),
+};
+
 static PROBE: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!("../obj/probe.bpf.o"),
 };
@@ -53,6 +57,15 @@ pub static ONCPU_UNWIND_OBJECT: &[u8] = &ONCPU_UNWIND.bytes;
 /// [`ONCPU_UNWIND_OBJECT`].
 pub static OFFCPU_UNWIND_OBJECT: &[u8] = &OFFCPU_UNWIND.bytes;
 
+/// The process events program (`bpf/procevents.bpf.c`): programs
+/// `rover_proc_{fork,exec,exit}_btf` (`tp_btf/sched_process_*`) and their
+/// classic fallbacks `rover_proc_fork_tp` (`task/task_newtask`),
+/// `rover_proc_{exec,exit}_tp` (`sched/sched_process_*`), the syscall
+/// tracepoint programs `rover_proc_{mmap,mprotect}_{enter,exit}`; maps
+/// `procevents_ring` (ring buffer), `procevents_drops`,
+/// `procevents_pending`, `procevents_exited` and those of `common.h`.
+pub static PROCEVENTS_OBJECT: &[u8] = &PROCEVENTS.bytes;
+
 /// Programs that do nothing, for feature probes (`bpf/probe.bpf.c`):
 /// `rover_probe_tp_btf` (`tp_btf/sched_switch`), which rover-core loads and
 /// attaches to find whether the kernel runs BTF tracepoints.
@@ -68,6 +81,7 @@ mod tests {
             ONCPU_OBJECT,
             OFFCPU_OBJECT,
             PROBE_OBJECT,
+            PROCEVENTS_OBJECT,
             ONCPU_UNWIND_OBJECT,
             OFFCPU_UNWIND_OBJECT,
         ] {

@@ -8,7 +8,8 @@
 //! double buffer and return the last window as one [`RawWindow`] type for
 //! both (its values are the profile model's [`SampleValue`](crate::profile::SampleValue)),
 //! and dropping a program detaches it and closes every fd. [`Program`] is
-//! what both have in common.
+//! what both have in common. [`ProcEventsProgram`] is the process events
+//! program, read from its ring buffer (`crate::process::events` streams it).
 //!
 //! A configuration is validated ([`OnCpuConfig::validate`],
 //! [`OffCpuConfig::validate`]) before any privilege or kernel check, so a
@@ -25,6 +26,7 @@ mod features;
 mod object;
 mod offcpu;
 mod oncpu;
+mod procevents;
 mod stack_mode;
 mod states;
 mod targets;
@@ -36,6 +38,8 @@ pub use environment::{Environment, Warning};
 pub use features::{KernelFeature, KernelFeatures, KernelVersion, Support};
 pub use offcpu::{OffCpuConfig, OffCpuHook, OffCpuProgram};
 pub use oncpu::{OnCpuConfig, OnCpuProgram};
+pub(crate) use procevents::{BootClock, boot_ns, clock_ticks_per_second};
+pub use procevents::{DEFAULT_RING_SIZE, ProcEventsConfig, ProcEventsProgram, ProcessHook};
 pub use stack_mode::StackMode;
 pub use states::TaskStates;
 pub(crate) use targets::ResolvedTargets;

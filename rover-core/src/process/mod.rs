@@ -1,7 +1,9 @@
 //! Process discovery from `/proc`: what each process is ([`ProcessInfo`]),
 //! which container and cgroup it runs in ([`ContainerId`]), whether rover
 //! can profile it well ([`ProfileSupport`]), and [`Selector`]s to pick
-//! processes by name, command line, executable, cgroup or container.
+//! processes by name, command line, executable, cgroup or container; and
+//! [`events`], a stream of what happens to processes (fork, exec, exit,
+//! executable mappings) from kernel tracepoints or `/proc` polling.
 //!
 //! Nothing here needs eBPF or privileges beyond reading `/proc` (another
 //! user's executable, namespaces and environment need root or
@@ -18,6 +20,7 @@
 
 mod container;
 mod error;
+pub mod events;
 mod info;
 mod selector;
 mod support;

@@ -22,9 +22,10 @@ use std::time::Instant;
 
 use rover_symbolize::Symbolizer;
 
-use crate::loader::Targets;
 use crate::loader::unwind::TableNotifier;
+use crate::loader::{Environment, Targets};
 use crate::process::ProcessInfo;
+use crate::process::events::{ExecMapping, ProcessEventKind, ProcessEvents};
 use crate::profile::ProcessIdentity;
 
 /// Processes captured at once, at most. Each holds its maps (a few KiB)
@@ -33,7 +34,6 @@ pub const MAX_CAPTURED: usize = 4096;
 
 /// A process event the tracker acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code, reason = "constructed by the event source, wired next")]
 pub(crate) enum Seen {
     /// The process exec'd: a new image.
     Exec(u32),
@@ -127,9 +127,9 @@ pub(crate) trait EventSource: Send {
 }
 
 /// Opens the event source when the first session starts; `None` when no
-/// source can run (the tracker then only captures pid targets and
-/// releases nothing early).
-pub(crate) type OpenSource = fn() -> Option<Box<dyn EventSource>>;
+/// source can run (the tracker then only captures pid targets, and
+/// releases exited processes when the last session ends).
+pub(crate) type OpenSource = Arc<dyn Fn() -> Option<Box<dyn EventSource>> + Send + Sync>;
 
 /// How long the thread waits for events before looking at its sessions.
 const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -208,7 +208,7 @@ impl Tracker {
             return;
         }
         let tracker = Arc::downgrade(self);
-        let open = self.open;
+        let open = self.open.clone();
         let spawned = std::thread::Builder::new()
             .name("rover-processes".into())
             .spawn(move || {
@@ -403,10 +403,47 @@ impl Tracker {
     }
 }
 
-/// The kernel's process events, or `/proc` polling where they cannot load.
-pub(crate) fn open_events() -> Option<Box<dyn EventSource>> {
-    // Wired to the process-event stream in the next step.
-    None
+/// The process events of `environment`'s kernel ([`ProcessEvents`] with
+/// `EventSource::Auto`: `/proc` polling where the programs cannot load), as
+/// the tracker's source; `None` if neither can start.
+pub(crate) fn open_events(environment: &Environment) -> Option<Box<dyn EventSource>> {
+    let events = ProcessEvents::builder()
+        .environment(environment.clone())
+        .start()
+        .ok()?;
+    Some(Box::new(TrackedEvents(events)))
+}
+
+struct TrackedEvents(ProcessEvents);
+
+/// Events taken per batch at most.
+const BATCH_MAX: usize = 4096;
+
+impl EventSource for TrackedEvents {
+    fn next_batch(&mut self, timeout: std::time::Duration) -> Vec<Seen> {
+        if self.0.is_finished() {
+            // The source ended (its thread failed): nothing more will come.
+            std::thread::sleep(timeout);
+            return Vec::new();
+        }
+        self.0
+            .next_batch(timeout, BATCH_MAX)
+            .into_iter()
+            .filter_map(|event| match event.kind {
+                // A forked child runs its parent's image until it execs (a
+                // worker that never does must still be captured).
+                ProcessEventKind::Fork { .. } | ProcessEventKind::Exec { .. } => {
+                    Some(Seen::Exec(event.pid))
+                }
+                ProcessEventKind::MapExec {
+                    mapping: ExecMapping::File | ExecMapping::Mprotect,
+                    ..
+                } => Some(Seen::MappedCode(event.pid)),
+                ProcessEventKind::Exit { .. } => Some(Seen::Exit(event.pid)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -423,7 +460,7 @@ mod tests {
     #[test]
     fn exited_processes_are_released_after_the_next_drain() {
         let symbolizer = Arc::new(Symbolizer::default());
-        let tracker = Tracker::new(symbolizer.clone(), no_events);
+        let tracker = Tracker::new(symbolizer.clone(), Arc::new(no_events));
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
