@@ -74,6 +74,7 @@ fn first_line(message: &str) -> String {
         .find(|line| !line.trim().is_empty())
         .unwrap_or(message)
         .trim()
+        .trim_start_matches("error: ")
         .to_owned()
 }
 
