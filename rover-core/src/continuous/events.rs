@@ -128,7 +128,7 @@ struct Shared {
 /// Every handle (from [`Continuous::events`](super::Continuous::events),
 /// or cloned) reads the same queue: each event goes to one of them. The
 /// queue is unbounded; a profile waits in it until taken.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Events {
     shared: Arc<Shared>,
 }
@@ -144,6 +144,12 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
+    pub(crate) fn new() -> Self {
+        Events {
+            shared: Arc::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared
             .state
@@ -249,7 +255,7 @@ mod tests {
 
     #[test]
     fn blocking_and_async_consumers_see_the_queue_then_its_end() {
-        let events = Events::default();
+        let events = Events::new();
         assert_eq!(
             events.next_blocking(Duration::from_millis(10)).err(),
             Some(RecvTimeoutError::Timeout)

@@ -104,7 +104,7 @@ impl ContinuousProfiler {
             return Err(PolicyError::ZeroMaxSessions.into());
         }
         let counters = Arc::new(Counters::new(self.policies.len()));
-        let events = Events::default();
+        let events = Events::new();
         let (control, messages) = std::sync::mpsc::channel();
         let (done_tx, done) = oneshot::channel();
         let now = Instant::now();
