@@ -12,8 +12,9 @@ use crate::KernelFeature;
 /// Why a profiler, a program or a session could not start, or why a session
 /// ended badly.
 ///
-/// Every configuration mistake is [`Error::Config`], found before any
-/// privilege or kernel check, so it reads the same with or without root.
+/// Every configuration mistake is [`Error::Config`] (or, for continuous
+/// profiling, [`Error::Policy`]), found before any privilege or kernel
+/// check, so it reads the same with or without root.
 /// `Debug` prints the message and its causes, so
 /// `fn main() -> Result<(), rover_core::Error>` still says what to do.
 ///
@@ -35,6 +36,10 @@ pub enum Error {
     /// A setting is wrong: nothing was loaded into the kernel.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// A continuous-profiling policy, or the set of them, is wrong: nothing
+    /// was started.
+    #[error("invalid continuous-profiling policy: {0}")]
+    Policy(#[from] crate::continuous::PolicyError),
     /// The process lacks the capabilities eBPF profiling needs.
     #[error(
         "missing privileges: {missing}; run as root, or grant CAP_BPF and CAP_PERFMON \

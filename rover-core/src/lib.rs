@@ -27,12 +27,15 @@
 //! SVG flame graphs, pprof), [`session`] (builders, handles, windows),
 //! [`process`] (listing processes, selectors, containers, and
 //! [`process::events`]: a stream of forks, execs, exits and executable
-//! mappings). The low-level eBPF layer sessions are built on (`loader`:
-//! attach a program, drain raw windows) is public only with the unstable
-//! `unstable-loader` feature, which rover's own kernel tests and benchmarks
-//! use; the types of it that sessions take or report are re-exported here.
+//! mappings), [`continuous`] (policies that start sessions on processes
+//! that cross a threshold). The low-level eBPF layer sessions are built on
+//! (`loader`: attach a program, drain raw windows) is public only with the
+//! unstable `unstable-loader` feature, which rover's own kernel tests and
+//! benchmarks use; the types of it that sessions take or report are
+//! re-exported here.
 #![warn(missing_docs)]
 
+pub mod continuous;
 mod error;
 pub mod export;
 #[cfg(feature = "unstable-loader")]

@@ -66,7 +66,7 @@ die() {
 # The test binaries that run in the guest: every test that loads programs.
 # rover-core's kernel_* and session_* files are picked by name, so a new test
 # file that loads programs is named that way; other binaries are listed here.
-GUEST_EXTRA_TESTS="profile_example"
+GUEST_EXTRA_TESTS="profile_example continuous_example"
 
 # --- tools -----------------------------------------------------------------
 need_packages=()
