@@ -57,7 +57,7 @@ pub use loader::{
 pub use profile::Profile;
 pub use profiler::{Profiler, ProfilerBuilder};
 pub use session::{OffCpuBuilder, OnCpuBuilder, Session, SessionBuilder, Window};
-pub use stats::{SymbolizationStats, WindowStats};
+pub use stats::{ProcessTracking, SymbolizationStats, WindowStats};
 
 /// The README's examples, compiled as doctests so they stay true to the API.
 #[cfg(doctest)]

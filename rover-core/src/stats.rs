@@ -45,6 +45,28 @@ pub struct WindowStats {
     /// Windows left out of this stream before this one because its consumer
     /// was behind (they are still in the profile `stop()` returns).
     pub windows_skipped: u64,
+    /// What the profiler's process tracker did so far (all its sessions,
+    /// since it started): see [`ProcessTracking`].
+    pub processes: ProcessTracking,
+}
+
+/// Counts of the process tracker, which captures processes while they live
+/// so that they are symbolized after they exit, and releases them after
+/// their last window (docs/processes.md, "Short-lived processes").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessTracking {
+    /// Captures taken (a process is captured again at each exec and code
+    /// mapping).
+    pub captured: u64,
+    /// Captures that failed: the process was gone when its event was read.
+    pub capture_failed: u64,
+    /// Processes not captured because the bound was reached.
+    pub capture_skipped: u64,
+    /// Processes released after they exited.
+    pub released: u64,
+    /// Processes captured and not released now.
+    pub held: u64,
 }
 
 impl WindowStats {

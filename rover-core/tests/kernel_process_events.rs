@@ -292,6 +292,24 @@ fn libraries_map_between_exec_and_exit() {
         )),
         "no file mapped executable by {pid}: {mine:?}"
     );
+    // Events carry what the listing carries: the exec's is the new
+    // program's, read then; the exit's the last read while it lived.
+    let exec = mine
+        .iter()
+        .find(|e| matches!(e.kind, ProcessEventKind::Exec { .. }))
+        .and_then(|e| e.info.clone())
+        .expect("the exec event carries the process's info");
+    let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
+    assert_eq!(exec.pid, pid);
+    assert_eq!(exec.exe.as_deref(), Some(sleep.as_path()), "{exec:?}");
+    assert_eq!(exec.cmdline, ["/bin/sleep", "0.3"], "{exec:?}");
+    assert_eq!(exec.start_ticks, ticks);
+    assert_eq!(exec.ppid, std::process::id());
+    let exit = mine
+        .last()
+        .and_then(|e| e.info.clone())
+        .expect("the exit event carries the last info read");
+    assert_eq!(exit.cmdline, exec.cmdline);
     events.stop().unwrap();
 }
 

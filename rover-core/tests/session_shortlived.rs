@@ -112,4 +112,39 @@ fn short_lived_processes_come_out_symbolized() {
     );
     assert!(user >= PROCESSES as u64, "only {user} user-mode samples");
     assert!(share >= 0.9, "{:.1}% symbolized to main", share * 100.0);
+    // Each carries the identity read while it lived: its executable and
+    // command line, and a start time of its own.
+    let path = fixture.path.to_string_lossy().into_owned();
+    let mut seen = 0;
+    for &pid in &pids {
+        let Some(identity) = whole.process_identity(pid) else {
+            if std::env::var_os("ROVER_SHOW_MISSES").is_some() {
+                let part = whole.filter_pids(&[pid]);
+                eprintln!(
+                    "no identity for {pid}: {} samples",
+                    part.total(rover_core::profile::Metric::OnCpuSamples)
+                );
+            }
+            continue;
+        };
+        seen += 1;
+        assert_eq!(identity.exe.as_deref(), Some(path.as_str()), "{identity:?}");
+        assert_eq!(
+            identity.cmdline,
+            [path.clone(), "200".to_string()],
+            "{identity:?}"
+        );
+    }
+    let sampled: HashSet<u32> = whole
+        .processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| pids.contains(pid))
+        .collect();
+    assert_eq!(
+        seen,
+        sampled.len(),
+        "identities of {seen} of {} processes",
+        sampled.len()
+    );
 }

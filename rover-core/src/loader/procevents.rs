@@ -380,6 +380,7 @@ fn decode(bytes: &[u8], clock: &BootClock) -> Option<ProcessEvent> {
         boot_ns: header.time_ns,
         time: clock.system_time(header.time_ns),
         start_ticks: (header.start_ns != 0).then(|| ticks_of_ns(header.start_ns)),
+        info: None,
     })
 }
 

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::Stream;
 
+use super::ProcessInfo;
+use super::info::Host;
 pub use crate::loader::{DEFAULT_RING_SIZE, ProcessHook};
 use crate::loader::{Environment, ProcEventsConfig, ProcEventsProgram};
 use crate::{Error, Profiler};
@@ -79,6 +81,13 @@ pub struct ProcessEvent {
     /// seen by the classic hook whose child was made a sibling with
     /// `CLONE_PARENT`).
     pub start_ticks: Option<u64>,
+    /// What [`processes`](super::processes) lists of the process, read
+    /// when the event was received: for a fork or an exec read then (the
+    /// new program's, for an exec), for a mapping the last read, for an
+    /// exit the last read while it lived. `None` when it could not be read
+    /// (gone already, or no permission), for processes met first at their
+    /// exit, and when turned off ([`ProcessEventsBuilder::process_info`]).
+    pub info: Option<Arc<ProcessInfo>>,
 }
 
 /// What happened to a process.
@@ -230,6 +239,7 @@ pub struct ProcessEventsBuilder {
     queue_capacity: usize,
     environment: Option<Environment>,
     proc: PathBuf,
+    process_info: bool,
 }
 
 impl Default for ProcessEventsBuilder {
@@ -241,11 +251,20 @@ impl Default for ProcessEventsBuilder {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             environment: None,
             proc: PathBuf::from("/proc"),
+            process_info: true,
         }
     }
 }
 
 impl ProcessEventsBuilder {
+    /// Whether events carry the process's [`ProcessInfo`]
+    /// ([`ProcessEvent::info`]; default yes). Reading it costs a few `/proc`
+    /// reads per fork and exec, on the stream's thread.
+    pub fn process_info(mut self, read: bool) -> Self {
+        self.process_info = read;
+        self
+    }
+
     /// Uses an environment already checked (no second privilege check or
     /// feature probe).
     pub(crate) fn environment(mut self, environment: Environment) -> Self {
@@ -316,8 +335,9 @@ impl ProcessEventsBuilder {
         let program = ProcEventsProgram::attach_checked(&self.kernel, &environment)?;
         let hook = program.hook();
         let map_exec_unavailable = program.map_exec_unavailable().map(str::to_owned);
+        let mut enricher = Enricher::new(self.process_info);
         let mut events = ProcessEvents::spawn(self.queue_capacity, move |shared| {
-            run_kernel(program, shared)
+            run_kernel(program, &mut enricher, shared)
         })?;
         events.source = EventSource::Kernel;
         events.hook = Some(hook);
@@ -328,8 +348,9 @@ impl ProcessEventsBuilder {
     fn start_poll(self, fallback: Option<Error>) -> Result<ProcessEvents, Error> {
         let mut poller = poll::Poller::new(&self.proc)?;
         let interval = self.poll_interval;
+        let mut enricher = Enricher::new(self.process_info);
         let mut events = ProcessEvents::spawn(self.queue_capacity, move |shared| {
-            run_poll(&mut poller, interval, shared)
+            run_poll(&mut poller, interval, &mut enricher, shared)
         })?;
         events.source = EventSource::Poll;
         events.fallback = fallback;
@@ -559,7 +580,11 @@ const DROPS_REFRESH: Duration = Duration::from_millis(100);
 /// Records taken from the ring buffer at a time.
 const BATCH: usize = 256;
 
-fn run_kernel(mut program: ProcEventsProgram, shared: &Shared) -> Result<(), Error> {
+fn run_kernel(
+    mut program: ProcEventsProgram,
+    enricher: &mut Enricher,
+    shared: &Shared,
+) -> Result<(), Error> {
     let refresh = |program: &ProcEventsProgram| -> Result<(), Error> {
         let dropped = program.dropped()?;
         *shared
@@ -584,7 +609,8 @@ fn run_kernel(mut program: ProcEventsProgram, shared: &Shared) -> Result<(), Err
                 Wake::Ready | Wake::Timeout => continue,
             }
         }
-        for event in batch {
+        for mut event in batch {
+            enricher.enrich(&mut event);
             match shared.queue.try_push(event) {
                 Ok(()) => {}
                 Err(Full::Closed) => return Ok(()),
@@ -603,7 +629,12 @@ fn run_kernel(mut program: ProcEventsProgram, shared: &Shared) -> Result<(), Err
     }
 }
 
-fn run_poll(poller: &mut poll::Poller, interval: Duration, shared: &Shared) -> Result<(), Error> {
+fn run_poll(
+    poller: &mut poll::Poller,
+    interval: Duration,
+    enricher: &mut Enricher,
+    shared: &Shared,
+) -> Result<(), Error> {
     let mut next = Instant::now() + interval;
     loop {
         let left = next.saturating_duration_since(Instant::now());
@@ -611,11 +642,60 @@ fn run_poll(poller: &mut poll::Poller, interval: Duration, shared: &Shared) -> R
             return Ok(());
         }
         next += interval;
-        for event in poller.poll()? {
+        for mut event in poller.poll()? {
+            enricher.enrich(&mut event);
             if !shared.queue.push(event) {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Processes known at once, at most; past it, those that are gone are
+/// forgotten (their exits were lost with a full ring buffer).
+const MAX_KNOWN: usize = 65_536;
+
+/// Fills [`ProcessEvent::info`] on the stream's thread.
+struct Enricher {
+    enabled: bool,
+    /// Boot time, clock ticks and users, read once.
+    host: Option<Host>,
+    known: std::collections::HashMap<u32, Arc<ProcessInfo>>,
+}
+
+impl Enricher {
+    fn new(enabled: bool) -> Self {
+        Enricher {
+            enabled,
+            host: if enabled { Host::read().ok() } else { None },
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    fn read(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        let host = self.host.as_ref()?;
+        let info = Arc::new(ProcessInfo::read_in(pid, host).ok()?);
+        if self.known.len() >= MAX_KNOWN {
+            self.known
+                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        }
+        self.known.insert(pid, info.clone());
+        Some(info)
+    }
+
+    fn enrich(&mut self, event: &mut ProcessEvent) {
+        if !self.enabled {
+            return;
+        }
+        let pid = event.pid;
+        event.info = match event.kind {
+            ProcessEventKind::Fork { .. } | ProcessEventKind::Exec { .. } => self.read(pid),
+            ProcessEventKind::MapExec { .. } => match self.known.get(&pid) {
+                Some(info) => Some(info.clone()),
+                None => self.read(pid),
+            },
+            ProcessEventKind::Exit { .. } => self.known.remove(&pid),
+        };
     }
 }
 

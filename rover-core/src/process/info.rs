@@ -155,7 +155,7 @@ impl ProcessInfo {
         SupportCache::new().support(self)
     }
 
-    fn read_in(pid: u32, host: &Host) -> Result<ProcessInfo, Error> {
+    pub(crate) fn read_in(pid: u32, host: &Host) -> Result<ProcessInfo, Error> {
         let stat_path = proc_path(pid, "stat");
         let stat = read_string(pid, &stat_path)?;
         let stat = Stat::parse(&stat).ok_or(Error::Parse {

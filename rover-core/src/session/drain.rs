@@ -109,6 +109,7 @@ impl Drain {
             stats.symbolize_time = drained.elapsed();
             // Processes that exited before this window's swap are done.
             subscription.drained(drain_started);
+            stats.processes = subscription.tracker().counts();
             whole.merge(&profile);
             window_start = drained;
             window_start_unix = end_unix;

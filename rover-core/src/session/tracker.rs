@@ -33,12 +33,13 @@ use crate::profile::ProcessIdentity;
 pub const MAX_CAPTURED: usize = 4096;
 
 /// A process event the tracker acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Seen {
-    /// The process exec'd: a new image.
-    Exec(u32),
+    /// The process exec'd (or forked): a new image, and what the event
+    /// read of the process.
+    Exec(u32, Option<Arc<ProcessInfo>>),
     /// The process mapped executable code (a library, `dlopen`).
-    MappedCode(u32),
+    MappedCode(u32, Option<Arc<ProcessInfo>>),
     /// The process (its whole thread group) exited.
     Exit(u32),
 }
@@ -97,14 +98,7 @@ struct Subscriber {
     drained: Instant,
 }
 
-/// Counts of what the tracker did, for the session's diagnostics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TrackerCounts {
-    pub captured: u64,
-    pub capture_failed: u64,
-    pub capture_skipped: u64,
-    pub released: u64,
-}
+use crate::stats::ProcessTracking as TrackerCounts;
 
 #[derive(Default)]
 struct State {
@@ -175,7 +169,7 @@ impl Subscription {
         }
         for &pid in pids {
             if !state.captured.contains(&pid) {
-                self.tracker.capture(&mut state, pid);
+                self.tracker.capture(&mut state, pid, None);
             }
         }
     }
@@ -199,8 +193,8 @@ impl Tracker {
         })
     }
 
-    /// Starts the event thread unless it runs. It ends by itself once no
-    /// session is registered (checked, under the `running` lock, after
+    /// Opens the event source and starts its thread unless it runs. It
+    /// ends by itself once no session is registered (checked, under the `running` lock, after
     /// every batch, so a session registering meanwhile is never missed).
     fn ensure_running(self: &Arc<Self>) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -208,11 +202,12 @@ impl Tracker {
             return;
         }
         let tracker = Arc::downgrade(self);
-        let open = self.open.clone();
+        // Opened here, so that the events of every process started after
+        // the session's start are seen.
+        let mut source = (self.open)();
         let spawned = std::thread::Builder::new()
             .name("rover-processes".into())
             .spawn(move || {
-                let mut source = open();
                 loop {
                     let batch = match source.as_mut() {
                         Some(source) => source.next_batch(BATCH_WAIT),
@@ -255,7 +250,7 @@ impl Tracker {
         state.next_id += 1;
         if let Interest::Pids(pids) = &interest {
             for &pid in pids {
-                self.capture(&mut state, pid);
+                self.capture(&mut state, pid, None);
             }
         }
         state.subscribers.insert(
@@ -284,24 +279,29 @@ impl Tracker {
         !self.lock().subscribers.is_empty()
     }
 
-    #[allow(dead_code, reason = "reported in window stats, wired next")]
     pub(crate) fn counts(&self) -> TrackerCounts {
-        self.lock().counts
+        let state = self.lock();
+        TrackerCounts {
+            held: state.captured.len() as u64,
+            ..state.counts
+        }
     }
 
     /// Acts on a batch of events, in order.
     pub(crate) fn handle(&self, events: &[Seen]) {
         let mut state = self.lock();
-        for (at, &event) in events.iter().enumerate() {
-            match event {
-                Seen::Exec(pid) | Seen::MappedCode(pid) => {
+        for (at, event) in events.iter().enumerate() {
+            match *event {
+                Seen::Exec(pid, ref info) | Seen::MappedCode(pid, ref info) => {
                     // A library load is several mappings: a later event of
                     // the batch for the same process captures its newer
                     // state, unless it exits first.
                     let later = events[at + 1..]
                         .iter()
-                        .find(|e| matches!(e, Seen::Exec(p) | Seen::MappedCode(p) | Seen::Exit(p) if *p == pid));
-                    if matches!(later, Some(Seen::Exec(_) | Seen::MappedCode(_))) {
+                        .find(|e| {
+                            matches!(e, Seen::Exec(p, _) | Seen::MappedCode(p, _) | Seen::Exit(p) if *p == pid)
+                        });
+                    if matches!(later, Some(Seen::Exec(..) | Seen::MappedCode(..))) {
                         continue;
                     }
                     let interested: Vec<Option<TableNotifier>> = state
@@ -317,7 +317,7 @@ impl Tracker {
                     if interested.is_empty() {
                         continue;
                     }
-                    self.capture(&mut state, pid);
+                    self.capture(&mut state, pid, info.as_deref());
                     for notifier in interested.into_iter().flatten() {
                         notifier.changed(pid);
                     }
@@ -328,7 +328,8 @@ impl Tracker {
         self.release_due(&mut state);
     }
 
-    fn capture(&self, state: &mut State, pid: u32) {
+    /// Captures `pid`, with `info` read of it already if the caller has it.
+    fn capture(&self, state: &mut State, pid: u32, info: Option<&ProcessInfo>) {
         if !state.captured.contains(&pid) && state.captured.len() >= MAX_CAPTURED {
             self.release_exited(state, usize::MAX);
             if state.captured.len() >= MAX_CAPTURED {
@@ -340,13 +341,15 @@ impl Tracker {
             Ok(_) => {
                 state.captured.insert(pid);
                 state.counts.captured += 1;
-                match ProcessInfo::read(pid) {
-                    Ok(info) => {
-                        state
-                            .identities
-                            .insert(pid, Arc::new(ProcessIdentity::of(&info)));
+                let identity = match info {
+                    Some(info) => Some(ProcessIdentity::of(info)),
+                    None => ProcessInfo::read(pid).ok().map(|i| ProcessIdentity::of(&i)),
+                };
+                match identity {
+                    Some(identity) => {
+                        state.identities.insert(pid, Arc::new(identity));
                     }
-                    Err(_) => {
+                    None => {
                         state.identities.remove(&pid);
                     }
                 }
@@ -433,12 +436,12 @@ impl EventSource for TrackedEvents {
                 // A forked child runs its parent's image until it execs (a
                 // worker that never does must still be captured).
                 ProcessEventKind::Fork { .. } | ProcessEventKind::Exec { .. } => {
-                    Some(Seen::Exec(event.pid))
+                    Some(Seen::Exec(event.pid, event.info))
                 }
                 ProcessEventKind::MapExec {
                     mapping: ExecMapping::File | ExecMapping::Mprotect,
                     ..
-                } => Some(Seen::MappedCode(event.pid)),
+                } => Some(Seen::MappedCode(event.pid, event.info)),
                 ProcessEventKind::Exit { .. } => Some(Seen::Exit(event.pid)),
                 _ => None,
             })
@@ -489,7 +492,7 @@ mod tests {
         assert_eq!(symbolizer.captured_modules(), 0);
         assert_eq!(tracker.counts().released, 1);
         // An exec of a process no session wants is not captured.
-        tracker.handle(&[Seen::Exec(std::process::id())]);
+        tracker.handle(&[Seen::Exec(std::process::id(), None)]);
         assert_eq!(tracker.counts().captured, 1);
         drop(subscription);
         assert!(!tracker.active());

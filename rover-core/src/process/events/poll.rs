@@ -68,6 +68,7 @@ fn event(
         boot_ns,
         time: clock.system_time(boot_ns),
         start_ticks: Some(seen.start_ticks),
+        info: None,
     }
 }
 
