@@ -4,8 +4,12 @@
 //! `--every` seconds, its resident memory and what the symbolizer holds.
 //!
 //! ```text
-//! churn_memory [--duration SECS] [--every SECS] [--workers-per-sec N]
+//! churn_memory [--duration SECS] [--every SECS] [--workers-per-sec N] [--untracked]
 //! ```
+//!
+//! `--untracked` turns the profiler's process tracking off
+//! (`ProfilerBuilder::track_processes(false)`), as rover was before it: the
+//! comparison.
 //!
 //! Prints one `key=value` line per report: `t` (seconds), `rss_kib`
 //! (VmRSS), `hwm_kib` (VmHWM), `cached_processes` (processes whose maps
@@ -45,6 +49,7 @@ struct Args {
     duration: Duration,
     every: Duration,
     workers_per_sec: u32,
+    untracked: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -52,6 +57,7 @@ fn parse() -> Result<Args, String> {
         duration: Duration::from_secs(600),
         every: Duration::from_secs(30),
         workers_per_sec: 5,
+        untracked: false,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -71,6 +77,7 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--workers-per-sec: {e}"))?
             }
+            "--untracked" => args.untracked = true,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
         }
@@ -110,7 +117,10 @@ fn run() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("rover-churn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let worker = build_worker(&dir)?;
-    let profiler = Profiler::new().map_err(|e| e.to_string())?;
+    let profiler = Profiler::builder()
+        .track_processes(!args.untracked)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut session = profiler.on_cpu().all().start().map_err(|e| e.to_string())?;
     let mut windows = session.windows();
     let started = Instant::now();

@@ -129,6 +129,7 @@ impl Profiler {
             tracker: Tracker::new(
                 symbolizer.clone(),
                 Arc::new(|| None) as crate::session::tracker::OpenSource,
+                true,
             ),
             symbolizer,
             environment: Environment {
@@ -146,6 +147,7 @@ pub struct ProfilerBuilder {
     symbolizer: Option<Arc<Symbolizer>>,
     level: Option<Level>,
     demangle: Option<bool>,
+    untracked: bool,
 }
 
 impl ProfilerBuilder {
@@ -167,6 +169,17 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Whether sessions follow process events to capture processes while
+    /// they live and release them after they exit (default yes; see
+    /// docs/processes.md, "Short-lived processes"). Without it, a process
+    /// that exits before its window is drained comes out unsymbolized, and
+    /// what the symbolizer cached for exited processes is kept until
+    /// [`Symbolizer::evict_process`].
+    pub fn track_processes(mut self, track: bool) -> Self {
+        self.untracked = !track;
+        self
+    }
+
     /// Runs the privilege and kernel checks and builds the profiler.
     pub fn build(self) -> Result<Profiler, Error> {
         let environment = Environment::check()?;
@@ -180,12 +193,13 @@ impl ProfilerBuilder {
             ),
         };
         let events_environment = environment.clone();
+        let open: crate::session::tracker::OpenSource = if self.untracked {
+            Arc::new(|| None)
+        } else {
+            Arc::new(move || crate::session::tracker::open_events(&events_environment))
+        };
         Ok(Profiler {
-            tracker: Tracker::new(
-                symbolizer.clone(),
-                Arc::new(move || crate::session::tracker::open_events(&events_environment))
-                    as crate::session::tracker::OpenSource,
-            ),
+            tracker: Tracker::new(symbolizer.clone(), open, !self.untracked),
             symbolizer,
             environment,
         })

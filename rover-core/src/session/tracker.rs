@@ -130,6 +130,8 @@ const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// See the module documentation.
 pub(crate) struct Tracker {
+    /// Off: [`ProfilerBuilder::track_processes`](crate::ProfilerBuilder::track_processes)`(false)`.
+    capture: bool,
     symbolizer: Arc<Symbolizer>,
     state: Mutex<State>,
     open: OpenSource,
@@ -184,8 +186,15 @@ impl Drop for Subscription {
 }
 
 impl Tracker {
-    pub(crate) fn new(symbolizer: Arc<Symbolizer>, open: OpenSource) -> Arc<Tracker> {
+    /// A tracker whose events come from `open`; one that does not
+    /// `capture` only counts sessions (no capture of pid targets either).
+    pub(crate) fn new(
+        symbolizer: Arc<Symbolizer>,
+        open: OpenSource,
+        capture: bool,
+    ) -> Arc<Tracker> {
         Arc::new(Tracker {
+            capture,
             symbolizer,
             state: Mutex::default(),
             open,
@@ -198,7 +207,7 @@ impl Tracker {
     /// every batch, so a session registering meanwhile is never missed).
     fn ensure_running(self: &Arc<Self>) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if *running {
+        if *running || !self.capture {
             return;
         }
         let tracker = Arc::downgrade(self);
@@ -330,6 +339,9 @@ impl Tracker {
 
     /// Captures `pid`, with `info` read of it already if the caller has it.
     fn capture(&self, state: &mut State, pid: u32, info: Option<&ProcessInfo>) {
+        if !self.capture {
+            return;
+        }
         if !state.captured.contains(&pid) && state.captured.len() >= MAX_CAPTURED {
             self.release_exited(state, usize::MAX);
             if state.captured.len() >= MAX_CAPTURED {
@@ -463,7 +475,7 @@ mod tests {
     #[test]
     fn exited_processes_are_released_after_the_next_drain() {
         let symbolizer = Arc::new(Symbolizer::default());
-        let tracker = Tracker::new(symbolizer.clone(), Arc::new(no_events));
+        let tracker = Tracker::new(symbolizer.clone(), Arc::new(no_events), true);
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
