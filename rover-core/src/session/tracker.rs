@@ -118,6 +118,10 @@ struct State {
 /// arrived within about `timeout` (an empty batch is fine).
 pub(crate) trait EventSource: Send {
     fn next_batch(&mut self, timeout: std::time::Duration) -> Vec<Seen>;
+
+    /// Closes the source, returning once its kernel programs are detached
+    /// and its fds closed.
+    fn close(self: Box<Self>);
 }
 
 /// Opens the event source when the first session starts; `None` when no
@@ -125,8 +129,9 @@ pub(crate) trait EventSource: Send {
 /// releases exited processes when the last session ends).
 pub(crate) type OpenSource = Arc<dyn Fn() -> Option<Box<dyn EventSource>> + Send + Sync>;
 
-/// How long the thread waits for events before looking at its sessions.
-const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long the thread waits for events before looking at its sessions:
+/// also how long the last session's stop may wait for the source to close.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// See the module documentation.
 pub(crate) struct Tracker {
@@ -137,6 +142,8 @@ pub(crate) struct Tracker {
     open: OpenSource,
     /// Whether the thread reading the source runs.
     running: Mutex<bool>,
+    /// Signalled when the thread stops running.
+    stopped: std::sync::Condvar,
 }
 
 /// A session's registration with the tracker; unregisters when dropped.
@@ -178,10 +185,30 @@ impl Subscription {
 }
 
 impl Drop for Subscription {
+    /// The last session's end also waits (at most about [`BATCH_WAIT`])
+    /// for the event source to close, so a stopped session leaves no fd
+    /// of the tracker's behind.
     fn drop(&mut self) {
         let mut state = self.tracker.lock();
         state.subscribers.remove(&self.id);
         self.tracker.release_due(&mut state);
+        let idle = state.subscribers.is_empty();
+        drop(state);
+        if idle {
+            let mut running = self
+                .tracker
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Until the thread stopped, or another session started (and
+            // the thread goes on for it).
+            while *running && !self.tracker.active() {
+                running = match self.tracker.stopped.wait_timeout(running, BATCH_WAIT) {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+        }
     }
 }
 
@@ -199,6 +226,7 @@ impl Tracker {
             state: Mutex::default(),
             open,
             running: Mutex::new(false),
+            stopped: std::sync::Condvar::new(),
         })
     }
 
@@ -226,6 +254,9 @@ impl Tracker {
                         }
                     };
                     let Some(tracker) = tracker.upgrade() else {
+                        if let Some(source) = source {
+                            source.close();
+                        }
                         return;
                     };
                     tracker.handle(&batch);
@@ -234,7 +265,13 @@ impl Tracker {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
                     if !tracker.active() {
+                        // Closed under the lock: a session starting now
+                        // opens a new source once this one is gone.
+                        if let Some(source) = source {
+                            source.close();
+                        }
                         *running = false;
+                        tracker.stopped.notify_all();
                         return;
                     }
                 }
@@ -458,6 +495,11 @@ impl EventSource for TrackedEvents {
                 _ => None,
             })
             .collect()
+    }
+
+    fn close(self: Box<Self>) {
+        // The error that ended the source, if one did, is of no use now.
+        let _ = self.0.stop();
     }
 }
 
