@@ -112,11 +112,23 @@ fn hex(word: &str) -> u64 {
 
 impl Running {
     pub fn start(program: &Path) -> Running {
-        let mut child = Command::new(program)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        // A binary written by this (multi-threaded) test process can be
+        // "busy" for a moment: another test's fork inherited its write fd
+        // until that child's exec. The kernel's answer is to retry.
+        let mut tries = 0;
+        let mut child = loop {
+            match Command::new(program)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.unwrap(),
+            }
+        };
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
