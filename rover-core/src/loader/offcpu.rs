@@ -234,7 +234,7 @@ impl OffCpuProgram {
             take_map(&mut ebpf, KSTACKS[1], HashMap::try_from)?,
         ];
         let start = take_map(&mut ebpf, START, HashMap::try_from)?;
-        let preload = unwind::preload(&config.targets, &targets.pids);
+        let preload = unwind::preload(&config.targets, &targets.pids, config.include_self);
         let (hook, tables) = attach_hook(
             &mut ebpf,
             plan,

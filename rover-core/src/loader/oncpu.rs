@@ -194,7 +194,7 @@ impl OnCpuProgram {
                 &mut ebpf,
                 &fd,
                 sizes,
-                unwind::preload(&config.targets, &targets.pids),
+                unwind::preload(&config.targets, &targets.pids, config.include_self),
             )?)
         } else {
             None

@@ -290,15 +290,27 @@ fn table_cache() -> &'static TableCache {
 #[derive(Clone)]
 pub(crate) enum Preload<'a> {
     Pids(&'a [u32]),
-    Everything,
+    /// Every process in /proc but `skip`.
+    Everything {
+        skip: Option<u32>,
+    },
     None,
 }
 
-/// What to load at once for `targets` (whose pids resolved to `pids`).
-pub(crate) fn preload<'a>(targets: &super::Targets, pids: &'a [u32]) -> Preload<'a> {
+/// What to load at once for `targets` (whose pids resolved to `pids`);
+/// `include_self` false leaves this process out of an every-process
+/// preload (the programs do not record it: building its tables would only
+/// hold up the table worker).
+pub(crate) fn preload<'a>(
+    targets: &super::Targets,
+    pids: &'a [u32],
+    include_self: bool,
+) -> Preload<'a> {
     match targets {
         super::Targets::Pids(_) => Preload::Pids(pids),
-        super::Targets::All => Preload::Everything,
+        super::Targets::All => Preload::Everything {
+            skip: (!include_self).then(std::process::id),
+        },
         _ => Preload::None,
     }
 }
@@ -337,13 +349,16 @@ impl KernelTables {
             })?,
         );
         let mut known = Known::new();
-        let preload_all = matches!(preload, Preload::Everything);
+        let (preload_all, skip) = match preload {
+            Preload::Everything { skip } => (true, skip),
+            _ => (false, None),
+        };
         if let Preload::Pids(pids) = preload {
             for pid in pids.iter().copied().collect::<HashSet<u32>>() {
                 add(&unwinder, pid, &mut known);
             }
         }
-        let poller = Poller::start(unwinder.clone(), requests, known, preload_all)?;
+        let poller = Poller::start(unwinder.clone(), requests, known, preload_all, skip)?;
         Ok(KernelTables {
             unwinder,
             ustacks: [
@@ -485,13 +500,14 @@ impl Poller {
         mut requests: HashMap<MapData, u32, u32>,
         mut known: Known,
         preload_all: bool,
+        skip: Option<u32>,
     ) -> Result<Self, Error> {
         let (send, receive) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("rover-unwind-poll".into())
             .spawn(move || {
                 if preload_all {
-                    for pid in all_pids() {
+                    for pid in all_pids().into_iter().filter(|&pid| Some(pid) != skip) {
                         add(&unwinder, pid, &mut known);
                     }
                 }

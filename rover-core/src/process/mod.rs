@@ -21,7 +21,7 @@
 mod container;
 mod error;
 pub mod events;
-mod info;
+pub(crate) mod info;
 mod selector;
 mod support;
 

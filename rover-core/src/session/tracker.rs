@@ -26,6 +26,7 @@ use crate::loader::unwind::TableNotifier;
 use crate::loader::{Environment, Targets};
 use crate::process::ProcessInfo;
 use crate::process::events::{ExecMapping, ProcessEventKind, ProcessEvents};
+use crate::process::info::Host;
 use crate::profile::ProcessIdentity;
 
 /// Processes captured at once, at most. Each holds its maps (a few KiB)
@@ -40,6 +41,11 @@ pub(crate) enum Seen {
     Exec(u32, Option<Arc<ProcessInfo>>),
     /// The process mapped executable code (a library, `dlopen`).
     MappedCode(u32, Option<Arc<ProcessInfo>>),
+    /// A new process, running its parent's program until it execs (a
+    /// worker that never does must still be captured). Not told to the
+    /// unwinder: it would load the parent's tables for a process that
+    /// usually execs a moment later.
+    Fork(u32, Option<Arc<ProcessInfo>>),
     /// The process (its whole thread group) exited.
     Exit(u32),
 }
@@ -108,6 +114,8 @@ struct State {
     captured: HashSet<u32>,
     /// Their identities, read at capture.
     identities: HashMap<u32, Arc<ProcessIdentity>>,
+    /// Boot time, clock ticks and users, for reading identities; read once.
+    host: Option<Host>,
     /// Processes that exited, with when the tracker learnt it, oldest first.
     exited: VecDeque<(u32, Instant)>,
     counts: TrackerCounts,
@@ -338,15 +346,16 @@ impl Tracker {
         let mut state = self.lock();
         for (at, event) in events.iter().enumerate() {
             match *event {
-                Seen::Exec(pid, ref info) | Seen::MappedCode(pid, ref info) => {
+                Seen::Exec(pid, ref info)
+                | Seen::MappedCode(pid, ref info)
+                | Seen::Fork(pid, ref info) => {
                     // A library load is several mappings: a later event of
                     // the batch for the same process captures its newer
                     // state, unless it exits first.
-                    let later = events[at + 1..]
-                        .iter()
-                        .find(|e| {
-                            matches!(e, Seen::Exec(p, _) | Seen::MappedCode(p, _) | Seen::Exit(p) if *p == pid)
-                        });
+                    let later = events[at + 1..].iter().find(|e| match e {
+                        Seen::Exec(p, _) | Seen::MappedCode(p, _) | Seen::Fork(p, _) => *p == pid,
+                        Seen::Exit(p) => *p == pid,
+                    });
                     if matches!(later, Some(Seen::Exec(..) | Seen::MappedCode(..))) {
                         continue;
                     }
@@ -363,10 +372,14 @@ impl Tracker {
                     if interested.is_empty() {
                         continue;
                     }
-                    self.capture(&mut state, pid, info.as_deref());
-                    for notifier in interested.into_iter().flatten() {
-                        notifier.changed(pid);
+                    // The unwinder first: its thread loads the tables while
+                    // this one captures for the symbolizer.
+                    if !matches!(event, Seen::Fork(..)) {
+                        for notifier in interested.into_iter().flatten() {
+                            notifier.changed(pid);
+                        }
                     }
+                    self.capture(&mut state, pid, info.as_deref());
                 }
                 Seen::Exit(pid) => state.exited.push_back((pid, Instant::now())),
             }
@@ -390,9 +403,15 @@ impl Tracker {
             Ok(_) => {
                 state.captured.insert(pid);
                 state.counts.captured += 1;
-                let identity = match info {
-                    Some(info) => Some(ProcessIdentity::of(info)),
-                    None => ProcessInfo::read(pid).ok().map(|i| ProcessIdentity::of(&i)),
+                if state.host.is_none() {
+                    state.host = Host::read().ok();
+                }
+                let identity = match (info, &state.host) {
+                    (Some(info), _) => Some(ProcessIdentity::of(info)),
+                    (None, Some(host)) => ProcessInfo::read_in(pid, host)
+                        .ok()
+                        .map(|i| ProcessIdentity::of(&i)),
+                    (None, None) => None,
                 };
                 match identity {
                     Some(identity) => {
@@ -459,8 +478,11 @@ impl Tracker {
 /// `EventSource::Auto`: `/proc` polling where the programs cannot load), as
 /// the tracker's source; `None` if neither can start.
 pub(crate) fn open_events(environment: &Environment) -> Option<Box<dyn EventSource>> {
+    // Without the stream's own info reads: they would delay every event
+    // before the unwinder hears of it; the tracker reads the identity after.
     let events = ProcessEvents::builder()
         .environment(environment.clone())
+        .process_info(false)
         .start()
         .ok()?;
     Some(Box::new(TrackedEvents(events)))
@@ -482,11 +504,8 @@ impl EventSource for TrackedEvents {
             .next_batch(timeout, BATCH_MAX)
             .into_iter()
             .filter_map(|event| match event.kind {
-                // A forked child runs its parent's image until it execs (a
-                // worker that never does must still be captured).
-                ProcessEventKind::Fork { .. } | ProcessEventKind::Exec { .. } => {
-                    Some(Seen::Exec(event.pid, event.info))
-                }
+                ProcessEventKind::Fork { .. } => Some(Seen::Fork(event.pid, event.info)),
+                ProcessEventKind::Exec { .. } => Some(Seen::Exec(event.pid, event.info)),
                 ProcessEventKind::MapExec {
                     mapping: ExecMapping::File | ExecMapping::Mprotect,
                     ..
