@@ -74,14 +74,16 @@ impl Profile {
             .filter(|p| p.pid == pid)
     }
 
-    /// Records `identity`, once per (pid, start).
+    /// Records `identity`, once per (pid, start): a later one of the same
+    /// process replaces the earlier (an exec keeps the pid and start time
+    /// and changes the program; profiles merge in time order).
     pub(crate) fn add_identity(&mut self, identity: Arc<ProcessIdentity>) {
         let key = (identity.pid, identity.start_ticks);
         match self
             .identities
             .binary_search_by_key(&key, |p| (p.pid, p.start_ticks))
         {
-            Ok(_) => {}
+            Ok(at) => self.identities[at] = identity,
             Err(at) => self.identities.insert(at, identity),
         }
     }

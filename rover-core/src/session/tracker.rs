@@ -41,11 +41,6 @@ pub(crate) enum Seen {
     Exec(u32, Option<Arc<ProcessInfo>>),
     /// The process mapped executable code (a library, `dlopen`).
     MappedCode(u32, Option<Arc<ProcessInfo>>),
-    /// A new process, running its parent's program until it execs (a
-    /// worker that never does must still be captured). Not told to the
-    /// unwinder: it would load the parent's tables for a process that
-    /// usually execs a moment later.
-    Fork(u32, Option<Arc<ProcessInfo>>),
     /// The process (its whole thread group) exited.
     Exit(u32),
 }
@@ -346,14 +341,12 @@ impl Tracker {
         let mut state = self.lock();
         for (at, event) in events.iter().enumerate() {
             match *event {
-                Seen::Exec(pid, ref info)
-                | Seen::MappedCode(pid, ref info)
-                | Seen::Fork(pid, ref info) => {
+                Seen::Exec(pid, ref info) | Seen::MappedCode(pid, ref info) => {
                     // A library load is several mappings: a later event of
                     // the batch for the same process captures its newer
                     // state, unless it exits first.
                     let later = events[at + 1..].iter().find(|e| match e {
-                        Seen::Exec(p, _) | Seen::MappedCode(p, _) | Seen::Fork(p, _) => *p == pid,
+                        Seen::Exec(p, _) | Seen::MappedCode(p, _) => *p == pid,
                         Seen::Exit(p) => *p == pid,
                     });
                     if matches!(later, Some(Seen::Exec(..) | Seen::MappedCode(..))) {
@@ -374,10 +367,8 @@ impl Tracker {
                     }
                     // The unwinder first: its thread loads the tables while
                     // this one captures for the symbolizer.
-                    if !matches!(event, Seen::Fork(..)) {
-                        for notifier in interested.into_iter().flatten() {
-                            notifier.changed(pid);
-                        }
+                    for notifier in interested.into_iter().flatten() {
+                        notifier.changed(pid);
                     }
                     self.capture(&mut state, pid, info.as_deref());
                 }
@@ -504,7 +495,12 @@ impl EventSource for TrackedEvents {
             .next_batch(timeout, BATCH_MAX)
             .into_iter()
             .filter_map(|event| match event.kind {
-                ProcessEventKind::Fork { .. } => Some(Seen::Fork(event.pid, event.info)),
+                // A fork is not captured: the child runs its parent's
+                // program, whose modules the capture would load on this
+                // thread (seconds for a big binary under emulation) while
+                // the execs queued behind it exit uncaptured. A child that
+                // never execs is symbolized while it lives, as before.
+                ProcessEventKind::Fork { .. } => None,
                 ProcessEventKind::Exec { .. } => Some(Seen::Exec(event.pid, event.info)),
                 ProcessEventKind::MapExec {
                     mapping: ExecMapping::File | ExecMapping::Mprotect,
