@@ -46,20 +46,14 @@ impl Stat {
         })
     }
 
-    /// The command name may hold spaces and parentheses: it runs from the
-    /// first `(` to the last `)`, and the numbered fields follow.
+    /// The fields the checks use, from the process listing's parser.
     fn parse(text: &str) -> Option<Stat> {
-        let open = text.find('(')?;
-        let close = text.rfind(')')?;
-        let comm = text.get(open + 1..close)?.to_owned();
-        // Field 3 (the state) is the first after the name.
-        let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        let stat = crate::process::info::Stat::parse(text)?;
         Some(Stat {
-            comm,
-            cpu_ticks: field(14)?.checked_add(field(15)?)?,
-            threads: field(20)?,
-            start_time: field(22)?,
+            cpu_ticks: stat.cpu_ticks?,
+            threads: u64::from(stat.threads?),
+            start_time: stat.start_ticks,
+            comm: stat.comm,
         })
     }
 }

@@ -317,27 +317,36 @@ impl Host {
     }
 }
 
-/// The fields of `/proc/PID/stat` rover uses.
-struct Stat {
-    comm: String,
-    ppid: u32,
-    threads: Option<u32>,
-    start_ticks: u64,
+/// The fields of `/proc/PID/stat` rover uses: one parser for the listing,
+/// the poll source of process events, continuous profiling's checks and
+/// the tracker.
+pub(crate) struct Stat {
+    pub(crate) comm: String,
+    /// Field 3: `R`, `S`, `Z`...
+    pub(crate) state: char,
+    pub(crate) ppid: u32,
+    /// Fields 14 + 15: user and system time, in clock ticks.
+    pub(crate) cpu_ticks: Option<u64>,
+    pub(crate) threads: Option<u32>,
+    pub(crate) start_ticks: u64,
 }
 
 impl Stat {
     /// `pid (comm) state ppid ...`: the command may hold spaces and
     /// parentheses, so it runs to the last `)`.
-    fn parse(text: &str) -> Option<Stat> {
+    pub(crate) fn parse(text: &str) -> Option<Stat> {
         let open = text.find('(')?;
         let close = text.rfind(')')?;
         let comm = text.get(open + 1..close)?.to_string();
         // Field 3 (state) is the first after the command.
         let fields: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
         let field = |n: usize| fields.get(n - 3).copied();
+        let ticks = |n: usize| field(n).and_then(|t| t.parse::<u64>().ok());
         Some(Stat {
             comm,
+            state: field(3)?.chars().next()?,
             ppid: field(4)?.parse().ok()?,
+            cpu_ticks: ticks(14).zip(ticks(15)).and_then(|(u, s)| u.checked_add(s)),
             threads: field(20).and_then(|n| n.parse().ok()),
             start_ticks: field(22)?.parse().ok()?,
         })

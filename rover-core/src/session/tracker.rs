@@ -455,13 +455,10 @@ impl Tracker {
     /// Whether `pid` names a live process (a zombie is not: its memory is
     /// gone).
     fn alive(pid: u32) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let state = stat
-            .rfind(')')
-            .and_then(|end| stat[end + 1..].split_whitespace().next());
-        !matches!(state, None | Some("Z" | "X" | "x"))
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|text| crate::process::info::Stat::parse(&text))
+            .is_some_and(|stat| !matches!(stat.state, 'Z' | 'X' | 'x'))
     }
 }
 

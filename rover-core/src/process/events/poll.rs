@@ -172,17 +172,14 @@ fn read_stat(path: &Path) -> io::Result<Option<Seen>> {
     Ok(parse_stat(&fs::read_to_string(path)?))
 }
 
-/// `/proc/PID/stat`: `pid (comm) state ppid ...`, starttime the 22nd
-/// field. The name may hold spaces and parentheses: it ends at the last `)`.
+/// `/proc/PID/stat` through the process listing's parser: name, parent
+/// and start time.
 pub(crate) fn parse_stat(stat: &str) -> Option<Seen> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let stat = crate::process::info::Stat::parse(stat)?;
     Some(Seen {
-        ppid: fields.get(1)?.parse().ok()?,
-        start_ticks: fields.get(19)?.parse().ok()?,
-        comm,
+        ppid: stat.ppid,
+        start_ticks: stat.start_ticks,
+        comm: stat.comm,
         exe: None,
     })
 }
