@@ -158,14 +158,33 @@ fn scan(proc: &Path) -> Result<HashMap<u32, Seen>, Error> {
         else {
             continue;
         };
-        let dir = entry.path();
-        let Ok(Some(mut process)) = read_stat(&dir.join("stat")) else {
-            continue;
-        };
-        process.exe = fs::read_link(dir.join("exe")).ok();
-        seen.insert(pid, process);
+        if let Some(process) = read_process(&entry.path()) {
+            seen.insert(pid, process);
+        }
     }
     Ok(seen)
+}
+
+/// One process's name, parent, start time and executable, read so that
+/// the name is no older than the executable: the link is read before and
+/// after the stat file, and again while an exec ran between the two (a
+/// child scanned while it execs would otherwise pair its parent's name
+/// with its new program). `None` when the process is gone.
+fn read_process(dir: &Path) -> Option<Seen> {
+    let mut exe = fs::read_link(dir.join("exe")).ok();
+    for _ in 0..3 {
+        let mut process = read_stat(&dir.join("stat")).ok()??;
+        let after = fs::read_link(dir.join("exe")).ok();
+        if after == exe {
+            process.exe = after;
+            return Some(process);
+        }
+        exe = after;
+    }
+    // Exec after exec: this scan takes the last name and link it read.
+    let mut process = read_stat(&dir.join("stat")).ok()??;
+    process.exe = exe;
+    Some(process)
 }
 
 fn read_stat(path: &Path) -> io::Result<Option<Seen>> {
