@@ -225,6 +225,52 @@ fn package(tool: &str) -> Option<&'static str> {
     })
 }
 
+/// Where `.ci/run` installs the Python environment with the official
+/// OpenTelemetry classes (`opentelemetry-proto`, `grpcio` from PyPI) that
+/// the OTLP tests decode and receive with.
+pub const OTEL_PYTHON_DEFAULT: &str = "/var/cache/rover-venv/bin/python3";
+
+/// A Python interpreter that can import the official OpenTelemetry profile
+/// classes and their gRPC service (`opentelemetry-proto`, `grpcio`): the
+/// one `ROVER_OTEL_PYTHON` names, else [`OTEL_PYTHON_DEFAULT`]. `None`
+/// (after a [`skip`], or a panic under CI) when there is none; the reason
+/// says how to make one.
+///
+/// ```no_run
+/// let Some(python) = testkit::otel_python("python_decodes_the_request") else {
+///     return;
+/// };
+/// ```
+pub fn otel_python(test: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("ROVER_OTEL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(OTEL_PYTHON_DEFAULT));
+    let probe = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import grpc\nfrom opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2_grpc",
+        ])
+        .output();
+    let why = match probe {
+        Ok(out) if out.status.success() => return Some(python),
+        Ok(out) => format!(
+            "{} cannot import the OpenTelemetry classes: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("{} cannot run: {e}", python.display()),
+    };
+    skip(
+        test,
+        format!(
+            "{why} (make it with: python3 -m venv /var/cache/rover-venv && \
+             /var/cache/rover-venv/bin/pip install opentelemetry-proto grpcio, as .ci/run does; \
+             or set ROVER_OTEL_PYTHON)"
+        ),
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,50 +351,4 @@ mod tests {
             current_test()
         );
     }
-}
-
-/// Where `.ci/run` installs the Python environment with the official
-/// OpenTelemetry classes (`opentelemetry-proto`, `grpcio` from PyPI) that
-/// the OTLP tests decode and receive with.
-pub const OTEL_PYTHON_DEFAULT: &str = "/var/cache/rover-venv/bin/python3";
-
-/// A Python interpreter that can import the official OpenTelemetry profile
-/// classes and their gRPC service (`opentelemetry-proto`, `grpcio`): the
-/// one `ROVER_OTEL_PYTHON` names, else [`OTEL_PYTHON_DEFAULT`]. `None`
-/// (after a [`skip`], or a panic under CI) when there is none; the reason
-/// says how to make one.
-///
-/// ```no_run
-/// let Some(python) = testkit::otel_python("python_decodes_the_request") else {
-///     return;
-/// };
-/// ```
-pub fn otel_python(test: &str) -> Option<PathBuf> {
-    let python = std::env::var_os("ROVER_OTEL_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(OTEL_PYTHON_DEFAULT));
-    let probe = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import grpc\nfrom opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2_grpc",
-        ])
-        .output();
-    let why = match probe {
-        Ok(out) if out.status.success() => return Some(python),
-        Ok(out) => format!(
-            "{} cannot import the OpenTelemetry classes: {}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("{} cannot run: {e}", python.display()),
-    };
-    skip(
-        test,
-        format!(
-            "{why} (make it with: python3 -m venv /var/cache/rover-venv && \
-             /var/cache/rover-venv/bin/pip install opentelemetry-proto grpcio, as .ci/run does; \
-             or set ROVER_OTEL_PYTHON)"
-        ),
-    );
-    None
 }

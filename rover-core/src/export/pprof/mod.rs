@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use prost::Message;
 
 use super::error::ExportError;
+use super::labels::Labels;
 use crate::profile::{Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKind, StackId};
 
 /// Writes `profile` as a gzipped pprof protobuf to `out`.
@@ -32,7 +33,39 @@ use crate::profile::{Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKin
 /// # Ok(()) }
 /// ```
 pub fn write_pprof(profile: &Profile, out: impl Write) -> Result<(), ExportError> {
-    let message = Encoder::new(profile).encode();
+    write_pprof_with(profile, &PprofOptions::default(), out)
+}
+
+/// What [`write_pprof_with`] adds to a pprof profile.
+///
+/// ```
+/// use rover_core::export::{Labels, PprofOptions};
+/// let options = PprofOptions { labels: Labels::new().service("checkout").version("1.4.2") };
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PprofOptions {
+    /// String labels put on every sample (as `service.name=checkout`),
+    /// after rover's own `pid`, `tid`, `comm`, `process` (and `state`).
+    pub labels: Labels,
+}
+
+/// [`write_pprof`] with `options`: the agent's labels on every sample.
+///
+/// ```no_run
+/// # fn demo(profile: &rover_core::profile::Profile) -> Result<(), Box<dyn std::error::Error>> {
+/// use rover_core::export::{Labels, PprofOptions, write_pprof_with};
+/// let options = PprofOptions { labels: Labels::new().service("checkout").environment("prod") };
+/// write_pprof_with(profile, &options, std::fs::File::create("rover.pb.gz")?)?;
+/// // go tool pprof -tags rover.pb.gz lists service.name and deployment.environment.name
+/// # Ok(()) }
+/// ```
+pub fn write_pprof_with(
+    profile: &Profile,
+    options: &PprofOptions,
+    out: impl Write,
+) -> Result<(), ExportError> {
+    let message = Encoder::new(profile, &options.labels).encode();
     let mut gz = GzEncoder::new(out, Compression::default());
     gz.write_all(&message.encode_to_vec())?;
     gz.finish()?.flush()?;
@@ -49,6 +82,7 @@ struct Columns {
 
 struct Encoder<'p> {
     profile: &'p Profile,
+    labels: &'p Labels,
     strings: Vec<String>,
     string_ids: HashMap<String, i64>,
     functions: Vec<proto::Function>,
@@ -61,9 +95,10 @@ struct Encoder<'p> {
 }
 
 impl<'p> Encoder<'p> {
-    fn new(profile: &'p Profile) -> Self {
+    fn new(profile: &'p Profile, labels: &'p Labels) -> Self {
         let mut e = Self {
             profile,
+            labels,
             strings: Vec::new(),
             string_ids: HashMap::new(),
             functions: Vec::new(),
@@ -216,13 +251,18 @@ impl<'p> Encoder<'p> {
             self.string("process"),
         ];
         let state_key = self.string("state");
+        let agent: Vec<(&str, &str)> = self.labels.iter().collect();
+        let agent_labels: Vec<(i64, i64)> = agent
+            .into_iter()
+            .map(|(k, v)| (self.string(k), self.string(v)))
+            .collect();
         let mut samples = Vec::new();
         for entry in profile.entries() {
             let Some(thread) = profile.thread(entry.thread) else {
                 continue;
             };
             let location_id = self.stack(entry.stack);
-            let labels = vec![
+            let mut labels = vec![
                 proto::Label {
                     key: keys[0],
                     num: i64::from(thread.pid),
@@ -244,6 +284,11 @@ impl<'p> Encoder<'p> {
                     ..Default::default()
                 },
             ];
+            labels.extend(agent_labels.iter().map(|&(key, str)| proto::Label {
+                key,
+                str,
+                ..Default::default()
+            }));
             if let Some(col) = columns.samples
                 && entry.value.samples > 0
             {
@@ -340,8 +385,12 @@ mod tests {
     fn decode(profile: &Profile) -> proto::Profile {
         let mut gz = Vec::new();
         write_pprof(profile, &mut gz).unwrap();
+        decode_raw(&gz)
+    }
+
+    fn decode_raw(gz: &[u8]) -> proto::Profile {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(gz.as_slice())
+        flate2::read::GzDecoder::new(gz)
             .read_to_end(&mut raw)
             .unwrap();
         proto::Profile::decode(raw.as_slice()).unwrap()
@@ -380,5 +429,50 @@ mod tests {
         let mapping = &m.mapping[(loc.mapping_id - 1) as usize];
         assert_eq!(m.string_table[mapping.build_id as usize], "abcd");
         assert_eq!(m.string_table[mapping.filename as usize], "/bin/app");
+    }
+
+    #[test]
+    fn agent_labels_are_on_every_sample() {
+        let mut p = Profile::new();
+        for tid in [2, 3] {
+            p.add_sample(&Sample {
+                pid: 1,
+                tid,
+                process_name: "app",
+                comm: "t",
+                kernel: &[],
+                user: &[sym("main", &[])],
+                value: SampleValue::OnCpu { samples: 1 },
+            });
+        }
+        let options = PprofOptions {
+            labels: Labels::new().service("checkout").label("team", "pay"),
+        };
+        let mut gz = Vec::new();
+        write_pprof_with(&p, &options, &mut gz).unwrap();
+        let m = decode_raw(&gz);
+        assert_eq!(m.sample.len(), 2);
+        for sample in &m.sample {
+            let labels: Vec<(&str, &str)> = sample
+                .label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| {
+                    (
+                        m.string_table[l.key as usize].as_str(),
+                        m.string_table[l.str as usize].as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                labels,
+                [
+                    ("comm", "t"),
+                    ("process", "app"),
+                    ("service.name", "checkout"),
+                    ("team", "pay")
+                ]
+            );
+        }
     }
 }
