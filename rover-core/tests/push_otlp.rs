@@ -1,0 +1,334 @@
+//! The exporter of `rover_core::push` against receivers no one here wrote:
+//! an OTLP gRPC service and an OTLP/HTTP handler built on the official
+//! Python classes (`tests/otlp_peers/receiver.py`, PyPI
+//! `opentelemetry-proto` and `grpcio`), fed by live on-CPU sessions, with
+//! the receiver absent, killed, slow, erroring and partially rejecting; and
+//! a Pyroscope ingest server whose bodies `go tool pprof` reads.
+//!
+//! Not named `session_*`: these tests need loopback networking, which the
+//! qemu guests that run the kernel and session tests do not set up.
+
+mod session_fixtures;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rover_core::export::Labels;
+use rover_core::profile::{Metric, Profile};
+use rover_core::push::{Exporter, ExporterBuilder, PushStats, Retry};
+use rover_core::{Profiler, Window};
+use serde_json::Value;
+use session_fixtures::{Fixture, SPIN, Start, profiler};
+
+const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_peers/receiver.py");
+const SERVICE: &str = "rover-push-test";
+
+/// A Python receiver on 127.0.0.1, killed when dropped.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start(python: &Path, transport: &str, port: u16, record: &Path, faults: &[&str]) -> Peer {
+        let mut child = Command::new(python)
+            .arg(RECEIVER)
+            .arg(transport)
+            .arg(port.to_string())
+            .arg(record)
+            .args(faults)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = Vec::new();
+        let stdout = child.stdout.as_mut().unwrap();
+        let mut byte = [0u8];
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the receiver did not start: {line:?}"));
+        Peer { child, port }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The requests a receiver took (and, apart, those it refused).
+fn records(path: &Path) -> (Vec<Value>, Vec<Value>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .partition(|record| record.get("refused").is_none())
+}
+
+fn samples(records: &[Value]) -> u64 {
+    records.iter().map(|r| r["samples"].as_u64().unwrap()).sum()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for `condition`, failing after a bound far above what it needs.
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A live on-CPU session of the spin fixture, its windows followed by the
+/// exporter and collected by the test from a stream of its own.
+struct Run {
+    windows: Vec<Window>,
+    profile: Profile,
+    followed: u64,
+    spin_pid: u32,
+}
+
+fn live_session<T>(
+    profiler: &Profiler,
+    exporter: &Exporter,
+    spin_ms: u32,
+    window: Duration,
+    during: impl FnOnce() -> T,
+) -> (Run, T) {
+    let fixture = Fixture::build("spin", SPIN);
+    let mut spin = fixture.start(&[&spin_ms.to_string()]);
+    let spin_pid = spin.pid();
+    let mut session = profiler
+        .on_cpu()
+        .pids([spin_pid])
+        .window(window)
+        .start()
+        .unwrap();
+    let following = exporter.follow(session.windows()).unwrap();
+    let mut own = session.windows();
+    let collector = std::thread::spawn(move || {
+        let mut windows = Vec::new();
+        while let Some(window) = futures::executor::block_on(own.next()) {
+            windows.push(window);
+        }
+        windows
+    });
+    spin.go();
+    let during = during();
+    spin.wait_done();
+    let profile = session.stop_blocking().unwrap();
+    let followed = following.wait();
+    let windows = collector.join().unwrap();
+    let run = Run {
+        windows,
+        profile,
+        followed,
+        spin_pid,
+    };
+    (run, during)
+}
+
+fn on_cpu(profile: &Profile) -> u64 {
+    profile.total(Metric::OnCpuSamples)
+}
+
+/// What holds whatever the backend did: the session is unaffected (its
+/// windows add up to its profile, none skipped), every window followed
+/// was accepted, the counts add up, the queue stayed within its capacity.
+fn check_accounting(run: &Run, stats: &PushStats, capacity: usize) {
+    let windows_total: u64 = run.windows.iter().map(|w| on_cpu(&w.profile)).sum();
+    assert_eq!(
+        windows_total,
+        on_cpu(&run.profile),
+        "the windows do not add up to the session's profile"
+    );
+    assert!(on_cpu(&run.profile) > 0, "the session saw no samples");
+    assert!(run.windows.iter().all(|w| w.stats.windows_skipped == 0));
+    assert_eq!(run.followed, run.windows.len() as u64);
+    assert_eq!(stats.accepted, run.followed, "{stats:?}");
+    assert_eq!(stats.accounted(), stats.accepted, "{stats:?}");
+    assert_eq!((stats.queued, stats.in_flight), (0, 0), "{stats:?}");
+    assert!(stats.peak_queued <= capacity, "{stats:?}");
+}
+
+fn builder(transport: &str, port: u16) -> ExporterBuilder {
+    let url = format!("http://127.0.0.1:{port}");
+    let builder = match transport {
+        "grpc" => Exporter::builder().otlp_grpc(url),
+        _ => Exporter::builder().otlp_http(url),
+    };
+    builder
+        .labels(Labels::new().service(SERVICE).label("team", "push"))
+        .header("x-rover-test", "42")
+}
+
+/// Every window of a live session reaches the receiver with the workload's
+/// functions, the session's sample totals and the agent's labels.
+fn pushes_a_live_session(test: &str, transport: &str) {
+    let Some(python) = testkit::otel_python(test) else {
+        return;
+    };
+    let Some(profiler) = profiler(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    let peer = Peer::start(&python, transport, 0, &record, &[]);
+    let exporter = builder(transport, peer.port).build().unwrap();
+    let (run, ()) = live_session(
+        &profiler,
+        &exporter,
+        1000,
+        Duration::from_millis(250),
+        || {},
+    );
+    let stats = exporter.shutdown(Duration::from_secs(20));
+    eprintln!("{transport}: {} windows, {stats:?}", run.windows.len());
+    check_accounting(&run, &stats, 64);
+    assert_eq!(stats.sent, stats.accepted, "{stats:?}");
+    assert_eq!((stats.retries, stats.rejected_profiles), (0, 0));
+    let (taken, refused) = records(&record);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(taken.len() as u64, stats.sent);
+    assert_eq!(samples(&taken), on_cpu(&run.profile));
+    assert!(
+        taken.iter().any(|r| r["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "spin_here")),
+        "spin_here in no request"
+    );
+    for r in &taken {
+        assert_eq!(r["transport"], transport);
+        assert_eq!(r["x_rover_test"], "42");
+        assert_eq!(r["string_table_0"], "");
+        if r["profiles"].as_u64().unwrap() > 0 {
+            assert_eq!(r["sample_types"], serde_json::json!(["samples/count"]));
+        }
+        for resource in r["resources"].as_array().unwrap() {
+            assert_eq!(resource["service.name"], SERVICE, "{resource}");
+            assert_eq!(resource["team"], "push", "{resource}");
+        }
+        if transport == "http" {
+            assert_eq!(r["content_type"], "application/x-protobuf");
+            assert_eq!(r["content_encoding"], "gzip");
+        }
+    }
+    assert!(
+        taken.iter().any(|r| r["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|res| res["process.pid"] == run.spin_pid)),
+        "the fixture's process.pid in no resource"
+    );
+}
+
+#[test]
+fn grpc_receiver_takes_every_window_of_a_live_session() {
+    pushes_a_live_session("grpc_receiver_takes_every_window_of_a_live_session", "grpc");
+}
+
+#[test]
+fn http_receiver_takes_every_window_of_a_live_session() {
+    pushes_a_live_session("http_receiver_takes_every_window_of_a_live_session", "http");
+}
+
+/// The receiver is absent when the session starts, then starts; later it
+/// is killed mid-session and restarted on the same port. Connection errors
+/// are retried, never counted as refusals; every window is delivered or
+/// counted.
+fn survives_an_absent_then_killed_receiver(test: &str, transport: &str) {
+    let Some(python) = testkit::otel_python(test) else {
+        return;
+    };
+    let Some(profiler) = profiler(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    let port = free_port();
+    let retry = Retry {
+        max_attempts: 200,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    };
+    let exporter = builder(transport, port)
+        .retry(retry)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut retries_while_absent = 0;
+    let mut retries_while_killed = 0;
+    let (run, restarted) = live_session(
+        &profiler,
+        &exporter,
+        3000,
+        Duration::from_millis(200),
+        || {
+            wait_until("a retry while the receiver is absent", || {
+                exporter.stats().retries >= 1
+            });
+            retries_while_absent = exporter.stats().retries;
+            let mut peer = Peer::start(&python, transport, port, &record, &[]);
+            wait_until("two requests taken", || records(&record).0.len() >= 2);
+            peer.kill();
+            let before = exporter.stats().retries;
+            wait_until("a retry while the receiver is down", || {
+                exporter.stats().retries > before
+            });
+            retries_while_killed = exporter.stats().retries - before;
+            // Kept alive through the session's end and the shutdown.
+            Peer::start(&python, transport, port, &record, &[])
+        },
+    );
+    let stats = exporter.shutdown(Duration::from_secs(20));
+    eprintln!(
+        "{transport}: {} windows; retries while absent {retries_while_absent}, while killed \
+         {retries_while_killed}; {stats:?}",
+        run.windows.len()
+    );
+    check_accounting(&run, &stats, 64);
+    assert_eq!(stats.failed, 0, "a connection error counted as a refusal");
+    assert!(stats.sent >= 2, "{stats:?}");
+    let (taken, _) = records(&record);
+    // A request the killed receiver recorded but could not answer is sent
+    // again: at most one more record than windows delivered.
+    let taken = taken.len() as u64;
+    assert!(
+        taken >= stats.sent && taken <= stats.sent + 1,
+        "{taken} records"
+    );
+    drop(restarted);
+}
+
+#[test]
+fn grpc_survives_an_absent_then_killed_receiver() {
+    survives_an_absent_then_killed_receiver("grpc_survives_an_absent_then_killed_receiver", "grpc");
+}
+
+#[test]
+fn http_survives_an_absent_then_killed_receiver() {
+    survives_an_absent_then_killed_receiver("http_survives_an_absent_then_killed_receiver", "http");
+}
