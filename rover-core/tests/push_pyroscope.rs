@@ -1,0 +1,251 @@
+//! The exporter of `rover_core::push` pushing a live session's windows to
+//! Pyroscope's ingest API, received by a small HTTP/1.1 server on loopback
+//! that checks each request's path and query; `go tool pprof` reads the
+//! bodies.
+//!
+//! Not named `session_*`: it needs loopback networking, which the qemu
+//! guests that run the kernel and session tests do not set up.
+
+mod session_fixtures;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use rover_core::export::Labels;
+use rover_core::profile::Metric;
+use rover_core::push::Exporter;
+use session_fixtures::{Fixture, SPIN, Start, profiler};
+
+/// One request as the server read it.
+struct Request {
+    method: String,
+    target: String,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Serves HTTP/1.1 on 127.0.0.1 (keep-alive included), answering every
+/// request 200 and handing it to the test.
+fn pyroscope_server() -> (u16, mpsc::Receiver<Request>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let sender = sender.clone();
+            std::thread::spawn(move || serve(stream, sender));
+        }
+    });
+    (port, receiver)
+}
+
+fn serve(stream: TcpStream, sender: mpsc::Sender<Request>) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap();
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+        let length: usize = headers
+            .get("content-length")
+            .map_or(0, |l| l.parse().unwrap());
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let request = Request {
+            method,
+            target,
+            content_type: headers.get("content-type").cloned(),
+            body,
+        };
+        if sender.send(request).is_err() {
+            return;
+        }
+        writer
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn pyroscope_ingest_takes_a_live_sessions_windows_as_pprof() {
+    let test = "pyroscope_ingest_takes_a_live_sessions_windows_as_pprof";
+    if !testkit::require_tool(test, "go") {
+        return;
+    }
+    let Some(profiler) = profiler(test) else {
+        return;
+    };
+    let (port, requests) = pyroscope_server();
+    let exporter = Exporter::builder()
+        .pyroscope(format!("http://127.0.0.1:{port}/"))
+        .labels(
+            Labels::new()
+                .service("rover.push-test")
+                .version("1.2")
+                .environment("ci")
+                .label("team.name", "push"),
+        )
+        .build()
+        .unwrap();
+    let started = unix_seconds();
+    let fixture = Fixture::build("spin", SPIN);
+    let mut spin = fixture.start(&["1000"]);
+    let mut session = profiler
+        .on_cpu()
+        .pids([spin.pid()])
+        .window(Duration::from_millis(250))
+        .start()
+        .unwrap();
+    let following = exporter.follow(session.windows()).unwrap();
+    let mut own = session.windows();
+    let collector = std::thread::spawn(move || {
+        let mut totals = Vec::new();
+        while let Some(window) = futures::executor::block_on(own.next()) {
+            totals.push(window.profile.total(Metric::OnCpuSamples));
+        }
+        totals
+    });
+    spin.go();
+    spin.wait_done();
+    let profile = session.stop_blocking().unwrap();
+    let followed = following.wait();
+    let totals = collector.join().unwrap();
+    let stats = exporter.shutdown(Duration::from_secs(20));
+    let ended = unix_seconds();
+    eprintln!("{} windows; {stats:?}", totals.len());
+    assert_eq!(followed, totals.len() as u64);
+    assert_eq!(
+        totals.iter().sum::<u64>(),
+        profile.total(Metric::OnCpuSamples)
+    );
+    assert_eq!(
+        (stats.sent, stats.accounted()),
+        (followed, followed),
+        "{stats:?}"
+    );
+
+    let requests: Vec<Request> = requests.try_iter().collect();
+    assert_eq!(requests.len() as u64, stats.sent);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tops = String::new();
+    let mut raw_samples = 0;
+    for (n, request) in requests.iter().enumerate() {
+        assert_eq!(request.method, "POST");
+        let (path, query) = request.target.split_once('?').unwrap();
+        assert_eq!(path, "/ingest");
+        let query: HashMap<&str, String> = query
+            .split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap();
+                (k, percent_decode(v))
+            })
+            .collect();
+        assert_eq!(
+            query["name"],
+            "rover.push-test.cpu{service_version=1.2,deployment_environment_name=ci,team_name=push}"
+        );
+        assert_eq!(query["format"], "pprof");
+        let from: u64 = query["from"].parse().unwrap();
+        let until: u64 = query["until"].parse().unwrap();
+        assert!(from <= until, "{from} > {until}");
+        assert!(from + 1 >= started && until <= ended + 1, "{from}..{until}");
+        assert_eq!(
+            request.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        let path = dir.path().join(format!("window{n}.pb.gz"));
+        std::fs::write(&path, &request.body).unwrap();
+        for (flag, out) in [("-top", &mut tops), ("-raw", &mut String::new())] {
+            let output = Command::new("go")
+                .args(["tool", "pprof", flag])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "go tool pprof {flag}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            out.push_str(&String::from_utf8_lossy(&output.stdout));
+            if flag == "-raw" {
+                let samples = raw_sample_total(out);
+                raw_samples += samples;
+                assert!(
+                    samples == 0 || out.contains("service.name:[rover.push-test]"),
+                    "{out}"
+                );
+            }
+        }
+    }
+    eprintln!("{tops}");
+    assert!(tops.contains("spin_here"), "{tops}");
+    assert_eq!(raw_samples, profile.total(Metric::OnCpuSamples));
+}
+
+/// The first values of the samples `go tool pprof -raw` lists (lines
+/// `      N: loc loc …` between `Samples:` and `Locations`).
+fn raw_sample_total(raw: &str) -> u64 {
+    let mut total = 0;
+    let mut in_samples = false;
+    for line in raw.lines() {
+        if line.starts_with("Samples:") {
+            in_samples = true;
+            continue;
+        }
+        if line.starts_with("Locations") {
+            break;
+        }
+        if in_samples
+            && let Some((values, _)) = line.trim_start().split_once(':')
+            && let Some(first) = values.split_whitespace().next()
+            && let Ok(n) = first.parse::<u64>()
+        {
+            total += n;
+        }
+    }
+    total
+}
