@@ -17,7 +17,8 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use futures::stream::select;
 use rover_core::export::{
-    FlameGraphOptions, FoldedOptions, write_flamegraph, write_folded, write_pprof,
+    FlameGraphOptions, FoldedOptions, Labels, OtlpEncoder, OtlpOptions, PprofOptions,
+    write_flamegraph, write_folded, write_pprof_with,
 };
 use rover_core::profile::{FrameKind, Metric, TopOrder};
 use rover_core::{Profile, Profiler, Session, StackMode, Targets, Window};
@@ -62,12 +63,45 @@ struct Args {
     /// Write a gzipped pprof profile here (for `go tool pprof`).
     #[arg(long, value_name = "PATH")]
     pprof: Option<PathBuf>,
+    /// Write the whole run as one serialized OTLP
+    /// `ExportProfilesServiceRequest` here (both modes share its dictionary).
+    #[arg(long, value_name = "PATH")]
+    otlp: Option<PathBuf>,
+    /// The service the profiled processes belong to: OTLP `service.name`
+    /// and a label on every pprof sample.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// A label for every export, OTLP and pprof alike (repeat for several).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// How many top functions to print.
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
     /// Runs the demo workload itself (the child process of the demo).
     #[arg(long, hide = true, value_name = "SECS")]
     demo_workload: Option<f64>,
+}
+
+/// `--label KEY=VALUE`.
+fn parse_label(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("a label is KEY=VALUE, not {arg:?}")),
+    }
+}
+
+impl Args {
+    /// The labels every export carries.
+    fn export_labels(&self) -> Labels {
+        let mut labels = Labels::new();
+        if let Some(service) = &self.service {
+            labels.insert(rover_core::export::SERVICE_NAME, service.clone());
+        }
+        for (key, value) in &self.labels {
+            labels.insert(key.clone(), value.clone());
+        }
+        labels
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +257,22 @@ fn run(args: &Args) -> Result<(), String> {
         print_top(*mode, profile, args.top);
         written.extend(write_outputs(args, *mode, profile, demo, modes.len() > 1)?);
     }
+    if let Some(path) = &args.otlp {
+        let options = OtlpOptions {
+            labels: args.export_labels(),
+            host_name: None,
+        };
+        let mut encoder = OtlpEncoder::new(&options);
+        for (_, profile) in &profiles {
+            encoder.add(profile);
+        }
+        let bytes = prost::Message::encode_to_vec(&encoder.finish());
+        let mut out = create(path)?;
+        out.write_all(&bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+    }
     println!();
     println!(
         "summary: profiled {:.1} s in {} windows",
@@ -255,7 +305,7 @@ fn run(args: &Args) -> Result<(), String> {
         totals.missed
     );
     if written.is_empty() {
-        println!("  no files written (use --folded, --svg or --pprof)");
+        println!("  no files written (use --folded, --svg, --pprof or --otlp)");
     }
     for path in written {
         println!("  wrote {}", path.display());
@@ -494,7 +544,11 @@ fn write_outputs(
         written.push(path);
     }
     if let Some(path) = path_for(&args.pprof, None) {
-        write_pprof(profile, create(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        let options = PprofOptions {
+            labels: args.export_labels(),
+        };
+        write_pprof_with(profile, &options, create(&path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         written.push(path);
     }
     Ok(written
