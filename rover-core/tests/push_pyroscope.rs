@@ -19,7 +19,7 @@ use futures::StreamExt;
 use rover_core::export::Labels;
 use rover_core::profile::Metric;
 use rover_core::push::Exporter;
-use session_fixtures::{Fixture, SPIN, Start, profiler};
+use session_fixtures::{BLOCK, Fixture, SPIN, Start, profiler};
 
 /// One request as the server read it.
 struct Request {
@@ -248,4 +248,71 @@ fn raw_sample_total(raw: &str) -> u64 {
         }
     }
     total
+}
+
+/// Off-CPU windows go to the `.off_cpu` series; their pprof holds the
+/// fixture's blocking function and its off-CPU time.
+#[test]
+fn pyroscope_takes_off_cpu_windows_as_their_own_series() {
+    let test = "pyroscope_takes_off_cpu_windows_as_their_own_series";
+    if !testkit::require_tool(test, "go") {
+        return;
+    }
+    let Some(profiler) = profiler(test) else {
+        return;
+    };
+    let (port, requests) = pyroscope_server();
+    let exporter = Exporter::builder()
+        .pyroscope(format!("http://127.0.0.1:{port}"))
+        .pyroscope_app("blocker")
+        .build()
+        .unwrap();
+    let fixture = Fixture::build("block", BLOCK);
+    let mut block = fixture.start(&[]);
+    let mut session = profiler
+        .off_cpu()
+        .pids([block.pid()])
+        .window(Duration::from_millis(250))
+        .start()
+        .unwrap();
+    let following = exporter.follow(session.windows()).unwrap();
+    block.go();
+    assert_eq!(block.line(), "done");
+    let profile = session.stop_blocking().unwrap();
+    let followed = following.wait();
+    let stats = exporter.shutdown(Duration::from_secs(20));
+    eprintln!("{followed} windows; {stats:?}");
+    assert_eq!(
+        (stats.sent, stats.accounted()),
+        (followed, followed),
+        "{stats:?}"
+    );
+    let requests: Vec<Request> = requests.try_iter().collect();
+    assert_eq!(requests.len() as u64, stats.sent);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tops = String::new();
+    for (n, request) in requests.iter().enumerate() {
+        let query = request.target.split_once('?').unwrap().1;
+        let name = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("name="))
+            .map(percent_decode);
+        assert_eq!(name.as_deref(), Some("blocker.off_cpu{}"));
+        let path = dir.path().join(format!("window{n}.pb.gz"));
+        std::fs::write(&path, &request.body).unwrap();
+        let output = Command::new("go")
+            .args(["tool", "pprof", "-top", "-sample_index=off_cpu"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success() || request.body.is_empty(),
+            "go tool pprof: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tops.push_str(&String::from_utf8_lossy(&output.stdout));
+    }
+    eprintln!("{tops}");
+    assert!(profile.total(Metric::OffCpuNanos) > 0);
+    assert!(tops.contains("block_here"), "{tops}");
 }
