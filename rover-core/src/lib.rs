@@ -28,8 +28,9 @@
 //! [`process`] (listing processes, selectors, containers, and
 //! [`process::events`]: a stream of forks, execs, exits and executable
 //! mappings), [`continuous`] (policies that start sessions on processes
-//! that cross a threshold), and with the `push` feature [`push`] (an
-//! exporter that pushes windows to an OTLP or Pyroscope backend). The low-level eBPF layer sessions are built on
+//! that cross a threshold), and, with the `push` feature, `push` (an
+//! exporter that pushes windows to an OTLP or Pyroscope backend from a
+//! thread of its own). The low-level eBPF layer sessions are built on
 //! (`loader`: attach a program, drain raw windows) is public only with the
 //! unstable `unstable-loader` feature, which rover's own kernel tests and
 //! benchmarks use; the types of it that sessions take or report are
