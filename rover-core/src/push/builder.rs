@@ -48,7 +48,7 @@ pub(crate) enum Target {
 ///     .build()?;
 /// # Ok::<(), rover_core::push::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExporterBuilder {
     pub(crate) target: Option<Target>,
     pub(crate) headers: Vec<(String, String)>,
@@ -58,6 +58,23 @@ pub struct ExporterBuilder {
     pub(crate) retry: Retry,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) pyroscope_app: String,
+}
+
+/// Header values are left out: they are often credentials.
+impl std::fmt::Debug for ExporterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ExporterBuilder")
+            .field("target", &self.target)
+            .field("header_names", &header_names)
+            .field("timeout", &self.timeout)
+            .field("otlp", &self.otlp)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("retry", &self.retry)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("pyroscope_app", &self.pyroscope_app)
+            .finish()
+    }
 }
 
 impl Default for ExporterBuilder {
@@ -255,6 +272,11 @@ mod tests {
             .header("x-key", "2");
         assert_eq!(b.target, Some(Target::Http("http://h:1/x".into())));
         assert_eq!(b.headers, vec![("x-key".into(), "2".into())]);
+        let printed = format!("{:?}", b.header("authorization", "Bearer secret"));
+        assert!(
+            printed.contains("authorization") && !printed.contains("secret"),
+            "{printed}"
+        );
     }
 
     #[test]

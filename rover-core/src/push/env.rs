@@ -114,12 +114,16 @@ fn parse_timeout(variable: &'static str, value: &str) -> Result<Duration, Error>
 /// and values trimmed, values percent-decoded, empty entries skipped.
 pub(crate) fn parse_headers(value: &str) -> Result<Vec<(String, String)>, Error> {
     let mut headers = Vec::new();
-    for entry in value.split(',') {
+    for (index, entry) in value.split(',').enumerate() {
         if entry.trim().is_empty() {
             continue;
         }
+        // Named by its key, never its value (often a credential).
         let invalid = |reason: &str| Error::InvalidHeader {
-            header: entry.trim().to_string(),
+            header: match entry.split_once('=') {
+                Some((key, _)) if !key.trim().is_empty() => key.trim().to_string(),
+                _ => format!("entry {} of the headers variable", index + 1),
+            },
             reason: reason.to_string(),
         };
         let (key, raw) = entry
@@ -237,10 +241,13 @@ mod tests {
         );
         assert_eq!(parse_headers("").unwrap(), vec![]);
         for bad in ["novalue", "=v", "k=%zz", "k=%4", "k=%ff"] {
-            assert!(
-                matches!(parse_headers(bad), Err(Error::InvalidHeader { .. })),
-                "{bad}"
-            );
+            match parse_headers(bad) {
+                Err(error @ Error::InvalidHeader { .. }) => {
+                    let text = error.to_string();
+                    assert!(!text.contains("novalue") && !text.contains("%"), "{text}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
         }
     }
 
