@@ -117,3 +117,230 @@ fn a_bad_label_is_a_one_line_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("KEY=VALUE"), "{stderr}");
 }
+
+/// The official Python receiver (`rover-core/tests/otlp_peers/receiver.py`)
+/// on a free loopback port, killed when dropped.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Receiver {
+    fn start(python: &std::path::Path, transport: &str, record: &std::path::Path) -> Receiver {
+        use std::io::Read;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("rover-core/tests/otlp_peers/receiver.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args([transport, "0"])
+            .arg(record)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = Vec::new();
+        let stdout = child.stdout.as_mut().unwrap();
+        let mut byte = [0u8];
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the receiver did not start: {line:?}"));
+        Receiver { child, port }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pushed to NAME: S of A windows sent, …, D dropped …, F refused, …` of
+/// the example's summary, as (sent, accepted, dropped, refused).
+fn pushed(stdout: &str, name: &str) -> (u64, u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("pushed to {name}")))
+        .unwrap_or_else(|| panic!("no push summary for {name} in:\n{stdout}"));
+    let number_before = |word: &str| -> u64 {
+        let at = line
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} not in {line}"));
+        line[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number before {word} in {line}"))
+    };
+    let (sent, accepted) = {
+        let after = line.split_once(": ").unwrap().1;
+        let mut words = after.split_whitespace();
+        let sent = words.next().unwrap().parse().unwrap();
+        words.next();
+        (sent, words.next().unwrap().parse().unwrap())
+    };
+    (
+        sent,
+        accepted,
+        number_before(" dropped"),
+        number_before(" refused"),
+    )
+}
+
+#[test]
+fn the_demo_pushes_every_window_over_grpc_and_http() {
+    let test = "the_demo_pushes_every_window_over_grpc_and_http";
+    let Some(python) = testkit::otel_python(test) else {
+        return;
+    };
+    if !testkit::require_root(test) {
+        return;
+    }
+    for (transport, protocol, name) in
+        [("grpc", "grpc", "OTLP/gRPC"), ("http", "http", "OTLP/HTTP")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("received.jsonl");
+        let receiver = Receiver::start(&python, transport, &record);
+        let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+        let output = Command::new(example())
+            .args([
+                "--duration",
+                "2",
+                "--service",
+                "demo-svc",
+                "--otlp-endpoint",
+            ])
+            .arg(&endpoint)
+            .args(["--otlp-protocol", protocol])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success());
+        let (sent, accepted, dropped, refused) = pushed(&stdout, name);
+        assert!(accepted >= 2, "{accepted} windows");
+        assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
+        let records: Vec<Value> = std::fs::read_to_string(&record)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len() as u64, accepted);
+        let functions: Vec<&str> = records
+            .iter()
+            .flat_map(|r| r["functions"].as_array().unwrap())
+            .filter_map(|f| f.as_str())
+            .collect();
+        for f in ["profile::demo::count_primes", "profile::demo::timer_wait"] {
+            assert!(functions.contains(&f), "{f} never arrived over {transport}");
+        }
+        for r in &records {
+            for resource in r["resources"].as_array().unwrap() {
+                assert_eq!(resource["service.name"], "demo-svc");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_push_to_nobody_is_counted_not_fatal() {
+    let test = "a_push_to_nobody_is_counted_not_fatal";
+    if !testkit::require_root(test) {
+        return;
+    }
+    // A port nothing listens on: every window fails to connect, is
+    // retried and finally dropped or cut off, and the run's files are
+    // still written.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(example())
+        .args(["--duration", "1", "--mode", "on-cpu", "--otlp-endpoint"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success());
+    let (sent, accepted, dropped, refused) = pushed(&stdout, "OTLP/gRPC");
+    assert!(accepted >= 1);
+    assert_eq!(sent, 0);
+    assert_eq!(dropped + refused, accepted, "{stdout}");
+    assert!(stdout.contains("last error"), "{stdout}");
+    assert!(dir.path().join("rover-demo-on-cpu.svg").exists());
+}
+
+#[test]
+fn the_demo_pushes_pprof_to_pyroscope() {
+    let test = "the_demo_pushes_pprof_to_pyroscope";
+    if !testkit::require_root(test) || !testkit::require_tool(test, "go") {
+        return;
+    }
+    let (port, requests) = testkit::http::recording_server();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(example())
+        .args([
+            "--duration",
+            "2",
+            "--service",
+            "demo-svc",
+            "--label",
+            "team=rover",
+        ])
+        .args(["--pyroscope", &format!("http://127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success());
+    let (sent, accepted, dropped, refused) = pushed(&stdout, "Pyroscope");
+    assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
+    let requests: Vec<_> = requests.try_iter().collect();
+    assert_eq!(requests.len() as u64, accepted);
+    let mut series = std::collections::BTreeSet::new();
+    let mut functions = String::new();
+    for (i, request) in requests.iter().enumerate() {
+        assert_eq!(request.method, "POST");
+        let (path, query) = request.target.split_once('?').unwrap();
+        assert_eq!(path, "/ingest");
+        let name = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("name="))
+            .map(testkit::http::percent_decode)
+            .unwrap();
+        series.insert(name);
+        assert!(query.split('&').any(|kv| kv == "format=pprof"), "{query}");
+        let file = dir.path().join(format!("window-{i}.pb.gz"));
+        std::fs::write(&file, &request.body).unwrap();
+        let top = Command::new("go")
+            .args(["tool", "pprof", "-top", "-sample_index=0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            top.status.success(),
+            "{}",
+            String::from_utf8_lossy(&top.stderr)
+        );
+        functions.push_str(&String::from_utf8_lossy(&top.stdout));
+    }
+    // Both modes of the demo, as their own series, with the label.
+    assert_eq!(
+        series.into_iter().collect::<Vec<_>>(),
+        ["demo-svc.cpu{team=rover}", "demo-svc.off_cpu{team=rover}"]
+    );
+    for f in ["profile::demo::count_primes", "profile::demo::timer_wait"] {
+        assert!(functions.contains(f), "{f} in no window");
+    }
+}

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use rover_core::export::{
     write_flamegraph, write_folded, write_pprof_with,
 };
 use rover_core::profile::{FrameKind, Metric, TopOrder};
+use rover_core::push::{Exporter, PushStats};
 use rover_core::{Profile, Profiler, Session, StackMode, Targets, Window};
 
 /// Profile processes on-CPU or off-CPU with eBPF (needs root, or CAP_BPF and
@@ -74,6 +76,20 @@ struct Args {
     /// A label for every export, OTLP and pprof alike (repeat for several).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Push each window while the run goes on to this OTLP endpoint (an
+    /// OpenTelemetry Collector's: `http://localhost:4317` for gRPC,
+    /// `http://localhost:4318` for HTTP, where `/v1development/profiles` is
+    /// appended).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// The protocol of `--otlp-endpoint`.
+    #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc, requires = "otlp_endpoint")]
+    otlp_protocol: OtlpProtocol,
+    /// Push each window as pprof to this Pyroscope server's ingest
+    /// (`http://localhost:4040`), as `SERVICE.cpu` / `SERVICE.off_cpu`
+    /// (`--service`, default `rover`) with the labels.
+    #[arg(long, value_name = "URL")]
+    pyroscope: Option<String>,
     /// How many top functions to print.
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
@@ -102,6 +118,15 @@ impl Args {
         }
         labels
     }
+}
+
+/// `--otlp-protocol`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OtlpProtocol {
+    /// `ProfilesService/Export` over gRPC.
+    Grpc,
+    /// `POST /v1development/profiles`, protobuf, gzip.
+    Http,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +237,7 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         Targets::Pids(pids)
     };
+    let exporters = start_exporters(args)?;
     let mut sessions = Vec::new();
     for mode in &modes {
         let session = match mode {
@@ -236,7 +262,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     let started = Instant::now();
-    let progress = spawn_progress(&mut sessions, duration);
+    let progress = spawn_progress(&mut sessions, duration, exporters.clone());
     if interrupted_within(&presses, duration) {
         eprintln!(
             "\ninterrupted: stopping and writing what was collected (Ctrl-C again to quit now)"
@@ -250,6 +276,17 @@ fn run(args: &Args) -> Result<(), String> {
     let elapsed = started.elapsed();
     let totals = progress.join().unwrap_or_default();
     eprintln!();
+    // Every window is queued by now; deliver what is left, within bounds.
+    let pushed: Vec<(String, PushStats)> = exporters
+        .into_iter()
+        .map(|(name, exporter)| {
+            let stats = match Arc::try_unwrap(exporter) {
+                Ok(exporter) => exporter.shutdown(PUSH_SHUTDOWN),
+                Err(shared) => shared.stats(),
+            };
+            (name, stats)
+        })
+        .collect();
     drop(child);
 
     let mut written = Vec::new();
@@ -304,7 +341,27 @@ fn run(args: &Args) -> Result<(), String> {
         totals.work.as_secs_f64() * 1e3 / totals.windows.max(1) as f64,
         totals.missed
     );
-    if written.is_empty() {
+    for (name, stats) in &pushed {
+        println!(
+            "  pushed to {name}: {} of {} windows sent, {} retries, {} dropped ({} queue full, {} given up, {} at shutdown), {} refused, {} profiles rejected",
+            stats.sent,
+            stats.accepted,
+            stats.retries,
+            stats.dropped(),
+            stats.dropped_queue_full,
+            stats.dropped_gave_up,
+            stats.dropped_at_shutdown,
+            stats.failed,
+            stats.rejected_profiles
+        );
+        if let Some(error) = &stats.last_error {
+            println!("    last error: {error}");
+        }
+        if let Some(rejection) = &stats.last_rejection {
+            println!("    last rejection: {rejection}");
+        }
+    }
+    if written.is_empty() && pushed.is_empty() {
         println!("  no files written (use --folded, --svg, --pprof or --otlp)");
     }
     for path in written {
@@ -364,11 +421,49 @@ impl Losses {
     }
 }
 
+/// How long the exporters get at the end to deliver what is queued.
+const PUSH_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// The exporters `--otlp-endpoint` and `--pyroscope` ask for, by a name
+/// for the summary.
+fn start_exporters(args: &Args) -> Result<Vec<(String, Arc<Exporter>)>, String> {
+    let labels = args.export_labels();
+    let mut exporters = Vec::new();
+    if let Some(endpoint) = &args.otlp_endpoint {
+        let builder = Exporter::builder().labels(labels.clone());
+        let builder = match args.otlp_protocol {
+            OtlpProtocol::Grpc => builder.otlp_grpc(endpoint.clone()),
+            OtlpProtocol::Http => builder.otlp_http(endpoint),
+        };
+        let exporter = builder
+            .shutdown_timeout(PUSH_SHUTDOWN)
+            .build()
+            .map_err(|e| format!("--otlp-endpoint: {e}"))?;
+        let protocol = match args.otlp_protocol {
+            OtlpProtocol::Grpc => "gRPC",
+            OtlpProtocol::Http => "HTTP",
+        };
+        exporters.push((format!("OTLP/{protocol} {endpoint}"), Arc::new(exporter)));
+    }
+    if let Some(url) = &args.pyroscope {
+        let exporter = Exporter::builder()
+            .pyroscope(url.clone())
+            .labels(labels)
+            .shutdown_timeout(PUSH_SHUTDOWN)
+            .build()
+            .map_err(|e| format!("--pyroscope: {e}"))?;
+        exporters.push((format!("Pyroscope {url}"), Arc::new(exporter)));
+    }
+    Ok(exporters)
+}
+
 /// Follows every session's windows on a thread with `block_on`, printing a
-/// progress line per window; returns the totals when the streams end.
+/// progress line per window and queueing it on every exporter; returns the
+/// totals when the streams end.
 fn spawn_progress(
     sessions: &mut [(Mode, Session)],
     duration: Duration,
+    exporters: Vec<(String, Arc<Exporter>)>,
 ) -> std::thread::JoinHandle<Totals> {
     let mut streams = Vec::new();
     for (mode, session) in sessions.iter_mut() {
@@ -383,6 +478,9 @@ fn spawn_progress(
     std::thread::spawn(move || {
         futures::executor::block_on(merged.fold(Totals::default(), |mut totals, (mode, w)| {
             add_window(&mut totals, mode, &w);
+            for (_, exporter) in &exporters {
+                exporter.send(&w);
+            }
             eprint!(
                 "\r[{:5.1}/{:.1} s] on-CPU {} samples | off-CPU {} blocks, {:.2} s | dropped {}   ",
                 started.elapsed().as_secs_f64().min(duration.as_secs_f64()),

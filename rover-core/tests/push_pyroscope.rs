@@ -9,10 +9,7 @@
 mod session_fixtures;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -20,88 +17,7 @@ use rover_core::export::Labels;
 use rover_core::profile::Metric;
 use rover_core::push::Exporter;
 use session_fixtures::{BLOCK, Fixture, SPIN, Start, profiler};
-
-/// One request as the server read it.
-struct Request {
-    method: String,
-    target: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-/// Serves HTTP/1.1 on 127.0.0.1 (keep-alive included), answering every
-/// request 200 and handing it to the test.
-fn pyroscope_server() -> (u16, mpsc::Receiver<Request>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let sender = sender.clone();
-            std::thread::spawn(move || serve(stream, sender));
-        }
-    });
-    (port, receiver)
-}
-
-fn serve(stream: TcpStream, sender: mpsc::Sender<Request>) {
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_string();
-        let target = parts.next().unwrap_or_default().to_string();
-        let mut headers = HashMap::new();
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header).unwrap();
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (name, value) = header.split_once(':').unwrap();
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-        }
-        let length: usize = headers
-            .get("content-length")
-            .map_or(0, |l| l.parse().unwrap());
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        let request = Request {
-            method,
-            target,
-            content_type: headers.get("content-type").cloned(),
-            body,
-        };
-        if sender.send(request).is_err() {
-            return;
-        }
-        writer
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            .unwrap();
-    }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
+use testkit::http::{Request, percent_decode, recording_server as pyroscope_server};
 
 fn unix_seconds() -> u64 {
     SystemTime::now()

@@ -32,6 +32,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod http;
+
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
