@@ -38,7 +38,9 @@ pub struct PushStats {
     /// Windows dropped after their last attempt failed with an error worth
     /// retrying (the backend down, slow or saying "later").
     pub dropped_gave_up: u64,
-    /// Windows still queued or on their way when `shutdown`'s time ran out.
+    /// Windows still queued or on their way when `shutdown`'s time ran out,
+    /// and any sent after the exporter stopped (shut down, or its thread
+    /// gone: then `last_error` says so).
     pub dropped_at_shutdown: u64,
     /// Windows the backend refused with an error not worth retrying (such as
     /// gRPC `INVALID_ARGUMENT`, HTTP 400), or that could not be encoded.
@@ -99,13 +101,16 @@ impl Queue {
         }
     }
 
-    /// Queues `item`, dropping the oldest queued one if full. `false` (and
-    /// nothing counted) once closed.
+    /// Queues `item`, dropping the oldest queued one if full. Once closed
+    /// (shut down, or the thread gone) the item is counted as cut off, and
+    /// `false`.
     pub fn push(&mut self, item: Item) -> bool {
+        self.stats.accepted += 1;
         if self.closed {
+            drop(item);
+            self.stats.dropped_at_shutdown += 1;
             return false;
         }
-        self.stats.accepted += 1;
         if self.items.len() >= self.capacity {
             self.items.pop_front();
             self.stats.dropped_queue_full += 1;
@@ -197,15 +202,17 @@ mod tests {
         queue.pop().unwrap();
         queue.finish(Outcome::GaveUp);
         queue.close();
-        assert!(!queue.push(item()), "a closed queue takes nothing");
         queue.cut_off();
+        assert!(!queue.push(item()), "a closed queue takes nothing");
         let stats = queue.stats();
         assert_eq!(
             (stats.sent, stats.dropped_gave_up, stats.dropped_at_shutdown),
-            (1, 1, 1)
+            (1, 1, 2),
+            "one cut off, one sent after the close"
         );
         assert_eq!((stats.queued, stats.in_flight), (0, 0));
+        assert_eq!(stats.accepted, 6);
         assert_eq!(stats.accounted(), stats.accepted);
-        assert_eq!(stats.dropped(), 4);
+        assert_eq!(stats.dropped(), 5);
     }
 }

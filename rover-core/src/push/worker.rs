@@ -56,11 +56,22 @@ impl Shared {
     }
 }
 
-/// Marks the thread done when it ends, even by a panic.
+/// Marks the thread done when it ends, even by a panic: the queue closes,
+/// what it still holds is counted as cut off, and windows sent later are
+/// counted dropped as they come (nothing would deliver them).
 struct DoneOnDrop(Arc<Shared>);
 
 impl Drop for DoneOnDrop {
     fn drop(&mut self) {
+        {
+            let mut queue = self.0.queue();
+            queue.close();
+            queue.cut_off();
+            if std::thread::panicking() {
+                queue.stats_mut().last_error =
+                    Some("the exporter's thread panicked; nothing more is delivered".into());
+            }
+        }
         *self.0.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.0.done_signal.notify_all();
     }
