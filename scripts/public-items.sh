@@ -3,12 +3,13 @@
 # (modules, types, functions, constants: rustdoc's all.html), the inherent
 # methods of its types, and their public fields and enum variants.
 # Usage: scripts/public-items.sh [CRATE]   (default rover-core)
+# FEATURES=push scripts/public-items.sh counts with those features on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 crate="${1:-rover-core}"
 dir="target/doc/${crate//-/_}"
 rm -rf "$dir"
-cargo doc -q -p "$crate" --no-deps
+cargo doc -q -p "$crate" --no-deps ${FEATURES:+--features "$FEATURES"}
 python3 - "$dir" <<'PY'
 import pathlib, re, sys
 root = pathlib.Path(sys.argv[1])
