@@ -344,3 +344,55 @@ fn the_demo_pushes_pprof_to_pyroscope() {
         assert!(functions.contains(f), "{f} in no window");
     }
 }
+
+#[test]
+fn the_demo_pushes_where_the_otel_variables_say() {
+    let test = "the_demo_pushes_where_the_otel_variables_say";
+    let Some(python) = testkit::otel_python(test) else {
+        return;
+    };
+    if !testkit::require_root(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("received.jsonl");
+    let receiver = Receiver::start(&python, "grpc", &record);
+    let output = Command::new(example())
+        .args(["--duration", "1", "--mode", "on-cpu", "--otlp-from-env"])
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", receiver.port),
+        )
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-rover-test=from%20env")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success());
+    let (sent, accepted, dropped, refused) = pushed(&stdout, "OTLP (OTEL_EXPORTER_OTLP_*)");
+    assert!(accepted >= 1);
+    assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
+    let records: Vec<Value> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len() as u64, accepted);
+    for r in &records {
+        assert_eq!(r["transport"], "grpc");
+        assert_eq!(r["x_rover_test"], "from env", "the header, percent-decoded");
+    }
+    // A protocol the variables may name but rover does not speak: one line.
+    let output = Command::new(example())
+        .args(["--otlp-from-env"])
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("http/json"), "{stderr}");
+}

@@ -22,7 +22,7 @@ use rover_core::export::{
     write_flamegraph, write_folded, write_pprof_with,
 };
 use rover_core::profile::{FrameKind, Metric, TopOrder};
-use rover_core::push::{Exporter, PushStats};
+use rover_core::push::{Exporter, ExporterBuilder, PushStats};
 use rover_core::{Profile, Profiler, Session, StackMode, Targets, Window};
 
 /// Profile processes on-CPU or off-CPU with eBPF (needs root, or CAP_BPF and
@@ -82,6 +82,12 @@ struct Args {
     /// appended).
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Push each window to the OTLP endpoint the standard variables name
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and their
+    /// `PROFILES_` variants; default http/protobuf to localhost:4318).
+    #[arg(long, conflicts_with = "otlp_endpoint")]
+    otlp_from_env: bool,
     /// The protocol of `--otlp-endpoint`.
     #[arg(long, value_enum, default_value_t = OtlpProtocol::Grpc, requires = "otlp_endpoint")]
     otlp_protocol: OtlpProtocol,
@@ -204,6 +210,8 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     let duration = Duration::from_secs_f64(args.duration);
+    // A mistake in the push settings is an error before anything starts.
+    let exporters = start_exporters(args)?;
     let profiler = Profiler::new().map_err(|e| e.to_string())?;
     for warning in profiler.warnings() {
         eprintln!("warning: {warning}");
@@ -237,7 +245,6 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         Targets::Pids(pids)
     };
-    let exporters = start_exporters(args)?;
     let mut sessions = Vec::new();
     for mode in &modes {
         let session = match mode {
@@ -444,6 +451,17 @@ fn start_exporters(args: &Args) -> Result<Vec<(String, Arc<Exporter>)>, String> 
             OtlpProtocol::Http => "HTTP",
         };
         exporters.push((format!("OTLP/{protocol} {endpoint}"), Arc::new(exporter)));
+    }
+    if args.otlp_from_env {
+        let exporter = ExporterBuilder::from_env()
+            .and_then(|builder| {
+                builder
+                    .labels(labels.clone())
+                    .shutdown_timeout(PUSH_SHUTDOWN)
+                    .build()
+            })
+            .map_err(|e| format!("--otlp-from-env: {e}"))?;
+        exporters.push(("OTLP (OTEL_EXPORTER_OTLP_*)".to_owned(), Arc::new(exporter)));
     }
     if let Some(url) = &args.pyroscope {
         let exporter = Exporter::builder()
