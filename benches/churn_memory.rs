@@ -19,6 +19,7 @@
 //! workers with an unknown frame, over the last period). The figures go to
 //! docs/performance.md ("Process churn"). Errors are messages and exit 1.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,8 +138,11 @@ fn run() -> Result<(), String> {
             .as_mut()
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
         {
+            // Its own process group, so the end of the run kills the
+            // processes perf forks too.
             messaging = Command::new("perf")
                 .args(["bench", "sched", "messaging", "-l", "2000"])
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -199,7 +203,10 @@ fn run() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(mut child) = messaging {
-        let _ = child.kill();
+        if let Ok(pgid) = i32::try_from(child.id()) {
+            // SAFETY: a signal to the process group this run started.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
         let _ = child.wait();
     }
     for mut child in workers {

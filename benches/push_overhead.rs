@@ -11,7 +11,6 @@
 //! `cargo bench -p rover-benches --bench push_overhead [-- --secs N]`
 //! (as root; needs the venv of `testkit::otel_python` and `perf`).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -19,11 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rover_core::Profiler;
 use rover_core::push::{Exporter, PushStats};
-
-const RECEIVER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../rover-core/tests/otlp_peers/receiver.py"
-);
+use testkit::otel::Receiver;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -107,38 +102,6 @@ fn child(mode: &str, target: Option<&str>, secs: u64) -> Result<(), String> {
     Ok(())
 }
 
-struct Peer(Child, u16);
-
-impl Peer {
-    fn start(python: &PathBuf, transport: &str, record: &PathBuf) -> Result<Peer, String> {
-        let mut child = Command::new(python)
-            .arg(RECEIVER)
-            .args([transport, "0"])
-            .arg(record)
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the receiver: {e}"))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let port = line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| format!("the receiver did not start: {line:?}"))?;
-        Ok(Peer(child, port))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -172,8 +135,8 @@ fn parent(secs: u64) -> Result<(), String> {
         .unwrap_or_else(|| "/var/cache/rover-venv/bin/python3".into());
     let dir = std::env::temp_dir().join(format!("rover-push-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let grpc = Peer::start(&python, "grpc", &dir.join("grpc.jsonl"))?;
-    let http = Peer::start(&python, "http", &dir.join("http.jsonl"))?;
+    let grpc = Receiver::start(&python, "grpc", 0, &dir.join("grpc.jsonl"), &[]);
+    let http = Receiver::start(&python, "http", 0, &dir.join("http.jsonl"), &[]);
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -194,8 +157,8 @@ fn parent(secs: u64) -> Result<(), String> {
     );
     for (mode, target) in [
         ("none", None),
-        ("grpc", Some(format!("http://127.0.0.1:{}", grpc.1))),
-        ("http", Some(format!("http://127.0.0.1:{}", http.1))),
+        ("grpc", Some(format!("http://127.0.0.1:{}", grpc.port))),
+        ("http", Some(format!("http://127.0.0.1:{}", http.port))),
         ("absent", Some(format!("http://127.0.0.1:{closed}"))),
     ] {
         let mut command = Command::new(&me);
@@ -252,8 +215,12 @@ impl Load {
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
         if !running {
+            use std::os::unix::process::CommandExt;
+            // Its own process group, so that dropping the load kills the
+            // sender and receiver processes perf forks, not only perf.
             self.0 = Command::new("perf")
                 .args(["bench", "sched", "messaging", "-g", "2", "-l", "100000000"])
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -265,7 +232,10 @@ impl Load {
 impl Drop for Load {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
-            let _ = child.kill();
+            if let Ok(pgid) = i32::try_from(child.id()) {
+                // SAFETY: a signal to the process group this load leads.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             let _ = child.wait();
         }
     }

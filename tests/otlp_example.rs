@@ -1,11 +1,15 @@
-//! The `profile` example's OTLP output, read by the official OpenTelemetry
-//! Python classes (rover-core/tests/otlp_peers/decode.py). Not a guest
-//! test: it needs the Python peers' venv (`testkit::otel_python`).
+//! The `profile` example's OTLP file and pushes, read by code no one here
+//! wrote: the official OpenTelemetry Python classes (`testkit/otel/`:
+//! `decode.py` for the file, `receiver.py` for gRPC and HTTP pushes) and
+//! `go tool pprof` for what reaches a (recording) Pyroscope server. Not a
+//! guest test: it needs the Python peers' venv (`testkit::otel_python`) and
+//! loopback networking.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use testkit::otel::Receiver;
 
 fn example() -> PathBuf {
     let mut path = std::env::current_exe().unwrap();
@@ -16,12 +20,23 @@ fn example() -> PathBuf {
     path.join("examples").join("profile")
 }
 
-fn decode_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rover-core/tests/otlp_peers/decode.py")
+/// Runs the example in `dir` with `args` and `env`; its stdout, after
+/// checking that it succeeded.
+fn run_demo(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(example())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{args:?} failed");
+    stdout
 }
 
-/// Every function name in `resources`' samples of `sample_type`, with
-/// the total of their values.
+/// Every function name in the samples of `sample_type`, with the total of
+/// their values.
 fn functions(decoded: &Value, sample_type: &str) -> (Vec<String>, u64) {
     let mut names = Vec::new();
     let mut total = 0;
@@ -43,6 +58,52 @@ fn functions(decoded: &Value, sample_type: &str) -> (Vec<String>, u64) {
     (names, total)
 }
 
+/// `pushed to NAME: S of A windows sent, …, D dropped …, F refused, …` of
+/// the example's summary, as (sent, accepted, dropped, refused).
+fn pushed(stdout: &str, name: &str) -> (u64, u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("pushed to {name}")))
+        .unwrap_or_else(|| panic!("no push summary for {name} in:\n{stdout}"));
+    let number_before = |word: &str| -> u64 {
+        let at = line
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} not in {line}"));
+        line[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number before {word} in {line}"))
+    };
+    let after = line.split_once(": ").unwrap().1;
+    let mut words = after.split_whitespace();
+    let sent = words.next().unwrap().parse().unwrap();
+    words.next();
+    let accepted = words.next().unwrap().parse().unwrap();
+    (
+        sent,
+        accepted,
+        number_before(" dropped"),
+        number_before(" refused"),
+    )
+}
+
+/// Checks that every window of the run reached `record`, with the demo's
+/// functions and `service`; returns the records.
+fn every_window_arrived(stdout: &str, name: &str, record: &Path, service: &str) -> Vec<Value> {
+    let (sent, accepted, dropped, refused) = pushed(stdout, name);
+    assert!(accepted >= 1, "{accepted} windows");
+    assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
+    let records = testkit::otel::records(record);
+    assert_eq!(records.len() as u64, accepted);
+    for r in &records {
+        for resource in r["resources"].as_array().unwrap() {
+            assert_eq!(resource["service.name"], service);
+        }
+    }
+    records
+}
+
 #[test]
 fn the_demo_writes_one_otlp_request_the_official_classes_read() {
     let test = "the_demo_writes_one_otlp_request_the_official_classes_read";
@@ -54,8 +115,9 @@ fn the_demo_writes_one_otlp_request_the_official_classes_read() {
     }
     let dir = tempfile::tempdir().unwrap();
     let request = dir.path().join("run.otlp.pb");
-    let output = Command::new(example())
-        .args([
+    let stdout = run_demo(
+        dir.path(),
+        &[
             "--duration",
             "2",
             "--service",
@@ -63,29 +125,15 @@ fn the_demo_writes_one_otlp_request_the_official_classes_read() {
             "--label",
             "team=rover",
             "--otlp",
-        ])
-        .arg(&request)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success());
+            request.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(
         stdout.contains(&format!("wrote {}", request.display())),
         "{stdout}"
     );
-    let out = Command::new(python)
-        .arg(decode_script())
-        .arg(&request)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the official classes refused it: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decoded: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decoded = testkit::otel::decode(&python, &request);
     let resources = decoded["resources"].as_array().unwrap();
     assert!(!resources.is_empty());
     for resource in resources {
@@ -118,79 +166,6 @@ fn a_bad_label_is_a_one_line_error() {
     assert!(stderr.contains("KEY=VALUE"), "{stderr}");
 }
 
-/// The official Python receiver (`rover-core/tests/otlp_peers/receiver.py`)
-/// on a free loopback port, killed when dropped.
-struct Receiver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Receiver {
-    fn start(python: &std::path::Path, transport: &str, record: &std::path::Path) -> Receiver {
-        use std::io::Read;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("rover-core/tests/otlp_peers/receiver.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args([transport, "0"])
-            .arg(record)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = Vec::new();
-        let stdout = child.stdout.as_mut().unwrap();
-        let mut byte = [0u8];
-        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
-        let port = line
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the receiver did not start: {line:?}"));
-        Receiver { child, port }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `pushed to NAME: S of A windows sent, …, D dropped …, F refused, …` of
-/// the example's summary, as (sent, accepted, dropped, refused).
-fn pushed(stdout: &str, name: &str) -> (u64, u64, u64, u64) {
-    let line = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("pushed to {name}")))
-        .unwrap_or_else(|| panic!("no push summary for {name} in:\n{stdout}"));
-    let number_before = |word: &str| -> u64 {
-        let at = line
-            .find(word)
-            .unwrap_or_else(|| panic!("{word} not in {line}"));
-        line[..at]
-            .split_whitespace()
-            .last()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no number before {word} in {line}"))
-    };
-    let (sent, accepted) = {
-        let after = line.split_once(": ").unwrap().1;
-        let mut words = after.split_whitespace();
-        let sent = words.next().unwrap().parse().unwrap();
-        words.next();
-        (sent, words.next().unwrap().parse().unwrap())
-    };
-    (
-        sent,
-        accepted,
-        number_before(" dropped"),
-        number_before(" refused"),
-    )
-}
-
 #[test]
 fn the_demo_pushes_every_window_over_grpc_and_http() {
     let test = "the_demo_pushes_every_window_over_grpc_and_http";
@@ -200,52 +175,76 @@ fn the_demo_pushes_every_window_over_grpc_and_http() {
     if !testkit::require_root(test) {
         return;
     }
-    for (transport, protocol, name) in
-        [("grpc", "grpc", "OTLP/gRPC"), ("http", "http", "OTLP/HTTP")]
-    {
+    for (protocol, name) in [("grpc", "OTLP/gRPC"), ("http", "OTLP/HTTP")] {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("received.jsonl");
-        let receiver = Receiver::start(&python, transport, &record);
+        let receiver = Receiver::start(&python, protocol, 0, &record, &[]);
         let endpoint = format!("http://127.0.0.1:{}", receiver.port);
-        let output = Command::new(example())
-            .args([
+        let stdout = run_demo(
+            dir.path(),
+            &[
                 "--duration",
                 "2",
                 "--service",
                 "demo-svc",
                 "--otlp-endpoint",
-            ])
-            .arg(&endpoint)
-            .args(["--otlp-protocol", protocol])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-        assert!(output.status.success());
-        let (sent, accepted, dropped, refused) = pushed(&stdout, name);
-        assert!(accepted >= 2, "{accepted} windows");
-        assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
-        let records: Vec<Value> = std::fs::read_to_string(&record)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(records.len() as u64, accepted);
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+            ],
+            &[],
+        );
+        let records = every_window_arrived(&stdout, name, &record, "demo-svc");
         let functions: Vec<&str> = records
             .iter()
             .flat_map(|r| r["functions"].as_array().unwrap())
             .filter_map(|f| f.as_str())
             .collect();
         for f in ["profile::demo::count_primes", "profile::demo::timer_wait"] {
-            assert!(functions.contains(&f), "{f} never arrived over {transport}");
-        }
-        for r in &records {
-            for resource in r["resources"].as_array().unwrap() {
-                assert_eq!(resource["service.name"], "demo-svc");
-            }
+            assert!(functions.contains(&f), "{f} never arrived over {protocol}");
         }
     }
+}
+
+#[test]
+fn the_demo_pushes_where_the_otel_variables_say() {
+    let test = "the_demo_pushes_where_the_otel_variables_say";
+    let Some(python) = testkit::otel_python(test) else {
+        return;
+    };
+    if !testkit::require_root(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("received.jsonl");
+    let receiver = Receiver::start(&python, "grpc", 0, &record, &[]);
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let stdout = run_demo(
+        dir.path(),
+        &["--duration", "1", "--mode", "on-cpu", "--otlp-from-env"],
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-rover-test=from%20env"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+        ],
+    );
+    let name = "OTLP (OTEL_EXPORTER_OTLP_*)";
+    let records = every_window_arrived(&stdout, name, &record, "unknown_service:profile");
+    for r in &records {
+        assert_eq!(r["transport"], "grpc");
+        assert_eq!(r["x_rover_test"], "from env", "the header, percent-decoded");
+    }
+    // A protocol the variables may name but rover does not speak: one line.
+    let output = Command::new(example())
+        .args(["--otlp-from-env"])
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("http/json"), "{stderr}");
 }
 
 #[test]
@@ -263,15 +262,19 @@ fn a_push_to_nobody_is_counted_not_fatal() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(example())
-        .args(["--duration", "1", "--mode", "on-cpu", "--otlp-endpoint"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success());
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let stdout = run_demo(
+        dir.path(),
+        &[
+            "--duration",
+            "1",
+            "--mode",
+            "on-cpu",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+        &[],
+    );
     let (sent, accepted, dropped, refused) = pushed(&stdout, "OTLP/gRPC");
     assert!(accepted >= 1);
     assert_eq!(sent, 0);
@@ -288,22 +291,21 @@ fn the_demo_pushes_pprof_to_pyroscope() {
     }
     let (port, requests) = testkit::http::recording_server();
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(example())
-        .args([
+    let url = format!("http://127.0.0.1:{port}");
+    let stdout = run_demo(
+        dir.path(),
+        &[
             "--duration",
             "2",
             "--service",
             "demo-svc",
             "--label",
             "team=rover",
-        ])
-        .args(["--pyroscope", &format!("http://127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success());
+            "--pyroscope",
+            &url,
+        ],
+        &[],
+    );
     let (sent, accepted, dropped, refused) = pushed(&stdout, "Pyroscope");
     assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
     let requests: Vec<_> = requests.try_iter().collect();
@@ -343,56 +345,4 @@ fn the_demo_pushes_pprof_to_pyroscope() {
     for f in ["profile::demo::count_primes", "profile::demo::timer_wait"] {
         assert!(functions.contains(f), "{f} in no window");
     }
-}
-
-#[test]
-fn the_demo_pushes_where_the_otel_variables_say() {
-    let test = "the_demo_pushes_where_the_otel_variables_say";
-    let Some(python) = testkit::otel_python(test) else {
-        return;
-    };
-    if !testkit::require_root(test) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("received.jsonl");
-    let receiver = Receiver::start(&python, "grpc", &record);
-    let output = Command::new(example())
-        .args(["--duration", "1", "--mode", "on-cpu", "--otlp-from-env"])
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{}", receiver.port),
-        )
-        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-rover-test=from%20env")
-        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success());
-    let (sent, accepted, dropped, refused) = pushed(&stdout, "OTLP (OTEL_EXPORTER_OTLP_*)");
-    assert!(accepted >= 1);
-    assert_eq!((sent, dropped, refused), (accepted, 0, 0), "{stdout}");
-    let records: Vec<Value> = std::fs::read_to_string(&record)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(records.len() as u64, accepted);
-    for r in &records {
-        assert_eq!(r["transport"], "grpc");
-        assert_eq!(r["x_rover_test"], "from env", "the header, percent-decoded");
-    }
-    // A protocol the variables may name but rover does not speak: one line.
-    let output = Command::new(example())
-        .args(["--otlp-from-env"])
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("http/json"), "{stderr}");
 }

@@ -1,12 +1,11 @@
 //! A real session's profiles as OTLP, decoded by code no one here wrote:
 //! the official OpenTelemetry Python classes (PyPI `opentelemetry-proto`)
 //! read the serialized request, check the dictionary's invariants
-//! (`otlp_peers/decode.py`), and this test checks what they read against
+//! (`testkit/otel/decode.py`), and this test checks what they read against
 //! the profiles and the workload.
 
 mod session_fixtures;
 
-use std::process::Command;
 use std::time::Duration;
 
 use object::Object;
@@ -14,21 +13,6 @@ use rover_core::export::{Labels, OtlpEncoder, OtlpOptions};
 use rover_core::profile::Metric;
 use serde_json::Value;
 use session_fixtures::{BLOCK, Fixture, SPIN, Start, profiler};
-
-fn decode(python: &std::path::Path, request: &std::path::Path) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_peers/decode.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(request)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the official classes refused the request: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// The resource of `pid`.
 fn resource(decoded: &Value, pid: u32) -> &Value {
@@ -124,7 +108,7 @@ fn the_official_classes_read_a_real_sessions_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("request.pb");
     std::fs::write(&path, prost::Message::encode_to_vec(&request)).unwrap();
-    let decoded = decode(&python, &path);
+    let decoded = testkit::otel::decode(&python, &path);
 
     // The spinning process: its resource and its on-CPU profile.
     let binary = std::fs::canonicalize(&spin_fixture.path).unwrap();

@@ -1,6 +1,6 @@
 //! The exporter of `rover_core::push` against receivers no one here wrote:
 //! an OTLP gRPC service and an OTLP/HTTP handler built on the official
-//! Python classes (`tests/otlp_peers/receiver.py`, PyPI
+//! Python classes (`testkit/otel/receiver.py`, PyPI
 //! `opentelemetry-proto` and `grpcio`), fed by live on-CPU sessions, with
 //! the receiver absent, killed, slow, erroring and partially rejecting; and
 //! a Pyroscope ingest server whose bodies `go tool pprof` reads.
@@ -10,10 +10,8 @@
 
 mod session_fixtures;
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -23,58 +21,15 @@ use rover_core::push::{Exporter, ExporterBuilder, PushStats, Retry};
 use rover_core::{Profiler, Window};
 use serde_json::Value;
 use session_fixtures::{Fixture, SPIN, Start, profiler};
-
-const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_peers/receiver.py");
-const SERVICE: &str = "rover-push-test";
-
 /// A Python receiver on 127.0.0.1, killed when dropped.
-struct Peer {
-    child: Child,
-    port: u16,
-}
+use testkit::otel::Receiver as Peer;
 
-impl Peer {
-    fn start(python: &Path, transport: &str, port: u16, record: &Path, faults: &[&str]) -> Peer {
-        let mut child = Command::new(python)
-            .arg(RECEIVER)
-            .arg(transport)
-            .arg(port.to_string())
-            .arg(record)
-            .args(faults)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = Vec::new();
-        let stdout = child.stdout.as_mut().unwrap();
-        let mut byte = [0u8];
-        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
-        let port = line
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the receiver did not start: {line:?}"));
-        Peer { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+const SERVICE: &str = "rover-push-test";
 
 /// The requests a receiver took (and, apart, those it refused).
 fn records(path: &Path) -> (Vec<Value>, Vec<Value>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+    testkit::otel::records(path)
+        .into_iter()
         .partition(|record| record.get("refused").is_none())
 }
 

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod otel;
 
 use std::fmt::Display;
 use std::io::Write;
