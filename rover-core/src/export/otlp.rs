@@ -668,25 +668,13 @@ fn mix(mut z: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use rover_symbolize::{InlinedFrame, Origin, Symbolized};
+    use rover_symbolize::{Origin, Symbolized};
 
     use super::*;
     use crate::profile::{Sample, SampleValue, test_frames};
 
     fn sym(name: &str, module: &str, origin: Origin, inlined: &[&str]) -> Symbolized {
-        let Symbolized::Sym(mut s) = test_frames::sym(name, module, origin) else {
-            unreachable!("test_frames::sym resolves")
-        };
-        s.inlined = inlined
-            .iter()
-            .map(|n| InlinedFrame {
-                name: Arc::from(*n),
-                location: None,
-            })
-            .collect();
-        Symbolized::Sym(s)
+        test_frames::sym_inlined(name, module, origin, inlined)
     }
 
     fn on_cpu(p: &mut Profile, tid: u32, user: &[Symbolized], kernel: &[Symbolized], n: u64) {

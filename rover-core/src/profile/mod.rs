@@ -54,4 +54,24 @@ pub(crate) mod test_frames {
             inlined: Vec::new(),
         })
     }
+
+    /// [`sym`] with `inlined` functions inlined into it, innermost first.
+    pub(crate) fn sym_inlined(
+        name: &str,
+        module: &str,
+        origin: Origin,
+        inlined: &[&str],
+    ) -> Symbolized {
+        let Symbolized::Sym(mut s) = sym(name, module, origin) else {
+            unreachable!("sym resolves")
+        };
+        s.inlined = inlined
+            .iter()
+            .map(|n| rover_symbolize::InlinedFrame {
+                name: Arc::from(*n),
+                location: None,
+            })
+            .collect();
+        Symbolized::Sym(s)
+    }
 }

@@ -361,25 +361,14 @@ fn saturate(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::sync::Arc;
 
-    use rover_symbolize::{InlinedFrame, Origin, Symbolized};
+    use rover_symbolize::{Origin, Symbolized};
 
     use super::*;
     use crate::profile::{Sample, SampleValue, test_frames};
 
     fn sym(name: &str, inlined: &[&str]) -> Symbolized {
-        let Symbolized::Sym(mut s) = test_frames::sym(name, "/bin/app", Origin::File) else {
-            unreachable!("test_frames::sym resolves")
-        };
-        s.inlined = inlined
-            .iter()
-            .map(|n| InlinedFrame {
-                name: Arc::from(*n),
-                location: None,
-            })
-            .collect();
-        Symbolized::Sym(s)
+        test_frames::sym_inlined(name, "/bin/app", Origin::File, inlined)
     }
 
     fn decode(profile: &Profile) -> proto::Profile {
