@@ -3,6 +3,7 @@
 
 mod session_fixtures;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use session_fixtures::profiler;
@@ -74,13 +75,47 @@ fn a_slow_consumer_is_told_how_many_windows_it_missed() {
         .start()
         .unwrap();
     let windows = session.windows();
+    // A second, prompt consumer counts the windows the session drains, so
+    // the test waits for windows, not for time (under emulation a guest
+    // drains a few windows a second, not a hundred).
+    let drained = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = {
+        let drained = drained.clone();
+        let mut prompt = session.windows();
+        std::thread::spawn(move || {
+            while futures::executor::block_on(futures::StreamExt::next(&mut prompt)).is_some() {
+                drained.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_for = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while drained.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "fewer than {n} windows in 300 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
     // Far more than the stream's 16 buffered windows are drained meanwhile.
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(40);
+    let (reading, started) = std::sync::mpsc::channel();
     let consumer = std::thread::spawn(move || {
-        futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(windows))
+        let mut windows = windows;
+        let mut delivered = Vec::new();
+        while let Some(window) = futures::executor::block_on(futures::StreamExt::next(&mut windows))
+        {
+            if delivered.is_empty() {
+                let _ = reading.send(());
+            }
+            delivered.push(window);
+        }
+        delivered
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // And some more once the slow consumer reads.
+    started.recv_timeout(Duration::from_secs(300)).unwrap();
+    let now = drained.load(Ordering::SeqCst);
+    wait_for(now + 5);
     let whole = session.stop_blocking().unwrap();
+    counter.join().unwrap();
     let delivered = consumer.join().unwrap();
     let mut next = 0;
     let mut skipped = 0;
