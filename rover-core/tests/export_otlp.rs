@@ -180,8 +180,21 @@ fn the_official_classes_read_a_real_sessions_request() {
             stack[at]["mapping_attributes"]["process.executable.build_id.gnu"],
             build_id
         );
-        for location in &stack[..at] {
-            assert_eq!(location["frame_type"], "kernel", "{sample}");
+        // Leaf-side of spin_here: the kernel's frames first (typed kernel,
+        // in kernel mappings), then user frames spin_here called (now,
+        // libc's and the vDSO's clock_gettime: typed native, in user files).
+        let kernel = stack[..at]
+            .iter()
+            .take_while(|l| l["frame_type"] == "kernel")
+            .count();
+        for location in &stack[..kernel] {
+            let mapping = location["mapping"].as_str().unwrap();
+            assert!(mapping.starts_with('['), "{mapping} in {sample}");
+        }
+        for location in &stack[kernel..at] {
+            assert_eq!(location["frame_type"], "native", "{sample}");
+            let mapping = location["mapping"].as_str().unwrap();
+            assert!(!mapping.starts_with("[kernel"), "{mapping} in {sample}");
         }
     }
 
