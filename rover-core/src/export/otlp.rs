@@ -22,7 +22,9 @@ use prost::Message;
 
 use super::error::ExportError;
 use super::labels::{Labels, SERVICE_NAME};
-use crate::profile::{Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKind, StackId};
+use crate::profile::{
+    Frame, FrameId, FrameKind, OffCpuState, Profile, ProfileKind, StackId, ThreadId,
+};
 
 /// How [`otlp_request`], [`write_otlp`] and [`OtlpEncoder`] describe what
 /// they encode.
@@ -157,17 +159,17 @@ struct Pending {
 impl Pending {
     fn add(&mut self, stack: i32, attributes: Vec<i32>, value: u64) {
         let value = saturate(value);
-        match self.by_key.get(&(stack, attributes.clone())) {
-            Some(&i) => {
-                let total = &mut self.samples[i].values[0];
+        match self.by_key.entry((stack, attributes)) {
+            hashbrown::hash_map::Entry::Occupied(at) => {
+                let total = &mut self.samples[*at.get()].values[0];
                 *total = total.saturating_add(value);
             }
-            None => {
-                self.by_key
-                    .insert((stack, attributes.clone()), self.samples.len());
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                let attribute_indices = slot.key().1.clone();
+                slot.insert(self.samples.len());
                 self.samples.push(pb::Sample {
                     stack_index: stack,
-                    attribute_indices: attributes,
+                    attribute_indices,
                     link_index: 0,
                     values: vec![value],
                     timestamps_unix_nano: Vec::new(),
@@ -216,15 +218,23 @@ impl OtlpEncoder {
             let Some(thread) = profile.thread(entry.thread) else {
                 continue;
             };
-            let resource = self.resource(profile, thread.pid, thread.process_name);
+            // Per thread, once: its resource and its two attributes.
+            let (resource, attributes) = match local.threads.get(&entry.thread) {
+                Some(&cached) => cached,
+                None => {
+                    let resource = self.resource(profile, thread.pid, thread.process_name);
+                    let tid = self
+                        .dict
+                        .attribute(keys::THREAD_ID, Value::Int(thread.tid.into()));
+                    let name = self
+                        .dict
+                        .attribute(keys::THREAD_NAME, Value::Str(thread.comm.to_owned()));
+                    local.threads.insert(entry.thread, (resource, [tid, name]));
+                    (resource, [tid, name])
+                }
+            };
+            let attributes = attributes.to_vec();
             let stack = self.stack(profile, &mut local, entry.stack);
-            let tid = self
-                .dict
-                .attribute(keys::THREAD_ID, Value::Int(thread.tid.into()));
-            let name = self
-                .dict
-                .attribute(keys::THREAD_NAME, Value::Str(thread.comm.to_owned()));
-            let attributes = vec![tid, name];
             if on && entry.value.samples > 0 {
                 let i = slot(&mut pending, resource, Series::Samples);
                 pending[i].add(stack, attributes.clone(), entry.value.samples);
@@ -371,16 +381,10 @@ impl OtlpEncoder {
         if let Some(&i) = local.stacks.get(&stack) {
             return i;
         }
-        let frames = profile.stack(stack);
-        let mut locations = Vec::new();
-        let mut start = 0;
-        for (i, &f) in frames.iter().enumerate() {
-            let inlined = profile.frame(f).is_some_and(|f| f.inlined);
-            if !inlined || i + 1 == frames.len() {
-                locations.push(self.location(profile, local, &frames[start..=i]));
-                start = i + 1;
-            }
-        }
+        let locations = profile
+            .address_groups(stack)
+            .map(|group| self.location(profile, local, group))
+            .collect();
         let i = self.dict.stack(locations);
         local.stacks.insert(stack, i);
         i
@@ -432,6 +436,7 @@ fn frame_type(frame: &Frame<'_>) -> &'static str {
 /// Per-profile caches: its ids mean nothing in another profile.
 #[derive(Default)]
 struct Local {
+    threads: HashMap<ThreadId, (usize, [i32; 2])>,
     stacks: HashMap<StackId, i32>,
     locations: HashMap<Vec<FrameId>, i32>,
 }

@@ -459,6 +459,26 @@ impl Profile {
         self.stacks.get(id.0).unwrap_or(&[])
     }
 
+    /// A stack's frames grouped by address, leaf first: each group is the
+    /// functions inlined at one address (innermost first) followed by the
+    /// function they were inlined into, as pprof and OTLP locations hold
+    /// them.
+    pub(crate) fn address_groups(&self, id: StackId) -> impl Iterator<Item = &[FrameId]> + '_ {
+        let frames = self.stack(id);
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            let rest = frames.get(start..).filter(|rest| !rest.is_empty())?;
+            // The first frame not inlined ends the group; the last frame
+            // ends it in any case.
+            let len = rest
+                .iter()
+                .position(|&f| !self.frame(f).is_some_and(|f| f.inlined))
+                .map_or(rest.len(), |i| i + 1);
+            start += len;
+            Some(&rest[..len])
+        })
+    }
+
     /// Number of distinct stacks.
     pub fn stack_count(&self) -> usize {
         self.stacks.len()

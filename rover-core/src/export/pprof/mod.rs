@@ -207,16 +207,10 @@ impl<'p> Encoder<'p> {
             return ids.clone();
         }
         let profile = self.profile;
-        let frames = profile.stack(stack);
-        let mut ids = Vec::new();
-        let mut start = 0;
-        for (i, &f) in frames.iter().enumerate() {
-            let inlined = profile.frame(f).is_some_and(|f| f.inlined);
-            if !inlined || i + 1 == frames.len() {
-                ids.push(self.location(&frames[start..=i]));
-                start = i + 1;
-            }
-        }
+        let ids: Vec<u64> = profile
+            .address_groups(stack)
+            .map(|group| self.location(group))
+            .collect();
         self.stack_locations.insert(stack, ids.clone());
         ids
     }
