@@ -3,8 +3,8 @@
 # profiler, walking user stacks with frame pointers against unwinding them
 # in the kernel from tables.
 #
-# Starts BUSY CPU-burning processes (a C program built here with -O2
-# -fomit-frame-pointer that spins 12 calls below main, so every sample is a
+# Starts BUSY CPU-burning processes (benches/fixtures/spin.c, built here with
+# -O2 -fomit-frame-pointer: it spins 12 calls below main, so every sample is a
 # real walk), then runs the purpose-built session runner
 # (benches/unwind_session.rs: a session like the `profile` example's, plus
 # the stack mode, that measures itself) with `--all --mode on-cpu
@@ -53,18 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$dir/spin.c" <<'EOF'
-volatile unsigned long sink;
-__attribute__((noinline)) void spin(int x) { for (;;) sink += x; }
-#define LEVEL(n, next) \
-  __attribute__((noinline)) void level##n(int x) { \
-    volatile char pad[8 * n + 24]; pad[0] = (char)x; next(x + 1); sink += pad[0]; }
-LEVEL(11, spin) LEVEL(10, level11) LEVEL(9, level10) LEVEL(8, level9)
-LEVEL(7, level8) LEVEL(6, level7) LEVEL(5, level6) LEVEL(4, level5)
-LEVEL(3, level4) LEVEL(2, level3) LEVEL(1, level2)
-int main(void) { level1(0); return 0; }
-EOF
-gcc -O2 -fomit-frame-pointer -o "$dir/spin" "$dir/spin.c"
+gcc -O2 -fomit-frame-pointer -o "$dir/spin" benches/fixtures/spin.c
 for _ in $(seq "$busy"); do
   "$dir/spin" &
   pids+=($!)

@@ -43,6 +43,10 @@ use std::time::{Duration, Instant};
 use rover_core::export::{FlameGraphOptions, FoldedOptions, write_flamegraph, write_folded};
 use rover_core::{Profiler, StackMode, Targets, UserWalk};
 
+#[path = "self_cost.rs"]
+mod self_cost;
+use self_cost::{fdinfo, fdinfo_field, process_cpu, prog_stats};
+
 struct Args {
     stack_mode: StackMode,
     off_cpu: bool,
@@ -126,43 +130,6 @@ fn parse() -> Result<Args, String> {
         args.targets = Targets::Pids(pids);
     }
     Ok(args)
-}
-
-/// This process's user + system CPU, every thread, in seconds.
-fn process_cpu() -> f64 {
-    // SAFETY: getrusage writes only the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a zeroed rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return f64::NAN;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-/// `(run_time_ns, run_cnt)` of every BPF program this process holds an fd
-/// of, by program id, from /proc/self/fdinfo.
-fn prog_stats() -> BTreeMap<u32, (u64, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(ns), Some(runs)) =
-            (field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
-        {
-            out.insert(id as u32, (ns, runs));
-        }
-    }
-    out
 }
 
 /// A program's name, as bpftool shows it.
@@ -339,24 +306,13 @@ fn run(args: Args) -> Result<(), String> {
 
 /// `(map_id, memlock)` of every BPF map this process holds an fd of.
 fn map_memlock() -> BTreeMap<u32, u64> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) {
-            out.insert(id as u32, memlock);
-        }
-    }
-    out
+    fdinfo()
+        .iter()
+        .filter_map(|text| {
+            let field = |name| fdinfo_field(text, name);
+            Some((field("map_id:")? as u32, field("memlock:")?))
+        })
+        .collect()
 }
 
 /// A map's name, as bpftool shows it.

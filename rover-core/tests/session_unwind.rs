@@ -91,14 +91,26 @@ impl Share {
 /// allowed. Every row of the process counts in the total, an empty or lost
 /// user stack included.
 fn chain_share(profile: &Profile, pid: u32, chain: &[&str], metric: Metric) -> (u64, u64) {
+    chain_share_from(profile, pid, chain, None, metric)
+}
+
+/// [`chain_share`] of the samples whose leaf (the first user frame, which
+/// comes from the sampled address, not from the walk) is one of `leaves`
+/// (all of them with `None`): the walks that start in that code, however
+/// they end.
+fn chain_share_from(
+    profile: &Profile,
+    pid: u32,
+    chain: &[&str],
+    leaves: Option<&[&str]>,
+    metric: Metric,
+) -> (u64, u64) {
     let mut matched = 0;
     let mut total = 0;
     for entry in profile.entries() {
         if profile.thread(entry.thread).map(|t| t.pid) != Some(pid) {
             continue;
         }
-        let value = entry.value.get(metric);
-        total += value;
         // Kernel frames come first in a stack, leaf first.
         let user: Vec<_> = profile
             .stack(entry.stack)
@@ -106,6 +118,15 @@ fn chain_share(profile: &Profile, pid: u32, chain: &[&str], metric: Metric) -> (
             .filter_map(|&id| profile.frame(id))
             .filter(|frame| frame.kind != FrameKind::Kernel)
             .collect();
+        if let Some(leaves) = leaves
+            && !user
+                .first()
+                .is_some_and(|leaf| leaves.iter().any(|name| leaf.display_name() == *name))
+        {
+            continue;
+        }
+        let value = entry.value.get(metric);
+        total += value;
         let holds = user.windows(chain.len()).any(|run| {
             run.iter().zip(chain).all(|(frame, name)| {
                 frame.kind == FrameKind::Native && !frame.inlined && frame.display_name() == *name
@@ -444,4 +465,200 @@ fn fixtures_are_built_without_frame_pointers() {
         DEEP_CXX,
         None,
     ));
+}
+
+/// The same instructions at the same addresses of one process with other
+/// unwind rules: [`SWAP`]'s libraries, built from one source with frames of
+/// 4 and 8 KiB around the same call (`outer_1000` and `outer_2000`).
+const SWAP: &str = include_str!("session_fixtures/unwind/swap.c");
+const SWAP_LIBRARY: &str = include_str!("session_fixtures/unwind/swap.S");
+
+/// Windows (of 250 ms) the unwinder may take to learn of a new mapping and
+/// load its table: a bound for a clear failure, far above the few it takes.
+const SWAP_WINDOWS: usize = 120;
+
+/// The programs remember the rules each (process, address) was found to
+/// have. When a process maps other code where it had code, what they
+/// remember must be forgotten: the fixture runs a function with a 4 KiB
+/// frame, then maps in its place a library whose code is the same bytes
+/// with an 8 KiB frame. After the swap, once the unwinder has read the new
+/// mapping, the walks must follow the new rules (the full chain to `main`),
+/// not the remembered ones, which would read the return address inside the
+/// new frame and lose the chain.
+#[test]
+fn remembered_rules_are_forgotten_when_other_code_is_mapped_at_their_address() {
+    let name = "remembered_rules_are_forgotten";
+    let Some(profiler) = profiler(name) else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("rover-swap-")
+        .tempdir()
+        .unwrap();
+    let source = dir.path().join("swap.S");
+    std::fs::write(&source, SWAP_LIBRARY).unwrap();
+    let mut offsets = Vec::new();
+    for frame in ["1000", "2000"] {
+        let library = dir.path().join(format!("lib{frame}.so"));
+        let status = std::process::Command::new("gcc")
+            .args(["-nostdlib", "-shared"])
+            .arg(format!("-DFRAME=0x{frame}"))
+            .arg(format!("-DOUTER=outer_{frame}"))
+            .arg(format!("-DINNER=inner_{frame}"))
+            .arg("-o")
+            .arg(&library)
+            .arg(&source)
+            .status()
+            .expect("gcc is needed to build the test fixtures");
+        assert!(status.success(), "gcc failed on swap.S");
+        let nm = std::process::Command::new("nm")
+            .arg(&library)
+            .output()
+            .expect("nm is needed to read the fixture's symbols");
+        let symbols = String::from_utf8_lossy(&nm.stdout).into_owned();
+        let offset = symbols
+            .lines()
+            .find(|line| line.ends_with(&format!(" outer_{frame}")))
+            .and_then(|line| line.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no outer_{frame} in {symbols}"))
+            .to_string();
+        offsets.push(offset);
+    }
+    // The point of the fixture: the same code at the same offset.
+    assert_eq!(offsets[0], offsets[1], "outer_* moved between the builds");
+    let program = dir.path().join("swap");
+    let c = dir.path().join("swap.c");
+    std::fs::write(&c, SWAP).unwrap();
+    let status = std::process::Command::new("gcc")
+        .args(session_fixtures::NO_FRAME_POINTERS)
+        .arg("-o")
+        .arg(&program)
+        .arg(&c)
+        .status()
+        .expect("gcc is needed to build the test fixtures");
+    assert!(status.success(), "gcc failed on swap.c");
+    let child = std::process::Command::new(&program)
+        .arg(dir.path().join("lib1000.so"))
+        .arg(dir.path().join("lib2000.so"))
+        .arg(format!("0x{}", offsets[0]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running { child };
+    assert_eq!(running.line(), "ready");
+    let pid = running.pid();
+    let session = profiler
+        .on_cpu()
+        .pids([pid])
+        .frequency(199)
+        .window(Duration::from_millis(250))
+        .stack_mode(StackMode::Dwarf)
+        .start();
+    let mut session = match session {
+        Ok(session) => session,
+        Err(error @ Error::Unsupported { .. }) => {
+            // Only where kernel_features says the unwinder cannot run,
+            // which that test checks against the kernel's features.
+            println!("rover-unwind-share: {name}: unsupported on this kernel: {error}");
+            return;
+        }
+        Err(error) => panic!("{name}: a Dwarf session did not start: {error}"),
+    };
+    let mut windows = session.windows();
+    let deadline = Instant::now() + DEADLINE;
+    let before = ["inner_1000", "outer_1000", "call_outer", "main"];
+    let after = ["inner_2000", "outer_2000", "call_outer", "main"];
+    // The first code, until its walks are complete (and remembered).
+    let (mut matched, mut total) = (0, 0);
+    let mut windows_before = 0;
+    while matched < ON_CPU_SAMPLES {
+        let window = next_window(&mut windows, deadline);
+        windows_before += 1;
+        let (m, t) = chain_share(&window.profile, pid, &before, Metric::OnCpuSamples);
+        matched += m;
+        total += t;
+        if windows_before % 20 == 0 {
+            println!(
+                "rover-unwind-top: {name}: window {windows_before} before the swap: \
+                 {matched} of {total} complete; {}; walks {:?}",
+                heaviest_stack(&window.profile, pid, Metric::OnCpuSamples),
+                window.stats.user_walks
+            );
+        }
+    }
+    println!("rover-unwind-share: {name}: before the swap {matched} of {total} samples complete");
+    assert!(
+        matched as f64 >= UNWOUND_AT_LEAST * total as f64,
+        "{name}: only {matched} of {total} samples of the first code complete"
+    );
+    // SAFETY: kill(2) with a signal the fixture handles, to its pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    assert_eq!(running.line(), "swapped");
+    let swapped = Instant::now();
+    // Windows that began before the swap hold both codes; then the
+    // unwinder learns of the new mapping (asynchronously: until it does,
+    // the kernel walks the new code with the old mapping's rules, and
+    // those walks stop, marked) and loads its table (the walks stop,
+    // marked, meanwhile). The first window with complete walks of the new
+    // code is where the table arrived, and holds walks from before as
+    // well (one `Stopped(Unmapped)` on the host and in 5.10); from the
+    // window after it, the walks must stay complete: the remembered rules
+    // of the old code would break every one of them.
+    let mut seen = 0;
+    let mut arrived = false;
+    let mut windows_seen = 0;
+    let (mut matched, mut total) = (0, 0);
+    while matched < ON_CPU_SAMPLES {
+        assert!(
+            seen > 0 || windows_seen < SWAP_WINDOWS,
+            "{name}: {SWAP_WINDOWS} windows after the swap and no complete walk of the new code"
+        );
+        let window = next_window(&mut windows, deadline);
+        windows_seen += 1;
+        // Only the walks that start in the new code are what the old rules
+        // would break; samples elsewhere in the fixture (its loop in
+        // `main`, the swap itself) say nothing of them.
+        let (m, t) = chain_share_from(
+            &window.profile,
+            pid,
+            &after,
+            Some(&after[..2]),
+            Metric::OnCpuSamples,
+        );
+        let (old, _) = chain_share(&window.profile, pid, &before, Metric::OnCpuSamples);
+        if !arrived {
+            arrived = m > 0 && old == 0;
+            println!(
+                "rover-unwind-top: {name}: window {windows_seen} after the swap, {:.1} s{}: \
+                 {m} new, {old} old of {t}; {}; walks {:?}; lost {:?}",
+                swapped.elapsed().as_secs_f64(),
+                if arrived { " (the table arrived)" } else { "" },
+                heaviest_stack(&window.profile, pid, Metric::OnCpuSamples),
+                window.stats.user_walks,
+                window.stats.lost_stacks
+            );
+            continue;
+        }
+        seen += 1;
+        matched += m;
+        total += t;
+        if m < t {
+            println!(
+                "rover-unwind-top: {name}: window {windows_seen} after the swap: {m} of {t} \
+                 complete; walks {:?}",
+                window.stats.user_walks
+            );
+        }
+    }
+    println!(
+        "rover-unwind-share: {name}: after the swap {matched} of {total} samples in the new \
+         code complete (from window {} of {windows_seen})",
+        windows_seen - seen + 1
+    );
+    assert!(
+        matched as f64 >= UNWOUND_AT_LEAST * total as f64,
+        "{name}: only {matched} of {total} samples of the new code complete after the swap"
+    );
+    drop(running);
 }

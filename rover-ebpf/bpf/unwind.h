@@ -30,6 +30,9 @@
 #define UNWIND_THREAD_SIZE 16384
 #define UNWIND_USER_CS 0x33
 
+/* Bytes of user stack read at once (below). */
+#define UNWIND_WINDOW 1024
+
 /* Set by the loader: the kernel has bpf_task_pt_regs (5.15+). */
 const volatile bool have_task_pt_regs = false;
 
@@ -80,6 +83,54 @@ struct unwind_pt_regs {
 	__u64 ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
 };
 
+/* Bumped by user space after every change to `unwind_procs` or
+ * `unwind_rows` (a process set or removed, rows written): what the frame
+ * cache below holds is valid for one generation only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32);
+} unwind_generation SEC(".maps");
+
+/* What a frame's search found: the row's rules, or a frame-pointer step
+ * for a mapping without a table. */
+#define UNWIND_RULE_FP 0xff
+
+struct unwind_rule {
+	__s32 cfa_offset;
+	__s16 rbp_offset;
+	__u8 cfa_kind;
+	__u8 rbp_kind;
+};
+
+/* One remembered search: (process, address looked up) -> its rule, made
+ * in generation `gen`. The searches are most of a frame's cost and the
+ * same return addresses come back walk after walk, so each CPU keeps the
+ * last UNWIND_CACHE_SLOTS, direct mapped. A hit is exactly what the
+ * search would find: the key is compared whole, and an entry of another
+ * generation (the tables or the mappings changed since) is a miss. */
+#define UNWIND_CACHE_SLOTS 512
+
+struct unwind_cache_entry {
+	__u64 pc;
+	__u32 tgid;
+	__u32 gen;
+	struct unwind_rule rule;
+};
+
+struct unwind_cache {
+	struct unwind_cache_entry slots[UNWIND_CACHE_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_cache);
+} unwind_cache SEC(".maps");
+
 /* A walk in progress, per CPU, across the tail calls. */
 struct unwind_state {
 	__u64 pc;
@@ -90,6 +141,16 @@ struct unwind_state {
 	__u32 tgid;
 	__u32 tid;
 	__u32 buffer;
+	/* The cache generation the walk started in, plus one (0 is never a
+	 * valid entry's). */
+	__u32 gen;
+	__u32 pad0;
+	/* The user stack from `window_base`, read at once when a walk first
+	 * reads there (`window_ok`): the words a walk reads are mostly a few
+	 * dozen bytes apart, so one read serves many frames. */
+	__u64 window_base;
+	__u32 window_ok;
+	__u32 pad1;
 	/* The caller's RBP is known (an RBP rule may make it unknown). */
 	__u8 bp_known;
 	/* `pc` is where the code was interrupted, not a return address: look
@@ -104,6 +165,7 @@ struct unwind_state {
 		} offcpu;
 	} record;
 	struct rover_kernel_stack stack;
+	__u64 window[UNWIND_WINDOW / 8];
 };
 
 struct {
@@ -172,6 +234,14 @@ static __always_inline bool unwind_task_regs(struct unwind_pt_regs *regs)
 	}
 }
 
+static __always_inline __u32 unwind_generation_now(void)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&unwind_generation, &zero);
+
+	return gen ? *gen + 1 : 0;
+}
+
 /* Starts a walk from `regs` in the per-CPU state; the caller fills
  * `record` and tail calls the step program. */
 static __always_inline struct unwind_state *unwind_begin(const struct unwind_pt_regs *regs,
@@ -192,6 +262,8 @@ static __always_inline struct unwind_state *unwind_begin(const struct unwind_pt_
 	st->bp_known = 1;
 	st->exact = 1;
 	st->stack.ips[0] = regs->ip;
+	st->gen = unwind_generation_now();
+	st->window_ok = 0;
 	return st;
 }
 
@@ -211,9 +283,31 @@ static __always_inline struct unwind_state *unwind_begin_empty(__u32 tgid, __u32
 	return st;
 }
 
-static __always_inline int unwind_read(__u64 *out, __u64 addr)
+static __always_inline int unwind_read_word(__u64 *out, __u64 addr)
 {
 	return bpf_probe_read_user(out, sizeof(*out), (const void *)addr);
+}
+
+/* A word of the walked task's user stack at `addr`: from the window when
+ * it holds it, else the window is read again from `addr` (failing that,
+ * near the top of the stack's mapping, the word alone). Returns 0 or the
+ * read's error. */
+static __always_inline int unwind_read(struct unwind_state *st, __u64 *out, __u64 addr)
+{
+	__u64 off = addr - st->window_base;
+
+	if (st->window_ok && addr >= st->window_base && off <= UNWIND_WINDOW - 8 && !(off & 7)) {
+		*out = st->window[(off / 8) & (UNWIND_WINDOW / 8 - 1)];
+		return 0;
+	}
+	if (!(addr & 7) && !bpf_probe_read_user(st->window, sizeof(st->window), (const void *)addr)) {
+		st->window_base = addr;
+		st->window_ok = 1;
+		*out = st->window[0];
+		return 0;
+	}
+	st->window_ok = 0;
+	return unwind_read_word(out, addr);
 }
 
 /* The search over a table's rows, and one frame (below), are global
@@ -288,14 +382,15 @@ static __always_inline void unwind_push(struct unwind_state *st, __u64 ip)
 	st->depth = depth + 1;
 }
 
-/* One frame: from st's registers to the caller's. Returns false when the
- * walk is over (st->status says why). */
-static __always_inline bool unwind_step(struct unwind_state *st, struct rover_unwind_proc *proc)
+/* What the tables say of the frame at st->pc, looked up at `lookup` (the
+ * pc, or pc - 1 for a return address): false when the walk stops there
+ * (st->status says why). */
+static __always_inline bool unwind_search(struct unwind_state *st, struct rover_unwind_proc *proc,
+					  __u64 lookup, struct unwind_rule *rule)
 {
 	int found = unwind_find_mapping(proc, st->pc);
 	struct rover_unwind_mapping *m;
 	struct rover_unwind_row *row;
-	__u64 lookup, cfa, ra, bp;
 	__u32 index;
 
 	if (found < 0) {
@@ -312,37 +407,13 @@ static __always_inline bool unwind_step(struct unwind_state *st, struct rover_un
 		return false;
 	}
 	if (m->table_start == ROVER_UNWIND_NO_TABLE) {
-		/* Frame pointers: the caller's RBP at RBP, its return address
-		 * above. An RBP of 0 ends the chain. */
-		if (!st->bp_known) {
-			st->status = ROVER_USTACK_BAD_FRAME;
-			return false;
-		}
-		if (st->bp == 0) {
-			st->status = ROVER_USTACK_COMPLETE;
-			return false;
-		}
-		if (unwind_read(&ra, st->bp + 8) || unwind_read(&bp, st->bp)) {
-			st->status = ROVER_USTACK_READ_FAILED;
-			return false;
-		}
-		if (st->bp + 16 <= st->sp) {
-			st->status = ROVER_USTACK_BAD_FRAME;
-			return false;
-		}
-		st->sp = st->bp + 16;
-		st->bp = bp;
-		st->exact = 0;
-		if (ra == 0) {
-			st->status = ROVER_USTACK_COMPLETE;
-			return false;
-		}
-		st->pc = ra;
-		unwind_push(st, ra | ROVER_UNWIND_FP_FRAME);
+		rule->cfa_kind = UNWIND_RULE_FP;
+		rule->cfa_offset = 0;
+		rule->rbp_kind = 0;
+		rule->rbp_offset = 0;
 		return true;
 	}
-	lookup = (st->exact ? st->pc : st->pc - 1) - m->bias;
-	found = unwind_find_row(m->table_start, m->table_len, lookup);
+	found = unwind_find_row(m->table_start, m->table_len, lookup - m->bias);
 	if (found < 0) {
 		st->status = ROVER_USTACK_NO_ROW;
 		return false;
@@ -353,49 +424,103 @@ static __always_inline bool unwind_step(struct unwind_state *st, struct rover_un
 		st->status = ROVER_USTACK_NO_ROW;
 		return false;
 	}
-	switch (row->cfa_kind) {
+	rule->cfa_offset = row->cfa_offset;
+	rule->rbp_offset = row->rbp_offset;
+	rule->cfa_kind = row->cfa_kind;
+	rule->rbp_kind = row->rbp_kind;
+	return true;
+}
+
+/* A frame-pointer step, for code without a table: the caller's RBP at
+ * RBP, its return address above. An RBP of 0 ends the chain. */
+static __always_inline bool unwind_fp_step(struct unwind_state *st)
+{
+	__u64 ra, bp;
+
+	if (!st->bp_known) {
+		st->status = ROVER_USTACK_BAD_FRAME;
+		return false;
+	}
+	if (st->bp == 0) {
+		st->status = ROVER_USTACK_COMPLETE;
+		return false;
+	}
+	/* The lower word first: a window read from it holds both. */
+	if (unwind_read(st, &bp, st->bp) || unwind_read(st, &ra, st->bp + 8)) {
+		st->status = ROVER_USTACK_READ_FAILED;
+		return false;
+	}
+	if (st->bp + 16 <= st->sp) {
+		st->status = ROVER_USTACK_BAD_FRAME;
+		return false;
+	}
+	st->sp = st->bp + 16;
+	st->bp = bp;
+	st->exact = 0;
+	if (ra == 0) {
+		st->status = ROVER_USTACK_COMPLETE;
+		return false;
+	}
+	st->pc = ra;
+	unwind_push(st, ra | ROVER_UNWIND_FP_FRAME);
+	return true;
+}
+
+/* A signal frame: the ucontext is at RSP; its uc_mcontext, 40 bytes in,
+ * holds the interrupted registers as struct sigcontext: rbp in slot 10,
+ * rsp in 15, rip in 16. */
+static __always_inline bool unwind_signal_step(struct unwind_state *st)
+{
+	__u64 sp, ip, bp;
+
+	if (unwind_read(st, &bp, st->sp + 40 + 10 * 8) || unwind_read(st, &sp, st->sp + 40 + 15 * 8) ||
+	    unwind_read(st, &ip, st->sp + 40 + 16 * 8)) {
+		st->status = ROVER_USTACK_READ_FAILED;
+		return false;
+	}
+	/* The handler returned to the trampoline's first byte: one past it,
+	 * so that "address - 1" names the trampoline. */
+	if (!st->exact && st->depth > 1) {
+		/* That return address is st->pc, the last frame pushed. */
+		st->depth -= 1;
+		unwind_push(st, st->pc + 1);
+	}
+	st->bp = bp;
+	st->bp_known = 1;
+	st->sp = sp;
+	st->pc = ip;
+	st->exact = 1;
+	/* Recorded one past it: symbolizers take every frame but the leaf at
+	 * its address - 1. */
+	unwind_push(st, ip + 1);
+	return true;
+}
+
+/* One frame by `rule`: from st's registers to the caller's. Returns false
+ * when the walk is over (st->status says why). */
+static __always_inline bool unwind_apply(struct unwind_state *st, const struct unwind_rule *rule)
+{
+	__u64 cfa, ra, bp;
+
+	switch (rule->cfa_kind) {
+	case UNWIND_RULE_FP:
+		return unwind_fp_step(st);
 	case ROVER_CFA_RSP:
-		cfa = st->sp + (__s64)row->cfa_offset;
+		cfa = st->sp + (__s64)rule->cfa_offset;
 		break;
 	case ROVER_CFA_RBP:
 		if (!st->bp_known) {
 			st->status = ROVER_USTACK_BAD_FRAME;
 			return false;
 		}
-		cfa = st->bp + (__s64)row->cfa_offset;
+		cfa = st->bp + (__s64)rule->cfa_offset;
 		break;
 	case ROVER_CFA_PLT:
-		cfa = st->sp + (__s64)row->cfa_offset +
-		      (((st->pc & 15) >= (__u64)row->rbp_offset) ? 8 : 0);
+		cfa = st->sp + (__s64)rule->cfa_offset +
+		      (((st->pc & 15) >= (__u64)rule->rbp_offset) ? 8 : 0);
 		break;
-	case ROVER_CFA_SIGNAL: {
-		/* The ucontext is at RSP; its uc_mcontext, 40 bytes in, holds
-		 * the interrupted registers as struct sigcontext: rbp in slot
-		 * 10, rsp in 15, rip in 16. */
-		__u64 sp, ip;
-
-		if (unwind_read(&bp, st->sp + 40 + 10 * 8) || unwind_read(&sp, st->sp + 40 + 15 * 8) ||
-		    unwind_read(&ip, st->sp + 40 + 16 * 8)) {
-			st->status = ROVER_USTACK_READ_FAILED;
-			return false;
-		}
-		/* The handler returned to the trampoline's first byte: one past
-		 * it, so that "address - 1" names the trampoline. */
-		if (!st->exact && st->depth > 1) {
-			/* That return address is st->pc, the last frame pushed. */
-			st->depth -= 1;
-			unwind_push(st, st->pc + 1);
-		}
-		st->bp = bp;
-		st->bp_known = 1;
-		st->sp = sp;
-		st->pc = ip;
-		st->exact = 1;
-		/* Recorded one past it: symbolizers take every frame but the
-		 * leaf at its address - 1. */
-		unwind_push(st, ip + 1);
-		return true;
-	}
+	case ROVER_CFA_SIGNAL:
+		return unwind_signal_step(st);
 	case ROVER_CFA_END:
 		st->status = ROVER_USTACK_COMPLETE;
 		return false;
@@ -406,18 +531,21 @@ static __always_inline bool unwind_step(struct unwind_state *st, struct rover_un
 		st->status = ROVER_USTACK_UNSUPPORTED;
 		return false;
 	}
-	if (unwind_read(&ra, cfa - 8)) {
+	/* The saved RBP, when there is one, is read first: it is usually
+	 * below the return address, and a window read from it holds both. */
+	if (rule->rbp_kind == ROVER_RBP_AT_CFA &&
+	    unwind_read(st, &bp, cfa + (__s64)rule->rbp_offset)) {
 		st->status = ROVER_USTACK_READ_FAILED;
 		return false;
 	}
-	if (row->rbp_kind == ROVER_RBP_AT_CFA) {
-		if (unwind_read(&bp, cfa + (__s64)row->rbp_offset)) {
-			st->status = ROVER_USTACK_READ_FAILED;
-			return false;
-		}
+	if (unwind_read(st, &ra, cfa - 8)) {
+		st->status = ROVER_USTACK_READ_FAILED;
+		return false;
+	}
+	if (rule->rbp_kind == ROVER_RBP_AT_CFA) {
 		st->bp = bp;
 		st->bp_known = 1;
-	} else if (row->rbp_kind == ROVER_RBP_UNSUPPORTED) {
+	} else if (rule->rbp_kind == ROVER_RBP_UNSUPPORTED) {
 		st->bp_known = 0;
 	}
 	if (cfa <= st->sp) {
@@ -464,12 +592,14 @@ static __always_inline __u64 unwind_store(struct unwind_state *st)
 		return 0;
 	if (st->depth > ROVER_MAX_STACK_DEPTH)
 		st->depth = ROVER_MAX_STACK_DEPTH;
+	hash = unwind_hash(st);
+	/* Most walks give a stack the map already holds: look it up before
+	 * clearing the unused slots, which only a new entry needs. */
+	if (bpf_map_lookup_elem(stacks, &hash))
+		return hash;
 	for (int i = 1; i < ROVER_MAX_STACK_DEPTH; i++)
 		if (i >= st->depth)
 			st->stack.ips[i] = 0;
-	hash = unwind_hash(st);
-	if (bpf_map_lookup_elem(stacks, &hash))
-		return hash;
 	err = bpf_map_update_elem(stacks, &hash, &st->stack, BPF_NOEXIST);
 	if (err && err != -EEXIST) {
 		rover_error(ROVER_ERR_STACK_MAP_FULL);
@@ -479,15 +609,25 @@ static __always_inline __u64 unwind_store(struct unwind_state *st)
 	return hash;
 }
 
-/* The body of the step program: UNWIND_FRAMES frames, then the next run or
- * the end. */
+/* The cache slot of (tgid, lookup): multiplicative hashing of both. */
+static __always_inline __u32 unwind_cache_slot(__u32 tgid, __u64 lookup)
+{
+	__u64 h = (lookup ^ ((__u64)tgid << 40)) * 0x9e3779b97f4a7c15ULL;
+
+	return (__u32)(h >> 55) & (UNWIND_CACHE_SLOTS - 1);
+}
+
 /* One frame of the walk in this CPU's state: 1 to go on, 0 when it is
  * over (the status says why). A global function, so that the verifier
  * checks the frame once rather than once per frame of the step program. */
 __attribute__((noinline)) int unwind_frame(void)
 {
 	struct unwind_state *st = unwind_state_get();
+	struct unwind_cache_entry *slot = 0;
 	struct rover_unwind_proc *proc;
+	struct unwind_rule rule;
+	__u32 zero = 0;
+	__u64 lookup;
 
 	if (!st)
 		return 0;
@@ -495,13 +635,33 @@ __attribute__((noinline)) int unwind_frame(void)
 		st->status = ROVER_USTACK_TRUNCATED;
 		return 0;
 	}
+	lookup = st->exact ? st->pc : st->pc - 1;
+	if (st->gen) {
+		struct unwind_cache *cache = bpf_map_lookup_elem(&unwind_cache, &zero);
+
+		if (cache) {
+			slot = &cache->slots[unwind_cache_slot(st->tgid, lookup)];
+			if (slot->gen == st->gen && slot->pc == lookup && slot->tgid == st->tgid) {
+				rule = slot->rule;
+				return unwind_apply(st, &rule) ? 1 : 0;
+			}
+		}
+	}
 	proc = bpf_map_lookup_elem(&unwind_procs, &st->tgid);
 	if (!proc) {
 		st->status = ROVER_USTACK_NO_PROCESS;
 		unwind_request(st->tgid, ROVER_USTACK_NO_PROCESS);
 		return 0;
 	}
-	return unwind_step(st, proc) ? 1 : 0;
+	if (!unwind_search(st, proc, lookup, &rule))
+		return 0;
+	if (slot) {
+		slot->pc = lookup;
+		slot->tgid = st->tgid;
+		slot->gen = st->gen;
+		slot->rule = rule;
+	}
+	return unwind_apply(st, &rule) ? 1 : 0;
 }
 
 /* The body of the step program: UNWIND_FRAMES frames, then the next run or

@@ -52,7 +52,8 @@ pub use process::{
 };
 pub use row::{Cfa, Rbp, Row};
 pub use service::{
-    ProcessReport, ProcessSink, RowSink, Unwinder, UnwinderConfig, UnwinderError, UnwinderStats,
+    Priority, ProcessReport, ProcessSink, RowSink, Unwinder, UnwinderConfig, UnwinderError,
+    UnwinderStats,
 };
 pub use store::{
     Failure, MAX_CAPACITY, MappingEntry, NO_TABLE, Reservation, StoreStats, TABLE_PENDING,

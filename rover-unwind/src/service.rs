@@ -130,6 +130,19 @@ struct Job {
     what: String,
 }
 
+/// Where a process's table builds go in the service's queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// After the builds already queued: processes loaded ahead of need
+    /// (every process on the machine when a session starts).
+    #[default]
+    Background,
+    /// Before every build queued so far: a process being sampled now (met
+    /// by the programs without its tables, started or changed during the
+    /// session), whose walks stop until its tables land.
+    Urgent,
+}
+
 struct State {
     store: TableStore,
     processes: Box<dyn ProcessSink>,
@@ -233,9 +246,21 @@ impl Unwinder {
 
     /// Reads the mappings of `pid` (a thread group id) and writes its
     /// entry, with the tables not loaded yet pending, then queues their
-    /// builds. Returns at once: the builds run on the service's thread,
-    /// which writes the entry again as each table lands.
+    /// builds after those already queued ([`Priority::Background`]).
+    /// Returns at once: the builds run on the service's thread, which
+    /// writes the entry again as each table lands.
     pub fn add_process(&self, pid: u32) -> Result<ProcessReport, UnwinderError> {
+        self.add_process_with(pid, Priority::Background)
+    }
+
+    /// [`add_process`](Self::add_process), with its builds queued as
+    /// `priority` says: [`Priority::Urgent`] puts them before every build
+    /// queued so far, those of its tables already queued included.
+    pub fn add_process_with(
+        &self,
+        pid: u32,
+        priority: Priority,
+    ) -> Result<ProcessReport, UnwinderError> {
         let mappings = ProcessMappings::read(pid)?;
         let mut state = self.lock();
         let entry = state.store.set_process(&mappings);
@@ -256,24 +281,44 @@ impl Unwinder {
                 TableRef::NoTable => report.no_table += 1,
             }
         }
+        // Urgent builds, in the order of the mappings, to go first.
+        let mut first: Vec<Job> = Vec::new();
         for mapping in mappings.mappings() {
             let MappedCode::Table { key, image } = &mapping.code else {
                 continue;
             };
-            if state.queued.contains(key) || !state.store.needs(key) {
+            if state.queued.contains(key) {
+                // Queued for another process: moved up (unless it is the
+                // build under way, which is in no queue).
+                if priority == Priority::Urgent
+                    && let Some(at) = state.queue.iter().position(|job| job.key == *key)
+                    && let Some(job) = state.queue.remove(at)
+                {
+                    first.push(job);
+                }
                 continue;
             }
-            if state.queue.len() >= self.queue_limit {
+            if !state.store.needs(key) {
+                continue;
+            }
+            if state.queue.len() + first.len() >= self.queue_limit {
                 state.builds_dropped += 1;
                 continue;
             }
             state.queued.insert(*key);
-            state.queue.push_back(Job {
+            let job = Job {
                 key: *key,
                 image: image.clone(),
                 what: describe(&mapping.path),
-            });
+            };
+            match priority {
+                Priority::Background => state.queue.push_back(job),
+                Priority::Urgent => first.push(job),
+            }
             report.queued += 1;
+        }
+        for job in first.into_iter().rev() {
+            state.queue.push_front(job);
         }
         drop(state);
         self.shared.work.notify_one();
@@ -281,11 +326,12 @@ impl Unwinder {
     }
 
     /// Reads the mappings of `pid` again, after an `exec` or a `dlopen`,
-    /// and writes its entry as [`add_process`](Self::add_process) does;
-    /// tables it no longer maps stay in the store until evicted. A process
-    /// that is gone has its entry removed, and the error says so.
+    /// and writes its entry as [`add_process`](Self::add_process) does,
+    /// its builds [`Priority::Urgent`] (a process that changed is one that
+    /// runs); tables it no longer maps stay in the store until evicted. A
+    /// process that is gone has its entry removed, and the error says so.
     pub fn refresh(&self, pid: u32) -> Result<ProcessReport, UnwinderError> {
-        match self.add_process(pid) {
+        match self.add_process_with(pid, Priority::Urgent) {
             Err(UnwinderError::Process(ProcessError::NoSuchProcess { pid })) => {
                 self.remove(pid)?;
                 Err(UnwinderError::Process(ProcessError::NoSuchProcess { pid }))

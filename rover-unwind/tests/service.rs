@@ -9,15 +9,16 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, Running, symbol};
 use rover_unwind::{
-    Cfa, MappedCode, MappingEntry, ProcessError, ProcessMappings, ProcessSink, Rbp, Row, RowSink,
-    TableKey, TableRef, Unwinder, UnwinderConfig, UnwinderError,
+    Cfa, MappedCode, MappingEntry, Priority, ProcessError, ProcessMappings, ProcessSink, Rbp, Row,
+    RowSink, TableKey, TableRef, Unwinder, UnwinderConfig, UnwinderError,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,6 +36,8 @@ struct Kernel {
     /// Row writes over a range that an entry pointed at when written.
     overwritten_in_use: Arc<Mutex<Vec<String>>>,
     refuse_rows: Arc<AtomicBool>,
+    /// While true, row writes wait: the worker holds its build there.
+    gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Kernel {
@@ -48,6 +51,24 @@ impl Kernel {
     fn unwinder(&self, capacity: u32) -> Unwinder {
         let config = UnwinderConfig::default().capacity_rows(capacity);
         Unwinder::new(config, self.clone(), Procs(self.clone())).unwrap()
+    }
+
+    fn set_gate(&self, closed: bool) {
+        let (gate, opened) = &*self.gate;
+        *gate.lock().unwrap() = closed;
+        opened.notify_all();
+    }
+
+    /// Where in the history `pid`'s entry first had rows for `address`.
+    fn landed(&self, pid: u32, address: u64) -> Option<usize> {
+        self.history.lock().unwrap().iter().position(|(p, entry)| {
+            *p == pid
+                && entry.iter().any(|m| {
+                    m.start <= address
+                        && address < m.end
+                        && matches!(m.table, TableRef::Rows { .. })
+                })
+        })
     }
 
     fn entry(&self, pid: u32) -> Option<Vec<MappingEntry>> {
@@ -100,6 +121,13 @@ impl RowSink for Kernel {
     fn write(&mut self, start: u32, rows: &[Row]) -> Result<(), String> {
         if self.refuse_rows.load(Ordering::SeqCst) {
             return Err("refused by the test".into());
+        }
+        {
+            let (closed, opened) = &*self.gate;
+            let mut closed = closed.lock().unwrap();
+            while *closed {
+                closed = opened.wait(closed).unwrap();
+            }
         }
         let end = start as usize + rows.len();
         for (pid, entry) in self.entries.lock().unwrap().iter() {
@@ -178,7 +206,24 @@ impl Drop for Sleeper {
 }
 
 fn sleeper() -> Sleeper {
-    let sleeper = Sleeper(Command::new("sleep").arg("30").spawn().unwrap());
+    sleeper_of(Path::new("sleep"))
+}
+
+/// `program 30` (a sleep), once it sleeps.
+fn sleeper_of(program: &Path) -> Sleeper {
+    // A copy this test process just wrote can be busy for a moment (see
+    // common::Running::start).
+    let mut tries = 0;
+    let child = loop {
+        match Command::new(program).arg("30").spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let sleeper = Sleeper(child);
     // Until it sleeps: during the exec, its new address space holds only
     // what is mapped so far (and /proc/PID/exe names sleep already).
     let deadline = Instant::now() + WAIT;
@@ -499,4 +544,73 @@ fn services_sharing_a_cache_build_each_table_once() {
         );
     }
     assert_eq!(written[0], written[1]);
+}
+
+/// The start of the executable mapping of `path` in `pid`.
+fn code_of(pid: u32, path: &Path) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|line| line.contains(" r-xp ") && line.ends_with(&*path.to_string_lossy()))
+        .unwrap_or_else(|| panic!("{} is not mapped in {pid}:\n{maps}", path.display()));
+    let start = line.split('-').next().unwrap();
+    u64::from_str_radix(start, 16).unwrap()
+}
+
+/// An urgent process's builds go before those queued so far, its tables
+/// queued for others included: the worker is held at the row sink while
+/// four copies of `sleep` (a table each) queue in the background, then a
+/// fixture is added urgently; its program's table lands before the
+/// copies' (but the first, which may be the build held at the gate).
+#[test]
+fn urgent_builds_go_before_those_queued() {
+    let kernel = Kernel::new(1 << 20);
+    kernel.set_gate(true);
+    let unwinder = kernel.unwinder(1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let sleep = which("sleep");
+    let copies: Vec<_> = (0..4)
+        .map(|i| {
+            let path = dir.path().join(format!("sleep{i}"));
+            std::fs::copy(&sleep, &path).unwrap();
+            path
+        })
+        .collect();
+    let sleepers: Vec<Sleeper> = copies.iter().map(|path| sleeper_of(path)).collect();
+    for sleeper in &sleepers {
+        unwinder.add_process(sleeper.0.id()).unwrap();
+    }
+    let fixture = Fixture::build();
+    let urgent = Running::start(&fixture.program);
+    let report = unwinder
+        .add_process_with(urgent.pid(), Priority::Urgent)
+        .unwrap();
+    assert!(report.queued >= 1, "{report:?}");
+    kernel.set_gate(false);
+    assert!(unwinder.wait_idle(WAIT));
+    let urgent_landed = kernel
+        .landed(urgent.pid(), urgent.main)
+        .expect("the urgent program's table never landed");
+    for (sleeper, path) in sleepers.iter().zip(&copies).skip(1) {
+        let pid = sleeper.0.id();
+        let landed = kernel
+            .landed(pid, code_of(pid, path))
+            .unwrap_or_else(|| panic!("{}'s table never landed", path.display()));
+        assert!(
+            urgent_landed < landed,
+            "the urgent program's table landed at {urgent_landed}, after {}'s at {landed}",
+            path.display()
+        );
+    }
+    kernel.check(&unwinder);
+}
+
+/// The path of `program` on PATH.
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }

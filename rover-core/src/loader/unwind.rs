@@ -7,6 +7,7 @@
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -15,7 +16,9 @@ use aya::maps::{HashMap, Map, MapData, MapError, ProgramArray};
 use aya::programs::ProgramFd;
 use aya::{Ebpf, EbpfLoader};
 use rover_ebpf::abi::{self, KernelStack, UnwindMapping, UnwindProc, UnwindRow};
-use rover_unwind::{MappingEntry, ProcessSink, Row, RowSink, TableCache, Unwinder, UnwinderConfig};
+use rover_unwind::{
+    MappingEntry, Priority, ProcessSink, Row, RowSink, TableCache, Unwinder, UnwinderConfig,
+};
 
 use super::buffer::{StackResolver, clear_except};
 use super::object::{missing_in_object, take_map};
@@ -24,6 +27,7 @@ use super::{Error, KernelFeature, KernelFeatures, KernelVersion, MapSizes, Stack
 
 pub(crate) const ROWS: &str = "unwind_rows";
 pub(crate) const PROCS: &str = "unwind_procs";
+pub(crate) const GENERATION: &str = "unwind_generation";
 pub(crate) const REQUESTS: &str = "unwind_requests";
 pub(crate) const PROGS: &str = "unwind_progs";
 pub(crate) const USTACKS: [&str; 2] = ["ustacks0", "ustacks1"];
@@ -133,27 +137,23 @@ pub(crate) fn task_pt_regs_flag(features: &KernelFeatures) -> u8 {
     u8::from(features.support(KernelFeature::TaskPtRegs).is_yes())
 }
 
-/// `unwind_rows`, mapped into this process: rows are written in place.
-struct RowsMapping {
-    ptr: NonNull<UnwindRow>,
-    len: usize,
+/// An mmapable array map, mapped into this process.
+struct MappedArray {
+    ptr: NonNull<u8>,
     bytes: usize,
     // Keeps the map alive as long as the mapping.
     _map: MapData,
 }
 
-// SAFETY: the mapping is owned by this struct alone and written only
-// through `&mut self`; the kernel's readers take no Rust references.
-unsafe impl Send for RowsMapping {}
-
-impl RowsMapping {
-    fn new(map: MapData, rows: u32) -> Result<Self, Error> {
-        let len = rows as usize;
+impl MappedArray {
+    /// Maps the first `bytes` of `map` (rounded up to pages), which must
+    /// be no longer than the map's data.
+    fn new(map: MapData, name: &str, bytes: usize) -> Result<Self, Error> {
         let page = 4096usize;
-        let bytes = (len * std::mem::size_of::<UnwindRow>()).div_ceil(page) * page;
+        let bytes = bytes.div_ceil(page) * page;
         let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: a shared mapping of an mmapable array map of `rows`
-        // 16-byte values, no longer than the map's data; checked below.
+        // SAFETY: a shared mapping of an mmapable array map, no longer
+        // than its data (the callers' sizes); checked below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -166,19 +166,72 @@ impl RowsMapping {
         };
         if ptr == libc::MAP_FAILED {
             return Err(Error::Io {
-                what: format!("mapping the {ROWS} map ({bytes} bytes)"),
+                what: format!("mapping the {name} map ({bytes} bytes)"),
                 source: std::io::Error::last_os_error(),
             });
         }
-        let ptr = NonNull::new(ptr.cast::<UnwindRow>()).ok_or_else(|| Error::Io {
-            what: format!("mapping the {ROWS} map"),
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Io {
+            what: format!("mapping the {name} map"),
             source: std::io::Error::other("mmap returned null"),
         })?;
-        Ok(RowsMapping {
+        Ok(MappedArray {
             ptr,
-            len,
             bytes,
             _map: map,
+        })
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.bytes);
+        }
+    }
+}
+
+/// `unwind_generation`, mapped into this process: bumped after every
+/// change to the rows or the processes, which ends the validity of every
+/// frame the programs' caches remember.
+struct Generation(MappedArray);
+
+// SAFETY: the mapped word is only accessed atomically (`bump`), and the
+// mapping lives as long as the struct.
+unsafe impl Send for Generation {}
+unsafe impl Sync for Generation {}
+
+impl Generation {
+    fn new(map: MapData) -> Result<Self, Error> {
+        MappedArray::new(map, GENERATION, std::mem::size_of::<u32>()).map(Generation)
+    }
+
+    fn bump(&self) {
+        // SAFETY: the mapping holds the map's one u32 at its start, page
+        // aligned, and is only accessed atomically from this side.
+        let word = unsafe { &*self.0.ptr.as_ptr().cast::<AtomicU32>() };
+        word.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// `unwind_rows`, mapped into this process: rows are written in place.
+struct RowsMapping {
+    mapping: MappedArray,
+    len: usize,
+    generation: Arc<Generation>,
+}
+
+// SAFETY: the mapping is owned by this struct alone and written only
+// through `&mut self`; the kernel's readers take no Rust references.
+unsafe impl Send for RowsMapping {}
+
+impl RowsMapping {
+    fn new(map: MapData, rows: u32, generation: Arc<Generation>) -> Result<Self, Error> {
+        let len = rows as usize;
+        Ok(RowsMapping {
+            mapping: MappedArray::new(map, ROWS, len * std::mem::size_of::<UnwindRow>())?,
+            len,
+            generation,
         })
     }
 
@@ -196,11 +249,16 @@ impl RowsMapping {
             })?;
         // SAFETY: `start..end` is inside the mapping (checked above), which
         // holds `len` rows; nothing else in this process aliases it.
-        let slots =
-            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), end - start) };
+        let slots = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.mapping.ptr.as_ptr().cast::<UnwindRow>().add(start),
+                end - start,
+            )
+        };
         for (slot, row) in slots.iter_mut().zip(rows) {
             *slot = abi_row(row);
         }
+        self.generation.bump();
         Ok(())
     }
 }
@@ -224,7 +282,10 @@ fn abi_row(row: &Row) -> UnwindRow {
 }
 
 /// `unwind_procs`, as the service's process sink.
-struct ProcMap(HashMap<MapData, u32, UnwindProc>);
+struct ProcMap {
+    map: HashMap<MapData, u32, UnwindProc>,
+    generation: Arc<Generation>,
+}
 
 impl ProcessSink for ProcMap {
     fn set(&mut self, tgid: u32, mappings: &[MappingEntry]) -> Result<(), String> {
@@ -240,25 +301,22 @@ impl ProcessSink for ProcMap {
             };
         }
         proc.count = count as u32;
-        self.0
+        let set = self
+            .map
             .insert(tgid, proc, 0)
-            .map_err(|error| format!("{PROCS}: {error}"))
+            .map_err(|error| format!("{PROCS}: {error}"));
+        // Bumped even after a failed update, which may have left a part.
+        self.generation.bump();
+        set
     }
 
     fn remove(&mut self, tgid: u32) -> Result<(), String> {
-        match self.0.remove(&tgid) {
+        let removed = match self.map.remove(&tgid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(error) => Err(format!("{PROCS}: {error}")),
-        }
-    }
-}
-
-impl Drop for RowsMapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.bytes);
-        }
+        };
+        self.generation.bump();
+        removed
     }
 }
 
@@ -330,10 +388,17 @@ impl KernelTables {
         let Map::Array(data) = map else {
             return Err(missing_in_object(ROWS));
         };
-        let mapping = RowsMapping::new(data, rows)?;
+        let generation = match ebpf.take_map(GENERATION) {
+            Some(Map::Array(data)) => Arc::new(Generation::new(data)?),
+            _ => return Err(missing_in_object(GENERATION)),
+        };
+        let mapping = RowsMapping::new(data, rows, generation.clone())?;
         let mut progs: ProgramArray<MapData> = take_map(ebpf, PROGS, ProgramArray::try_from)?;
         progs.set(0, step, 0).map_err(Error::map(PROGS))?;
-        let procs = ProcMap(take_map(ebpf, PROCS, HashMap::try_from)?);
+        let procs = ProcMap {
+            map: take_map(ebpf, PROCS, HashMap::try_from)?,
+            generation,
+        };
         let requests = take_map(ebpf, REQUESTS, HashMap::try_from)?;
         let unwinder = Arc::new(
             Unwinder::new(
@@ -355,7 +420,7 @@ impl KernelTables {
         };
         if let Preload::Pids(pids) = preload {
             for pid in pids.iter().copied().collect::<HashSet<u32>>() {
-                add(&unwinder, pid, &mut known);
+                add(&unwinder, pid, &mut known, Priority::Background);
             }
         }
         let poller = Poller::start(unwinder.clone(), requests, known, preload_all, skip)?;
@@ -442,10 +507,11 @@ fn exe_identity(pid: u32) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
-/// Adds `pid` to the service unless it maps nothing (a kernel thread).
-fn add(unwinder: &Unwinder, pid: u32, known: &mut Known) {
+/// Adds `pid` to the service unless it maps nothing (a kernel thread),
+/// its builds queued by `priority`.
+fn add(unwinder: &Unwinder, pid: u32, known: &mut Known, priority: Priority) {
     let exe = exe_identity(pid);
-    match unwinder.add_process(pid) {
+    match unwinder.add_process_with(pid, priority) {
         Ok(report) if report.mappings == 0 => {
             let _ = unwinder.remove(pid);
         }
@@ -508,7 +574,7 @@ impl Poller {
             .spawn(move || {
                 if preload_all {
                     for pid in all_pids().into_iter().filter(|&pid| Some(pid) != skip) {
-                        add(&unwinder, pid, &mut known);
+                        add(&unwinder, pid, &mut known, Priority::Background);
                     }
                 }
                 let mut refreshed: StdHashMap<u32, Instant> = StdHashMap::new();
@@ -524,7 +590,7 @@ impl Poller {
                                 .filter(|pid| !known.contains_key(pid))
                                 .collect();
                             for pid in new {
-                                add(&unwinder, pid, &mut known);
+                                add(&unwinder, pid, &mut known, Priority::Background);
                             }
                         }
                         Ok(Command::Changed(pid)) => {
@@ -535,7 +601,9 @@ impl Poller {
                                     known.remove(&pid);
                                 }
                             } else if preload_all {
-                                add(&unwinder, pid, &mut known);
+                                // A process started during the session:
+                                // before what the start queued.
+                                add(&unwinder, pid, &mut known, Priority::Urgent);
                             }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -544,7 +612,8 @@ impl Poller {
                     for (pid, reason) in taken {
                         let _ = requests.remove(&pid);
                         if !known.contains_key(&pid) {
-                            add(&unwinder, pid, &mut known);
+                            // Met by the programs: sampled now.
+                            add(&unwinder, pid, &mut known, Priority::Urgent);
                         } else if reason == abi::USTACK_UNMAPPED
                             && refreshed
                                 .get(&pid)

@@ -112,7 +112,7 @@ mod support;
 
 pub use support::Fixture;
 #[allow(unused_imports, reason = "only the unwinder tests build these")]
-pub use support::{Language, WITH_FRAME_POINTERS};
+pub use support::{Language, NO_FRAME_POINTERS, WITH_FRAME_POINTERS};
 
 /// Starts a fixture as a [`Running`] (its binary mapped before a session
 /// starts, as [`Fixture::spawn`] waits for `ready`).
