@@ -3,6 +3,7 @@
 //! `.debug/`, configured directories, CRC check), cache bounds and eviction,
 //! sharing across threads, and kernel symbols.
 
+mod bpf_symbol;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -465,6 +466,11 @@ fn kernel_symbols() {
 
 #[test]
 fn kernel_module_symbols_have_the_module_origin() {
+    // Our own BPF program, a `[bpf]` symbol whether or not the kernel has
+    // loadable modules (needs root; a loaded module stands in otherwise).
+    let _program = bpf_symbol::load("rover_ksym").map_err(|error| {
+        eprintln!("no BPF program of our own ({error}); a loaded module's symbols are needed");
+    });
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
     // A text symbol of a loaded module (BPF programs count, as `[bpf]`),
     // alone at its address so no other symbol can stand for it.
@@ -482,7 +488,11 @@ fn kernel_module_symbols_have_the_module_origin() {
         (f.len() == 3 && matches!(f[1], "T" | "t") && addr != 0 && alone)
             .then(|| (addr, module.trim()))
     }) else {
-        println!("skipped: no kernel module text symbols visible in /proc/kallsyms");
+        testkit::skip(
+            "kernel_module_symbols_have_the_module_origin",
+            "no kernel module text symbols visible in /proc/kallsyms (no module loaded, and \
+             the test's own BPF program could not be loaded or is not listed)",
+        );
         return;
     };
     let results = Symbolizer::default()
