@@ -273,12 +273,16 @@ fn start_stop_cycles_leave_nothing_behind() {
     cycle(0);
     let fds_before = bpf_fds();
     let ids_before = rover_program_ids();
+    // 100 cycles on the host; 20 in the emulated guests of the kernel
+    // matrix, where 100 took 235 s of the 6.12 guest's run (a leak shows
+    // in every cycle, so 20, 5 of them with the unwinder, still catch one).
+    let cycles = if testkit::in_guest() { 20 } else { 100 };
     let mut ours = HashSet::new();
-    for i in 0..100 {
+    for i in 0..cycles {
         ours.extend(cycle(i).difference(&ids_before).copied());
     }
     assert!(
-        ours.len() >= 200,
+        ours.len() >= 2 * cycles,
         "the cycles loaded {} programs",
         ours.len()
     );

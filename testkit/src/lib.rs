@@ -55,6 +55,21 @@ fn ci_value(value: Option<&str>) -> bool {
     !matches!(value.map(str::trim), None | Some("" | "0" | "false"))
 }
 
+/// Whether this test runs in one of the kernel matrix's emulated guests
+/// (`tests/vm/guest.sh` sets `ROVER_VM_GUEST=1`). There every instruction is
+/// emulated, so a test that repeats the same kernel work many times (a leak
+/// check over start/stop cycles) does fewer repetitions: what the guest
+/// checks is that the kernel accepts and runs the work, which the host's
+/// run repeats in full.
+///
+/// ```
+/// let cycles = if testkit::in_guest() { 20 } else { 100 };
+/// assert!(cycles > 0);
+/// ```
+pub fn in_guest() -> bool {
+    std::env::var_os("ROVER_VM_GUEST").is_some_and(|v| v == "1")
+}
+
 /// Reports that `test` cannot run here because of `why`: panics with the
 /// reason in CI, prints `skipping <test>: <why>` otherwise. The caller
 /// returns right after it.

@@ -21,7 +21,8 @@ ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up 2>/dev/null
 hostname rover-vm
 
 export PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root CI=1 RUST_BACKTRACE=1 TERM=dumb
+# ROVER_VM_GUEST: testkit::in_guest(), for tests that repeat kernel work.
+export HOME=/root CI=1 ROVER_VM_GUEST=1 RUST_BACKTRACE=1 TERM=dumb
 filter=$(cat "$out/filter")
 per_test=$(cat "$out/per-test-timeout")
 echo "rover-vm: kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB"
@@ -30,8 +31,11 @@ while read -r name dir path; do
   echo "rover-vm: === $name"
   start=$(date +%s)
   # shellcheck disable=SC2086
-  (cd "$dir" && CARGO_MANIFEST_DIR=$dir timeout -k 10 "$per_test" "$path" --nocapture $filter)
-  status=$?
+  # Each line of output is stamped with the seconds since the binary
+  # started, so a run's log shows where its time went.
+  (cd "$dir" && CARGO_MANIFEST_DIR=$dir timeout -k 10 "$per_test" "$path" --nocapture $filter) 2>&1 |
+    (SECONDS=0; while IFS= read -r line; do printf '[%4d] %s\n' "$SECONDS" "$line"; done)
+  status=${PIPESTATUS[0]}
   if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     echo "rover-vm: === $name: TIMED OUT after $per_test s (the test that printed no result above hung)"
   fi

@@ -22,7 +22,10 @@
 #     reference tools where they are on the host. A small initramfs (static
 #     busybox, the virtio/virtiofs/overlay modules of that kernel package)
 #     mounts it and hands over to tests/vm/guest.sh.
-#  4. guest.sh runs each test binary with CI=1 (no test may skip) and ends the
+#  4. guest.sh runs each test binary with CI=1 (no test may skip) and
+#     ROVER_VM_GUEST=1 (testkit::in_guest(): tests that repeat kernel work
+#     many times repeat it fewer times), stamps each output line with the
+#     seconds since the binary started, and ends the
 #     guest through the isa-debug-exit device with the number of binaries
 #     that failed. The guest's console is this script's output, and is kept
 #     in target/vm/KERNEL/console.log; the `rover-kernel:`/`rover-feature:`/
