@@ -168,15 +168,35 @@ fn oncpu_attributes_a_spinning_function() {
     println!(
         "{total} samples, {in_spin} in spin_here; {cpu_seconds:.3} s of CPU -> {expected:.0} expected"
     );
+    // Whether perf lowered its sample rate during the run (it does when
+    // sampling takes too long), to tell that shortfall from a lost window.
+    let max_rate = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .map_or_else(|e| format!("unreadable ({e})"), |s| s.trim().to_owned());
+    println!("kernel.perf_event_max_sample_rate after the run: {max_rate}");
     assert!(total > 100, "too few samples: {total}");
     assert!(
         in_spin as f64 >= 0.9 * total as f64,
         "only {in_spin} of {total} samples in spin_here"
     );
-    // Nothing lost or counted twice across the buffer flips.
+    // Nothing counted twice across the buffer flips: never more samples
+    // than the CPU time allows.
     assert!(
-        (total as f64 - expected).abs() <= 0.15 * expected,
+        total as f64 <= 1.15 * expected,
         "{total} samples for {expected:.0} expected"
+    );
+    // Nothing lost across the flips. On the host, within 15% of the CPU
+    // time. In an emulated guest the CPU time is no measure of the samples
+    // taken: cpu-clock's hrtimer skips the periods it fired late for, and
+    // a TCG vCPU stalls for milliseconds at times (6.12's guest took 620
+    // samples for 749 expected, 83%, in a CI run). There the exact count
+    // across flips is checked by the off-CPU tests, which count each of
+    // their fixture's 20 blocks through the same double-buffer code
+    // (loader/buffer.rs), drained every 120 ms.
+    let floor = if testkit::in_guest() { 0.5 } else { 0.85 };
+    assert!(
+        total as f64 >= floor * expected,
+        "{total} samples for {expected:.0} expected (at least {:.0})",
+        floor * expected
     );
 }
 
