@@ -390,20 +390,24 @@ impl Tracker {
                 return;
             }
         }
+        // The identity first: a few small /proc reads, where the capture
+        // loads the process's modules (under emulation, long enough for a
+        // short-lived process to exit in between, leaving only a zombie's
+        // stat to read, without its executable or command line).
+        if state.host.is_none() {
+            state.host = Host::read().ok();
+        }
+        let identity = match (info, &state.host) {
+            (Some(info), _) => Some(ProcessIdentity::of(info)),
+            (None, Some(host)) => ProcessInfo::read_in(pid, host)
+                .ok()
+                .map(|i| ProcessIdentity::of(&i)),
+            (None, None) => None,
+        };
         match self.symbolizer.capture_process(pid) {
             Ok(_) => {
                 state.captured.insert(pid);
                 state.counts.captured += 1;
-                if state.host.is_none() {
-                    state.host = Host::read().ok();
-                }
-                let identity = match (info, &state.host) {
-                    (Some(info), _) => Some(ProcessIdentity::of(info)),
-                    (None, Some(host)) => ProcessInfo::read_in(pid, host)
-                        .ok()
-                        .map(|i| ProcessIdentity::of(&i)),
-                    (None, None) => None,
-                };
                 match identity {
                     Some(identity) => {
                         state.identities.insert(pid, Arc::new(identity));
