@@ -190,7 +190,7 @@ fn short_lived_processes_come_out_symbolized() {
         assert_eq!(identity.exe.as_deref(), Some(path.as_str()), "{identity:?}");
         assert_eq!(
             identity.cmdline,
-            [path.clone(), "200".to_string()],
+            [path.clone(), millis.to_string()],
             "{identity:?}"
         );
     }
