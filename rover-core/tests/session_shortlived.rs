@@ -1,6 +1,7 @@
 //! Short-lived processes inside an every-process session: each lives about
-//! 200 ms (400 ms in an emulated guest), execs, works and exits long before the window it ran in is
-//! drained; its samples must still come out symbolized down to `main`.
+//! 200 ms (400 ms in an emulated guest), execs, works and exits long before
+//! the window it ran in is drained; its samples must still come out
+//! symbolized down to `main`.
 
 mod session_fixtures;
 
